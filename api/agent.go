@@ -1,0 +1,42 @@
+package api
+
+// NodeRegistration is what an agent sends when it starts: who it is and what
+// it offers. The manager answers with the stored Node.
+type NodeRegistration struct {
+	// NodeID is the id the agent was given before and kept on disk; empty on
+	// first start.
+	NodeID    string            `json:"node_id,omitempty"`
+	Hostname  string            `json:"hostname"`
+	Address   string            `json:"address,omitempty"`
+	Labels    map[string]string `json:"labels,omitempty"`
+	Resources NodeResources     `json:"resources"`
+	Drivers   []string          `json:"drivers,omitempty"`
+	// PortRange is the first and last host port tasks on this node may get.
+	PortRange [2]int `json:"port_range"`
+	// AgentURL is where the agent serves task logs (https://host:port).
+	AgentURL string `json:"agent_url,omitempty"`
+	// AgentCertSHA256 is the hex SHA-256 of the agent's self-signed TLS
+	// certificate (DER), pinned by the manager when it calls AgentURL.
+	AgentCertSHA256 string `json:"agent_cert_sha256,omitempty"`
+	// AgentSecret is the bearer secret the manager presents to AgentURL.
+	AgentSecret string `json:"agent_secret,omitempty"`
+}
+
+// Assignments is the full set of tasks assigned to one node, as streamed to
+// its agent: a new message replaces the previous one.
+type Assignments struct {
+	// Revision is the store revision the set was read at.
+	Revision int64  `json:"revision"`
+	Tasks    []Task `json:"tasks"`
+}
+
+// TaskStatusUpdate is one task's observed status, reported by its agent.
+type TaskStatusUpdate struct {
+	ID     string     `json:"id"`
+	Status TaskStatus `json:"status"`
+}
+
+// StatusReport is an agent's heartbeat with the tasks whose status changed.
+type StatusReport struct {
+	Tasks []TaskStatusUpdate `json:"tasks,omitempty"`
+}

@@ -1,0 +1,286 @@
+// Package api holds Berth's public types — service specs, tasks, nodes — and
+// the Go client for the HTTP API. The CLI, the web UI and the tests use it; it
+// must not import anything under internal/.
+package api
+
+import (
+	"time"
+)
+
+// Service modes.
+const (
+	ModeReplicated = "replicated"
+	ModeGlobal     = "global"
+)
+
+// Drivers.
+const (
+	DriverProcess = "process"
+	DriverDocker  = "docker"
+)
+
+// Restart conditions.
+const (
+	RestartAny       = "any"
+	RestartOnFailure = "on-failure"
+	RestartNone      = "none"
+)
+
+// ServiceSpec is what a user declares: the desired state of one service. It
+// is the document `berth deploy -f` reads, in YAML or JSON.
+type ServiceSpec struct {
+	// Name is the service's name, a DNS label (RFC 1123): lower-case letters,
+	// digits and '-', at most 63 characters, starting with a letter.
+	Name string `json:"name"`
+	// Labels are free-form key/value metadata.
+	Labels map[string]string `json:"labels,omitempty"`
+	// Mode is "replicated" (default: Replicas tasks) or "global" (one task on
+	// every eligible node).
+	Mode string `json:"mode,omitempty"`
+	// Replicas is the number of tasks in replicated mode. Default 1.
+	Replicas *int `json:"replicas,omitempty"`
+	// Task is the template every task of the service runs.
+	Task TaskSpec `json:"task"`
+	// Restart says what happens when a task ends.
+	Restart RestartPolicy `json:"restart,omitempty"`
+	// Placement restricts the nodes the tasks may run on.
+	Placement Placement `json:"placement,omitempty"`
+}
+
+// TaskSpec is the template of one task: what to run and how.
+type TaskSpec struct {
+	// Driver runs the task: "process" (default) or "docker".
+	Driver string `json:"driver,omitempty"`
+	// Command is the program and its arguments. A first word "berth" means
+	// this Berth binary. ${PORT_<NAME>}, ${PORT} and ${VAR} for keys of Env
+	// are expanded.
+	Command []string `json:"command,omitempty"`
+	// Image is the container image (docker driver only).
+	Image string `json:"image,omitempty"`
+	// Env is extra environment for the task.
+	Env map[string]string `json:"env,omitempty"`
+	// User is the user (name or uid[:gid]) the task runs as.
+	User string `json:"user,omitempty"`
+	// Workdir is the task's working directory.
+	Workdir string `json:"workdir,omitempty"`
+	// Ports are named ports; each gets a free host port.
+	Ports []PortSpec `json:"ports,omitempty"`
+	// Health is the task's health check; without it a running task is
+	// healthy.
+	Health *HealthCheck `json:"health,omitempty"`
+	// Resources are the CPU and memory the task reserves and is limited to.
+	Resources Resources `json:"resources,omitempty"`
+	// StopGracePeriod is how long a task has between SIGTERM and SIGKILL.
+	// Default 10s.
+	StopGracePeriod Duration `json:"stop_grace_period,omitempty"`
+}
+
+// PortSpec names a port of a task.
+type PortSpec struct {
+	// Name is a DNS label, unique in the task. It becomes PORT_<NAME>.
+	Name string `json:"name"`
+	// Protocol is "tcp" (default) or "udp".
+	Protocol string `json:"protocol,omitempty"`
+}
+
+// HealthCheck is a task's health check. Exactly one of HTTP, TCP and Exec is
+// set.
+type HealthCheck struct {
+	// HTTP checks that GET path on the named port answers 2xx or 3xx.
+	HTTP *HTTPCheck `json:"http,omitempty"`
+	// TCP checks that the named port accepts a connection.
+	TCP *TCPCheck `json:"tcp,omitempty"`
+	// Exec runs a command; exit code 0 is healthy.
+	Exec []string `json:"exec,omitempty"`
+	// Interval between checks. Default 5s.
+	Interval Duration `json:"interval,omitempty"`
+	// Timeout of one check. Default: the interval, at most 10s.
+	Timeout Duration `json:"timeout,omitempty"`
+	// Retries is how many consecutive failures make a task unhealthy.
+	// Default 3.
+	Retries int `json:"retries,omitempty"`
+	// StartPeriod is a grace period after start in which failures do not
+	// count.
+	StartPeriod Duration `json:"start_period,omitempty"`
+}
+
+// HTTPCheck is an HTTP health check.
+type HTTPCheck struct {
+	// Port is the name of one of the task's ports.
+	Port string `json:"port"`
+	// Path is the request path. Default "/".
+	Path string `json:"path,omitempty"`
+}
+
+// TCPCheck is a TCP health check.
+type TCPCheck struct {
+	// Port is the name of one of the task's ports.
+	Port string `json:"port"`
+}
+
+// Resources are what a task reserves on its node and is limited to.
+type Resources struct {
+	// CPUs is the number of CPUs (fractions allowed). 0 means no limit and
+	// no reservation.
+	CPUs float64 `json:"cpus,omitempty"`
+	// Memory is the memory limit. 0 means no limit and no reservation.
+	Memory ByteSize `json:"memory,omitempty"`
+}
+
+// RestartPolicy says whether and how a task that ended is replaced.
+type RestartPolicy struct {
+	// Condition is "any" (default), "on-failure" or "none".
+	Condition string `json:"condition,omitempty"`
+	// Delay is the wait before the first restart; it doubles with each
+	// consecutive failure up to MaxDelay. Default 1s.
+	Delay Duration `json:"delay,omitempty"`
+	// MaxDelay caps the back-off. Default 30s.
+	MaxDelay Duration `json:"max_delay,omitempty"`
+	// MaxAttempts is how many restarts are allowed within Window (or ever,
+	// without a Window). 0 means no limit.
+	MaxAttempts int `json:"max_attempts,omitempty"`
+	// Window is the period over which MaxAttempts counts.
+	Window Duration `json:"window,omitempty"`
+}
+
+// Placement restricts where tasks run.
+type Placement struct {
+	// Constraints are expressions such as "node.labels.zone == a" or
+	// "node.hostname != db1"; all must hold.
+	Constraints []string `json:"constraints,omitempty"`
+}
+
+// Service is a stored service: its spec and what Berth keeps about it.
+type Service struct {
+	ID   string      `json:"id"`
+	Spec ServiceSpec `json:"spec"`
+	// Version increases with every change of the spec.
+	Version   uint64    `json:"version"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+	// Revision is the store's modification revision of this object, used for
+	// compare-and-swap. Set by the store on read; ignored on write.
+	Revision int64 `json:"revision,omitempty"`
+}
+
+// TaskState is a step of the one-way task lifecycle.
+type TaskState string
+
+// Task states, in lifecycle order. A task only moves forward.
+const (
+	TaskPending  TaskState = "pending"
+	TaskAssigned TaskState = "assigned"
+	TaskStarting TaskState = "starting"
+	TaskRunning  TaskState = "running"
+	TaskComplete TaskState = "complete"
+	TaskFailed   TaskState = "failed"
+	TaskShutdown TaskState = "shutdown"
+	// TaskRejected means the node could not start the task at all.
+	TaskRejected TaskState = "rejected"
+	// TaskLost means the task's node went away.
+	TaskLost TaskState = "lost"
+)
+
+var stateOrder = map[TaskState]int{
+	TaskPending: 0, TaskAssigned: 1, TaskStarting: 2, TaskRunning: 3,
+	TaskComplete: 4, TaskFailed: 4, TaskShutdown: 4, TaskRejected: 4, TaskLost: 4,
+}
+
+// Terminal reports whether s is an end state.
+func (s TaskState) Terminal() bool { return stateOrder[s] >= 4 }
+
+// Before reports whether s comes strictly before t in the lifecycle.
+func (s TaskState) Before(t TaskState) bool { return stateOrder[s] < stateOrder[t] }
+
+// Valid reports whether s is a known state.
+func (s TaskState) Valid() bool { _, ok := stateOrder[s]; return ok }
+
+// Health values.
+const (
+	HealthNone      = "none"
+	HealthStarting  = "starting"
+	HealthHealthy   = "healthy"
+	HealthUnhealthy = "unhealthy"
+)
+
+// Task is one run of one slot of a service on one node. A replacement is
+// always a new task.
+type Task struct {
+	ID          string `json:"id"`
+	ServiceID   string `json:"service_id"`
+	ServiceName string `json:"service"`
+	// Slot is the replica number (replicated mode, from 1) or 0 (global mode,
+	// where the node identifies the task).
+	Slot        int    `json:"slot"`
+	SpecVersion uint64 `json:"spec_version"`
+	// Spec is the task template of the service version this task runs.
+	Spec TaskSpec `json:"spec"`
+	// Placement is copied from the service so the scheduler needs only the
+	// task.
+	Placement Placement `json:"placement,omitempty"`
+	// NodeID is the node the scheduler placed the task on; empty while pending.
+	NodeID string `json:"node,omitempty"`
+	// Ports maps port names to the host ports allocated by the scheduler.
+	Ports map[string]int `json:"ports,omitempty"`
+	// DesiredState is what the task should become: running or shutdown.
+	DesiredState TaskState  `json:"desired_state"`
+	Status       TaskStatus `json:"status"`
+	// Attempt counts consecutive restarts of this slot before this task.
+	Attempt   int       `json:"attempt,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	// NotBefore delays the start of a restarted task (restart delay).
+	NotBefore time.Time `json:"not_before,omitempty"`
+	Revision  int64     `json:"revision,omitempty"`
+}
+
+// TaskStatus is what is observed about a task.
+type TaskStatus struct {
+	State    TaskState `json:"state"`
+	Message  string    `json:"message,omitempty"`
+	Err      string    `json:"error,omitempty"`
+	ExitCode *int      `json:"exit_code,omitempty"`
+	Health   string    `json:"health,omitempty"`
+	PID      int       `json:"pid,omitempty"`
+	// ContainerID is the driver's handle for container drivers.
+	ContainerID string    `json:"container_id,omitempty"`
+	StartedAt   time.Time `json:"started_at,omitempty"`
+	FinishedAt  time.Time `json:"finished_at,omitempty"`
+	Timestamp   time.Time `json:"timestamp"`
+}
+
+// Node availability and status.
+const (
+	AvailabilityActive = "active"
+	AvailabilityPause  = "pause"
+	AvailabilityDrain  = "drain"
+
+	NodeReady = "ready"
+	NodeDown  = "down"
+)
+
+// Node is a machine that runs an agent.
+type Node struct {
+	ID           string            `json:"id"`
+	Hostname     string            `json:"hostname"`
+	Address      string            `json:"address,omitempty"`
+	Labels       map[string]string `json:"labels,omitempty"`
+	Role         string            `json:"role,omitempty"`
+	Resources    NodeResources     `json:"resources"`
+	Drivers      []string          `json:"drivers,omitempty"`
+	Availability string            `json:"availability"`
+	Status       string            `json:"status"`
+	// PortRange is the first and last host port the scheduler may allocate
+	// on this node.
+	PortRange [2]int `json:"port_range"`
+	// AgentURL is where the node's agent serves task logs.
+	AgentURL      string    `json:"agent_url,omitempty"`
+	LastHeartbeat time.Time `json:"last_heartbeat"`
+	CreatedAt     time.Time `json:"created_at"`
+	Revision      int64     `json:"revision,omitempty"`
+}
+
+// NodeResources are a node's total capacity.
+type NodeResources struct {
+	CPUs   float64  `json:"cpus"`
+	Memory ByteSize `json:"memory"`
+}

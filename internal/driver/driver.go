@@ -1,0 +1,136 @@
+// Package driver defines how the agent runs a task: the Driver interface every
+// driver implements, its optional extras, and (in drivertest) the conformance
+// suite every implementation passes. It knows nothing of the store, the
+// scheduler or the API server.
+package driver
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"time"
+)
+
+// Errors drivers return. Wrap them with %w and detail.
+var (
+	// ErrGone means a task's process or container no longer exists.
+	ErrGone = errors.New("driver: task is gone")
+	// ErrInvalid means the StartSpec cannot be run as given (a fatal error:
+	// retrying will not help).
+	ErrInvalid = errors.New("driver: invalid task")
+)
+
+// StartSpec is everything a driver needs to start one task. The agent has
+// already expanded variables and resolved the program.
+type StartSpec struct {
+	// TaskID identifies the task; drivers use it to name cgroups, log files
+	// and containers.
+	TaskID      string
+	ServiceName string
+	Slot        int
+	// Command is argv; Command[0] is an absolute path for the process driver.
+	Command []string
+	// Image is the container image (container drivers).
+	Image string
+	// Env is the full environment as KEY=VALUE.
+	Env []string
+	// User is "name", "uid" or "uid:gid"; empty runs as the agent's user.
+	User    string
+	Workdir string
+	// CPUs limits CPU time (CFS quota); 0 means no limit.
+	CPUs float64
+	// MemoryBytes limits memory; 0 means no limit.
+	MemoryBytes int64
+	// CPUSet and MemNodes pin the task ("0-3,8"); empty means unpinned.
+	CPUSet   string
+	MemNodes string
+	// LogDir is a directory the driver may write the task's logs into.
+	LogDir string
+	// LogMaxBytes caps the log files' total size.
+	LogMaxBytes int64
+}
+
+// State is a task's handle in a form that survives an agent restart. The agent
+// saves it to disk after Start and gives it back to Recover.
+type State struct {
+	Driver string `json:"driver"`
+	TaskID string `json:"task_id"`
+	PID    int    `json:"pid,omitempty"`
+	// StartTime is the process start time in clock ticks since boot
+	// (/proc/PID/stat field 22), so a recycled pid is never mistaken for the
+	// task.
+	StartTime   uint64          `json:"start_time,omitempty"`
+	ContainerID string          `json:"container_id,omitempty"`
+	Extra       json.RawMessage `json:"extra,omitempty"`
+}
+
+// Exit is how a task ended.
+type Exit struct {
+	// Code is the exit code, or -1 when it is unknown (a recovered process
+	// that is not our child) or the task was killed by a signal.
+	Code int
+	// Signal is the signal that ended the task, or 0.
+	Signal int
+	// OOMKilled is true when the memory limit killed the task.
+	OOMKilled bool
+	// Err is set when the driver lost track of the task.
+	Err error
+}
+
+// Driver starts and recovers tasks.
+type Driver interface {
+	// Name returns the driver's name as used in specs ("process").
+	Name() string
+
+	// Start starts the task and returns once it is running (or failed to
+	// start). It must not block on the task's lifetime. An error wrapping
+	// ErrInvalid is fatal; any other error may be retried.
+	Start(ctx context.Context, spec StartSpec) (Handle, error)
+
+	// Recover re-attaches to a task started by an earlier run of the agent,
+	// from the State it saved. It returns an error wrapping ErrGone if the
+	// task no longer runs (or its pid was reused); the driver then also
+	// removes what it left behind (cgroups, containers).
+	Recover(ctx context.Context, st State) (Handle, error)
+}
+
+// Handle is a running task.
+type Handle interface {
+	// State returns what to save to recover this task later.
+	State() State
+
+	// Wait blocks until the task ends or ctx is done, and returns how it
+	// ended. It may be called more than once and from several goroutines.
+	Wait(ctx context.Context) (Exit, error)
+
+	// Stop asks the task to stop (SIGTERM to its whole process group),
+	// waits up to grace, then kills it (SIGKILL), waits for it to end and
+	// releases its resources (cgroups, containers). Stop on a task that has
+	// already ended only releases resources. It is safe to call twice.
+	Stop(ctx context.Context, grace time.Duration) error
+}
+
+// Logger is an optional extra of a Driver: reading a task's output.
+type Logger interface {
+	// Logs returns the task's stdout and stderr, interleaved as written, from
+	// the last tail lines (all when tail < 0). With follow it stays open and
+	// streams new output until ctx is done.
+	Logs(ctx context.Context, taskID string, tail int, follow bool) (io.ReadCloser, error)
+}
+
+// Stats is a sample of a task's resource use.
+type Stats struct {
+	Time time.Time `json:"time"`
+	// CPUNanos is the CPU time used since start.
+	CPUNanos uint64 `json:"cpu_nanos"`
+	// MemoryBytes is the memory in use now.
+	MemoryBytes uint64 `json:"memory_bytes"`
+	// Pids is the number of processes or threads.
+	Pids uint64 `json:"pids"`
+}
+
+// Statser is an optional extra of a Handle: resource usage.
+type Statser interface {
+	Stats(ctx context.Context) (Stats, error)
+}

@@ -1,0 +1,240 @@
+// Package store keeps Berth's cluster state in etcd: it starts an embedded
+// etcd member (or connects to external endpoints through the same clientv3
+// code), offers typed collections with compare-and-swap on mod revision,
+// batched transactions, watches from a revision, and leader election.
+//
+// It knows nothing of HTTP, scheduling or agents; the agent must never import
+// it (agents talk to the API only).
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/berth-project/berth/api"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
+)
+
+// Errors returned by the store. Wrap-checked with errors.Is.
+var (
+	ErrNotFound = errors.New("store: not found")
+	ErrExists   = errors.New("store: already exists")
+	ErrConflict = errors.New("store: changed concurrently")
+	// ErrCompacted is sent on a watch whose start revision was compacted:
+	// the watcher must list again.
+	ErrCompacted = errors.New("store: revision compacted")
+)
+
+// Config says where the state lives.
+type Config struct {
+	// DataDir holds the embedded member's data in DataDir/etcd.
+	DataDir string
+	// Endpoints, when set, are an external etcd cluster's client URLs and no
+	// member is embedded.
+	Endpoints []string
+	// Prefix is the key prefix of every Berth key. Default "/berth/".
+	Prefix string
+	// Logger receives the store's own messages.
+	Logger *slog.Logger
+}
+
+// Store is an open connection to the state, with the embedded member if any.
+type Store struct {
+	cli    *clientv3.Client
+	etcd   *embed.Etcd
+	prefix string
+	log    *slog.Logger
+
+	Services *Collection[api.Service]
+	Tasks    *Collection[api.Task]
+	Nodes    *Collection[api.Node]
+	// Agents holds what the manager needs to call a node's agent (its URL,
+	// pinned certificate and secret); never served by the API.
+	Agents *Collection[AgentRecord]
+}
+
+// AgentRecord is the private part of a node's registration.
+type AgentRecord struct {
+	NodeID     string `json:"node_id"`
+	URL        string `json:"url"`
+	CertSHA256 string `json:"cert_sha256"`
+	Secret     string `json:"secret"`
+	Revision   int64  `json:"-"`
+}
+
+// Open starts the embedded member (unless cfg.Endpoints is set) and connects
+// to it.
+func Open(ctx context.Context, cfg Config) (*Store, error) {
+	if cfg.Prefix == "" {
+		cfg.Prefix = "/berth/"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Store{prefix: cfg.Prefix, log: cfg.Logger}
+	endpoints := cfg.Endpoints
+	if len(endpoints) == 0 {
+		e, err := startEmbedded(ctx, cfg.DataDir, cfg.Logger)
+		if err != nil {
+			return nil, err
+		}
+		s.etcd = e
+		endpoints = []string{e.Clients[0].Addr().String()}
+	}
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:   endpoints,
+		DialTimeout: 5 * time.Second,
+		Logger:      zap.NewNop(),
+		Context:     context.WithoutCancel(ctx),
+	})
+	if err != nil {
+		s.closeEmbedded()
+		return nil, fmt.Errorf("store: connect to etcd %v: %w", endpoints, err)
+	}
+	s.cli = cli
+	// Fail fast on an unreachable external cluster.
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := cli.Get(sctx, s.prefix+"probe"); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("store: etcd %v does not answer: %w", endpoints, err)
+	}
+	s.Services = newCollection(s, "services/", serviceKey, serviceRev)
+	s.Tasks = newCollection(s, "tasks/", taskKey, taskRev)
+	s.Nodes = newCollection(s, "nodes/", nodeKey, nodeRev)
+	s.Agents = newCollection(s, "agents/", func(a *AgentRecord) string { return a.NodeID },
+		func(a *AgentRecord) *int64 { return &a.Revision })
+	return s, nil
+}
+
+// etcdPorts is what the embedded member keeps between runs so that its URLs
+// stay the same.
+type etcdPorts struct {
+	Client int `json:"client"`
+	Peer   int `json:"peer"`
+}
+
+func startEmbedded(ctx context.Context, dataDir string, log *slog.Logger) (*embed.Etcd, error) {
+	if dataDir == "" {
+		return nil, errors.New("store: no data dir for the embedded etcd")
+	}
+	dir := filepath.Join(dataDir, "etcd")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	portsFile := filepath.Join(dataDir, "etcd-ports.json")
+	var ports etcdPorts
+	if b, err := os.ReadFile(portsFile); err == nil {
+		_ = json.Unmarshal(b, &ports)
+	}
+	for _, p := range []*int{&ports.Client, &ports.Peer} {
+		if *p == 0 || !portFree(*p) {
+			n, err := freePort()
+			if err != nil {
+				return nil, fmt.Errorf("store: no free port for etcd: %w", err)
+			}
+			*p = n
+		}
+	}
+	b, _ := json.Marshal(ports)
+	if err := os.WriteFile(portsFile, b, 0o600); err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	curl := mustURL("http://127.0.0.1:" + strconv.Itoa(ports.Client))
+	purl := mustURL("http://127.0.0.1:" + strconv.Itoa(ports.Peer))
+	cfg := embed.NewConfig()
+	cfg.Name = "berth"
+	cfg.Dir = dir
+	cfg.ListenClientUrls = []url.URL{curl}
+	cfg.AdvertiseClientUrls = []url.URL{curl}
+	cfg.ListenPeerUrls = []url.URL{purl}
+	cfg.AdvertisePeerUrls = []url.URL{purl}
+	cfg.InitialCluster = cfg.Name + "=" + purl.String()
+	cfg.LogLevel = "error"
+	cfg.Logger = "zap"
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
+	cfg.MaxTxnOps = 4096
+	cfg.AutoCompactionMode = "periodic"
+	cfg.AutoCompactionRetention = "5m"
+	cfg.Metrics = "basic"
+	cfg.TickMs = 50
+	cfg.ElectionMs = 500
+	e, err := embed.StartEtcd(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("store: start embedded etcd in %s: %w", dir, err)
+	}
+	select {
+	case <-e.Server.ReadyNotify():
+	case err := <-e.Err():
+		e.Close()
+		return nil, fmt.Errorf("store: embedded etcd: %w", err)
+	case <-time.After(60 * time.Second):
+		e.Close()
+		return nil, errors.New("store: embedded etcd did not become ready in 60s")
+	case <-ctx.Done():
+		e.Close()
+		return nil, ctx.Err()
+	}
+	log.Info("embedded etcd ready", "dir", dir, "client", curl.String())
+	return e, nil
+}
+
+func mustURL(s string) url.URL {
+	u, err := url.Parse(s)
+	if err != nil {
+		panic(err)
+	}
+	return *u
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func portFree(p int) bool {
+	l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
+	if err != nil {
+		return false
+	}
+	l.Close()
+	return true
+}
+
+// Client returns the etcd client, for what the typed access does not cover.
+func (s *Store) Client() *clientv3.Client { return s.cli }
+
+// Prefix returns the key prefix.
+func (s *Store) Prefix() string { return s.prefix }
+
+// Close disconnects and stops the embedded member.
+func (s *Store) Close() error {
+	var err error
+	if s.cli != nil {
+		err = s.cli.Close()
+	}
+	s.closeEmbedded()
+	return err
+}
+
+func (s *Store) closeEmbedded() {
+	if s.etcd != nil {
+		s.etcd.Close()
+		s.etcd = nil
+	}
+}

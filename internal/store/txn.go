@@ -1,0 +1,67 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Txn is a batch of writes applied all together or not at all.
+type Txn struct {
+	s     *Store
+	cmps  []clientv3.Cmp
+	fails []error
+	ops   []clientv3.Op
+	after []func(rev int64)
+	err   error
+}
+
+// Txn starts an empty batch.
+func (s *Store) Txn() *Txn { return &Txn{s: s} }
+
+// Len is the number of writes in the batch.
+func (t *Txn) Len() int { return len(t.ops) }
+
+func (t *Txn) guard(c clientv3.Cmp, fail error, key string) {
+	t.cmps = append(t.cmps, c)
+	t.fails = append(t.fails, fmt.Errorf("%w: %s", fail, key))
+}
+
+// Commit applies the batch. If any guard fails nothing is written and the
+// error wraps ErrConflict, ErrExists or ErrNotFound for the first failed
+// guard.
+func (t *Txn) Commit(ctx context.Context) error {
+	if t.err != nil {
+		return t.err
+	}
+	if len(t.ops) == 0 {
+		return nil
+	}
+	resp, err := t.s.cli.Txn(ctx).If(t.cmps...).Then(t.ops...).Commit()
+	if err != nil {
+		return fmt.Errorf("store: commit: %w", err)
+	}
+	if !resp.Succeeded {
+		return t.whichFailed(ctx)
+	}
+	for _, f := range t.after {
+		f(resp.Header.Revision)
+	}
+	return nil
+}
+
+// whichFailed finds the first guard that does not hold, for a precise error.
+func (t *Txn) whichFailed(ctx context.Context) error {
+	for i, c := range t.cmps {
+		resp, err := t.s.cli.Txn(ctx).If(c).Commit()
+		if err != nil {
+			break
+		}
+		if !resp.Succeeded {
+			return t.fails[i]
+		}
+	}
+	return errors.Join(ErrConflict, errors.New("store: a guard failed"))
+}
