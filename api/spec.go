@@ -617,3 +617,24 @@ func (c Constraint) String() string {
 	}
 	return c.Key + " " + op + " " + c.Value
 }
+
+// Matches reports whether node n satisfies c. A "!=" constraint on a label
+// the node lacks holds; "==" on a missing label does not.
+func (c Constraint) Matches(n *Node) bool {
+	var v string
+	var ok bool
+	switch {
+	case c.Key == "node.id":
+		v, ok = n.ID, true
+	case c.Key == "node.hostname":
+		v, ok = n.Hostname, true
+	case c.Key == "node.role":
+		v, ok = n.Role, true
+	default:
+		v, ok = n.Labels[strings.TrimPrefix(c.Key, "node.labels.")]
+	}
+	if c.Equal {
+		return ok && v == c.Value
+	}
+	return !ok || v != c.Value
+}

@@ -126,6 +126,18 @@ func (c *Collection[T]) TxnUpdate(t *Txn, obj *T) {
 	t.after = append(t.after, func(rev int64) { *c.rev(obj) = rev })
 }
 
+// TxnPut adds an unconditional write of obj to t.
+func (c *Collection[T]) TxnPut(t *Txn, obj *T) {
+	key := c.k(c.key(obj))
+	b, err := json.Marshal(obj)
+	if err != nil {
+		t.err = fmt.Errorf("store: encode %s: %w", key, err)
+		return
+	}
+	t.ops = append(t.ops, clientv3.OpPut(key, string(b)))
+	t.after = append(t.after, func(rev int64) { *c.rev(obj) = rev })
+}
+
 // TxnDelete adds the removal of key (guarded by rev unless it is 0) to t.
 func (c *Collection[T]) TxnDelete(t *Txn, key string, rev int64) {
 	k := c.k(key)

@@ -1,0 +1,321 @@
+package apiserver
+
+import (
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/berth-project/berth/api"
+	"github.com/berth-project/berth/internal/ids"
+	"github.com/berth-project/berth/internal/store"
+)
+
+// DefaultPortRange is the host port range tasks get ports from when an agent
+// names none.
+var DefaultPortRange = [2]int{20000, 32767}
+
+func (s *Server) listNodes(w http.ResponseWriter, r *http.Request) error {
+	nodes, _, err := s.st.Nodes.List(r.Context())
+	if err != nil {
+		return err
+	}
+	sort.Slice(nodes, func(i, j int) bool { return nodes[i].Hostname < nodes[j].Hostname })
+	writeJSON(w, 200, nodes)
+	return nil
+}
+
+// findNode looks a node up by id, then by hostname.
+func (s *Server) findNode(r *http.Request, ref string) (api.Node, error) {
+	n, err := s.st.Nodes.Get(r.Context(), ref)
+	if err == nil || !errors.Is(err, store.ErrNotFound) {
+		return n, err
+	}
+	nodes, _, err := s.st.Nodes.List(r.Context())
+	if err != nil {
+		return n, err
+	}
+	var found []api.Node
+	for _, n := range nodes {
+		if n.Hostname == ref || (len(ref) >= 6 && strings.HasPrefix(n.ID, ref)) {
+			found = append(found, n)
+		}
+	}
+	switch len(found) {
+	case 0:
+		return n, notFound("no node with id or hostname %q", ref)
+	case 1:
+		return found[0], nil
+	}
+	return n, invalid("node", "%q matches %d nodes; use the node id", ref, len(found))
+}
+
+func (s *Server) getNode(w http.ResponseWriter, r *http.Request) error {
+	n, err := s.findNode(r, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, 200, n)
+	return nil
+}
+
+func validateRegistration(reg *api.NodeRegistration) error {
+	if reg.Hostname == "" || len(reg.Hostname) > 253 {
+		return invalid("hostname", "must be 1 to 253 characters")
+	}
+	if reg.PortRange == [2]int{} {
+		reg.PortRange = DefaultPortRange
+	}
+	if lo, hi := reg.PortRange[0], reg.PortRange[1]; lo < 1 || hi > 65535 || lo > hi {
+		return invalid("port_range", "[%d, %d] is not a range of ports within 1-65535", lo, hi)
+	}
+	if reg.Resources.CPUs < 0 || reg.Resources.Memory < 0 {
+		return invalid("resources", "must not be negative")
+	}
+	if len(reg.Drivers) == 0 {
+		return invalid("drivers", "a node needs at least one driver")
+	}
+	if reg.AgentURL != "" {
+		u, err := url.Parse(reg.AgentURL)
+		if err != nil || u.Scheme != "https" || u.Host == "" {
+			return invalid("agent_url", "%q is not an https:// URL", reg.AgentURL)
+		}
+		if b, err := hex.DecodeString(reg.AgentCertSHA256); err != nil || len(b) != 32 {
+			return invalid("agent_cert_sha256", "want the hex SHA-256 of the agent's certificate")
+		}
+		if len(reg.AgentSecret) < 32 {
+			return invalid("agent_secret", "must be at least 32 characters")
+		}
+	}
+	return nil
+}
+
+func (s *Server) registerNode(w http.ResponseWriter, r *http.Request) error {
+	var reg api.NodeRegistration
+	if err := readJSON(r, &reg); err != nil {
+		return err
+	}
+	if err := validateRegistration(&reg); err != nil {
+		return err
+	}
+	ctx := r.Context()
+	for range casRetries {
+		now := s.now().UTC()
+		var n api.Node
+		var err error
+		if reg.NodeID != "" {
+			n, err = s.st.Nodes.Get(ctx, reg.NodeID)
+		} else {
+			err = store.ErrNotFound
+		}
+		create := errors.Is(err, store.ErrNotFound)
+		if err != nil && !create {
+			return err
+		}
+		if create {
+			id := reg.NodeID
+			if id == "" {
+				id = ids.New()
+			}
+			n = api.Node{ID: id, CreatedAt: now, Availability: api.AvailabilityActive, Role: "worker"}
+		}
+		n.Hostname, n.Address, n.Labels = reg.Hostname, reg.Address, reg.Labels
+		n.Resources, n.Drivers, n.PortRange, n.AgentURL = reg.Resources, reg.Drivers, reg.PortRange, reg.AgentURL
+		n.Status, n.LastHeartbeat = api.NodeReady, now
+		rec := store.AgentRecord{NodeID: n.ID, URL: reg.AgentURL, CertSHA256: reg.AgentCertSHA256, Secret: reg.AgentSecret}
+		txn := s.st.Txn()
+		if create {
+			s.st.Nodes.TxnCreate(txn, &n)
+		} else {
+			s.st.Nodes.TxnUpdate(txn, &n)
+		}
+		s.st.Agents.TxnPut(txn, &rec)
+		err = txn.Commit(ctx)
+		if errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrExists) || errors.Is(err, store.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		s.agents.forget(n.ID)
+		s.log.Info("node registered", "node", n.ID, "hostname", n.Hostname, "new", create)
+		writeJSON(w, 200, n)
+		return nil
+	}
+	return &api.Error{Code: api.CodeConflict, Status: 409, Message: "node is being changed concurrently; try again"}
+}
+
+// nodeTasks reports whether a task belongs in a node's assignment set.
+func nodeTasks(nodeID string, t *api.Task) bool {
+	return t.NodeID == nodeID && !t.Status.State.Terminal()
+}
+
+// assignments streams the node's full assignment set as NDJSON, again after
+// every change, until the client goes away.
+func (s *Server) assignments(w http.ResponseWriter, r *http.Request) error {
+	ctx := r.Context()
+	nodeID := r.PathValue("id")
+	if _, err := s.st.Nodes.Get(ctx, nodeID); errors.Is(err, store.ErrNotFound) {
+		return notFound("no node with id %q: register first", nodeID)
+	} else if err != nil {
+		return err
+	}
+	flusher, ok := w.(http.Flusher)
+	if !ok {
+		return errors.New("apiserver: streaming unsupported")
+	}
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(200)
+	enc := json.NewEncoder(w)
+	keepalive := time.NewTicker(15 * time.Second)
+	defer keepalive.Stop()
+	for {
+		// List, send the full set, then follow changes from that revision.
+		all, rev, err := s.st.Tasks.List(ctx)
+		if err != nil {
+			return nil // the stream is open; the agent reconnects
+		}
+		set := map[string]api.Task{}
+		for _, t := range all {
+			if nodeTasks(nodeID, &t) {
+				set[t.ID] = t
+			}
+		}
+		send := func(rev int64) error {
+			msg := api.Assignments{Revision: rev, Tasks: make([]api.Task, 0, len(set))}
+			for _, t := range set {
+				msg.Tasks = append(msg.Tasks, t)
+			}
+			sort.Slice(msg.Tasks, func(i, j int) bool { return msg.Tasks[i].ID < msg.Tasks[j].ID })
+			if err := enc.Encode(msg); err != nil {
+				return err
+			}
+			flusher.Flush()
+			return nil
+		}
+		if err := send(rev); err != nil {
+			return nil
+		}
+		watch := s.st.Tasks.Watch(ctx, rev)
+		var debounce <-chan time.Time
+		dirty := false
+	follow:
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-keepalive.C:
+				if _, err := w.Write([]byte("\n")); err != nil {
+					return nil
+				}
+				flusher.Flush()
+			case ev, ok := <-watch:
+				if !ok || ev.Err != nil {
+					break follow // list again
+				}
+				rev = ev.Revision
+				_, had := set[ev.Key]
+				if ev.Type == store.Put && nodeTasks(nodeID, &ev.Object) {
+					set[ev.Key] = ev.Object
+				} else if had {
+					delete(set, ev.Key)
+				} else {
+					continue
+				}
+				if !dirty {
+					dirty = true
+					debounce = time.After(s.cfg.AssignmentDebounce)
+				}
+			case <-debounce:
+				dirty, debounce = false, nil
+				if err := send(rev); err != nil {
+					return nil
+				}
+			}
+		}
+	}
+}
+
+func (s *Server) nodeStatus(w http.ResponseWriter, r *http.Request) error {
+	nodeID := r.PathValue("id")
+	var rep api.StatusReport
+	if err := readJSON(r, &rep); err != nil {
+		return err
+	}
+	for i, u := range rep.Tasks {
+		if u.ID == "" {
+			return invalid(fmt.Sprintf("tasks[%d].id", i), "is required")
+		}
+		if !u.Status.State.Valid() {
+			return invalid(fmt.Sprintf("tasks[%d].status.state", i), "unknown state %q", u.Status.State)
+		}
+	}
+	if err := s.heartbeat(r, nodeID); err != nil {
+		return err
+	}
+	for _, u := range rep.Tasks {
+		if err := s.applyStatus(r, nodeID, u); err != nil {
+			return err
+		}
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *Server) heartbeat(r *http.Request, nodeID string) error {
+	for range casRetries {
+		n, err := s.st.Nodes.Get(r.Context(), nodeID)
+		if errors.Is(err, store.ErrNotFound) {
+			return notFound("no node with id %q: register first", nodeID)
+		}
+		if err != nil {
+			return err
+		}
+		n.LastHeartbeat = s.now().UTC()
+		n.Status = api.NodeReady
+		if err := s.st.Nodes.Update(r.Context(), &n); !errors.Is(err, store.ErrConflict) {
+			return err
+		}
+	}
+	return nil
+}
+
+// applyStatus records an agent's observation of a task. A task only moves
+// forward: an update that would move it back, or that comes from a node the
+// task is not on, is ignored.
+func (s *Server) applyStatus(r *http.Request, nodeID string, u api.TaskStatusUpdate) error {
+	for range casRetries {
+		t, err := s.st.Tasks.Get(r.Context(), u.ID)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil // removed meanwhile
+		}
+		if err != nil {
+			return err
+		}
+		if t.NodeID != nodeID {
+			s.log.Warn("status for a task of another node ignored", "task", t.ID, "from", nodeID, "owner", t.NodeID)
+			return nil
+		}
+		cur := t.Status.State
+		if cur.Terminal() || u.Status.State.Before(cur) {
+			return nil
+		}
+		st := u.Status
+		if st.Timestamp.IsZero() {
+			st.Timestamp = s.now().UTC()
+		}
+		t.Status = st
+		err = s.st.Tasks.Update(r.Context(), &t)
+		if errors.Is(err, store.ErrConflict) {
+			continue
+		}
+		return err
+	}
+	return &api.Error{Code: api.CodeConflict, Status: 409, Message: "task " + u.ID + " is being changed concurrently"}
+}

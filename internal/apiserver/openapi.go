@@ -1,0 +1,279 @@
+package apiserver
+
+import (
+	"encoding/json"
+	"fmt"
+	"html/template"
+	"net/http"
+	"reflect"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/berth-project/berth/api"
+)
+
+// operation describes one route for the OpenAPI document and /docs.
+type operation struct {
+	Method, Path, Summary string
+	Request, Response     reflect.Type
+	Stream                string // content type of a streamed response
+	Status                int
+	Public                bool
+	Params                []string // query parameters
+}
+
+func typeOf[T any]() reflect.Type { return reflect.TypeOf((*T)(nil)).Elem() }
+
+var operations = []operation{
+	{Method: "GET", Path: "/api/v1/services", Summary: "List services", Response: typeOf[[]api.Service]()},
+	{Method: "GET", Path: "/api/v1/services/{name}", Summary: "Get a service", Response: typeOf[api.Service]()},
+	{Method: "PUT", Path: "/api/v1/services/{name}", Summary: "Create or update a service from a spec (JSON or YAML). 201 when created, 200 when updated or unchanged.", Request: typeOf[api.ServiceSpec](), Response: typeOf[api.Service]()},
+	{Method: "POST", Path: "/api/v1/services/{name}/scale", Summary: "Set the replica count", Request: typeOf[ScaleRequest](), Response: typeOf[api.Service]()},
+	{Method: "DELETE", Path: "/api/v1/services/{name}", Summary: "Remove a service; its tasks are stopped", Status: 204},
+	{Method: "GET", Path: "/api/v1/services/{name}/tasks", Summary: "List a service's tasks (all=true includes ended ones)", Response: typeOf[[]api.Task](), Params: []string{"all"}},
+	{Method: "GET", Path: "/api/v1/services/{name}/logs", Summary: "A service's task output, one prefixed line each", Stream: "text/plain", Params: []string{"tail", "follow"}},
+	{Method: "GET", Path: "/api/v1/tasks", Summary: "List tasks", Response: typeOf[[]api.Task](), Params: []string{"service", "node", "all"}},
+	{Method: "GET", Path: "/api/v1/tasks/{id}", Summary: "Get a task", Response: typeOf[api.Task]()},
+	{Method: "GET", Path: "/api/v1/nodes", Summary: "List nodes", Response: typeOf[[]api.Node]()},
+	{Method: "GET", Path: "/api/v1/nodes/{id}", Summary: "Get a node by id or hostname", Response: typeOf[api.Node]()},
+	{Method: "POST", Path: "/api/v1/nodes/register", Summary: "Agent: register a node", Request: typeOf[api.NodeRegistration](), Response: typeOf[api.Node]()},
+	{Method: "GET", Path: "/api/v1/nodes/{id}/assignments", Summary: "Agent: stream of the node's full assignment set (NDJSON of Assignments)", Response: typeOf[api.Assignments](), Stream: "application/x-ndjson"},
+	{Method: "POST", Path: "/api/v1/nodes/{id}/status", Summary: "Agent: heartbeat and task status", Request: typeOf[api.StatusReport](), Status: 204},
+	{Method: "GET", Path: "/api/v1/info", Summary: "Server version and leadership"},
+	{Method: "GET", Path: "/api/v1/openapi.json", Summary: "This document", Public: true},
+	{Method: "GET", Path: "/docs", Summary: "A readable reference of the API", Public: true},
+	{Method: "GET", Path: "/healthz", Summary: "Liveness", Public: true},
+}
+
+var (
+	openAPIOnce sync.Once
+	openAPIDoc  []byte
+	schemas     map[string]any
+)
+
+// buildOpenAPI generates the OpenAPI 3 document from the Go types.
+func buildOpenAPI(version string) []byte {
+	openAPIOnce.Do(func() {
+		schemas = map[string]any{}
+		paths := map[string]map[string]any{}
+		for _, op := range operations {
+			o := map[string]any{"summary": op.Summary}
+			if !op.Public {
+				o["security"] = []any{map[string]any{"bearer": []any{}}}
+			}
+			var params []any
+			for _, seg := range strings.Split(op.Path, "/") {
+				if strings.HasPrefix(seg, "{") {
+					params = append(params, map[string]any{"name": strings.Trim(seg, "{}"), "in": "path", "required": true, "schema": map[string]any{"type": "string"}})
+				}
+			}
+			for _, q := range op.Params {
+				params = append(params, map[string]any{"name": q, "in": "query", "schema": map[string]any{"type": "string"}})
+			}
+			if params != nil {
+				o["parameters"] = params
+			}
+			if op.Request != nil {
+				s := schemaOf(op.Request)
+				o["requestBody"] = map[string]any{"required": true, "content": map[string]any{
+					"application/json": map[string]any{"schema": s}, "application/yaml": map[string]any{"schema": s}}}
+			}
+			status := op.Status
+			if status == 0 {
+				status = 200
+			}
+			resp := map[string]any{"description": http.StatusText(status)}
+			switch {
+			case op.Stream != "" && op.Response != nil:
+				resp["content"] = map[string]any{op.Stream: map[string]any{"schema": schemaOf(op.Response)}}
+			case op.Stream != "":
+				resp["content"] = map[string]any{op.Stream: map[string]any{"schema": map[string]any{"type": "string"}}}
+			case op.Response != nil:
+				resp["content"] = map[string]any{"application/json": map[string]any{"schema": schemaOf(op.Response)}}
+			}
+			o["responses"] = map[string]any{
+				fmt.Sprint(status): resp,
+				"default": map[string]any{"description": "An error", "content": map[string]any{
+					"application/json": map[string]any{"schema": schemaOf(typeOf[api.Error]())}}},
+			}
+			if paths[op.Path] == nil {
+				paths[op.Path] = map[string]any{}
+			}
+			paths[op.Path][strings.ToLower(op.Method)] = o
+		}
+		doc := map[string]any{
+			"openapi": "3.0.3",
+			"info":    map[string]any{"title": "Berth API", "version": version},
+			"paths":   paths,
+			"components": map[string]any{
+				"schemas":         schemas,
+				"securitySchemes": map[string]any{"bearer": map[string]any{"type": "http", "scheme": "bearer"}},
+			},
+		}
+		openAPIDoc, _ = json.MarshalIndent(doc, "", "  ")
+	})
+	return openAPIDoc
+}
+
+var (
+	durationType = typeOf[api.Duration]()
+	byteSizeType = typeOf[api.ByteSize]()
+	timeType     = typeOf[time.Time]()
+)
+
+// schemaOf returns the JSON schema of t, registering named structs as
+// components.
+func schemaOf(t reflect.Type) map[string]any {
+	switch t {
+	case durationType:
+		return map[string]any{"type": "string", "example": "1s", "description": "A duration such as 500ms, 1s, 1m30s"}
+	case byteSizeType:
+		return map[string]any{"oneOf": []any{map[string]any{"type": "string", "example": "64MiB"}, map[string]any{"type": "integer"}}, "description": "A size: bytes, or a number with KiB, MiB, GiB, TiB (or KB, MB, GB, TB)"}
+	case timeType:
+		return map[string]any{"type": "string", "format": "date-time"}
+	}
+	switch t.Kind() {
+	case reflect.Pointer:
+		return schemaOf(t.Elem())
+	case reflect.String:
+		return map[string]any{"type": "string"}
+	case reflect.Bool:
+		return map[string]any{"type": "boolean"}
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64, reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return map[string]any{"type": "integer"}
+	case reflect.Float32, reflect.Float64:
+		return map[string]any{"type": "number"}
+	case reflect.Slice, reflect.Array:
+		return map[string]any{"type": "array", "items": schemaOf(t.Elem())}
+	case reflect.Map:
+		return map[string]any{"type": "object", "additionalProperties": schemaOf(t.Elem())}
+	case reflect.Struct:
+		name := t.Name()
+		ref := map[string]any{"$ref": "#/components/schemas/" + name}
+		if _, ok := schemas[name]; ok {
+			return ref
+		}
+		schemas[name] = nil // break cycles
+		props := map[string]any{}
+		var required []string
+		for i := 0; i < t.NumField(); i++ {
+			f := t.Field(i)
+			tag := f.Tag.Get("json")
+			jname, opts, _ := strings.Cut(tag, ",")
+			if !f.IsExported() || jname == "-" {
+				continue
+			}
+			if jname == "" {
+				jname = f.Name
+			}
+			props[jname] = schemaOf(f.Type)
+			if !strings.Contains(opts, "omitempty") && f.Type.Kind() != reflect.Pointer {
+				required = append(required, jname)
+			}
+		}
+		sort.Strings(required)
+		s := map[string]any{"type": "object", "properties": props, "additionalProperties": false}
+		if len(required) > 0 {
+			s["required"] = required
+		}
+		schemas[name] = s
+		return ref
+	}
+	return map[string]any{}
+}
+
+func (s *Server) openAPI(w http.ResponseWriter, r *http.Request) error {
+	w.Header().Set("Content-Type", "application/json")
+	_, err := w.Write(buildOpenAPI(s.cfg.Version))
+	return err
+}
+
+var docsTemplate = template.Must(template.New("docs").Parse(`<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Berth API reference</title>
+<style>body{font:15px/1.5 system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}
+code{background:#f3f3f3;padding:0 .2em}table{border-collapse:collapse;width:100%}td,th{border-bottom:1px solid #ddd;padding:.3em .5em;text-align:left;vertical-align:top}
+.m{font-weight:bold;width:4.5rem}</style></head><body>
+<h1>Berth API reference</h1>
+<p>Base path <code>/api/v1</code>. Every call but the public ones needs <code>Authorization: Bearer &lt;token&gt;</code>
+(the admin token is in <code>admin.token</code> in the data directory). Errors are JSON
+<code>{"code","message","field"}</code>; <code>field</code> is the path of the offending field. The machine-readable
+document is <a href="/api/v1/openapi.json">/api/v1/openapi.json</a>.</p>
+<h2>Endpoints</h2><table><tr><th>Method</th><th>Path</th><th>What it does</th></tr>
+{{range .Ops}}<tr><td class="m">{{.Method}}</td><td><code>{{.Path}}</code></td><td>{{.Summary}}{{if .Params}} — query: {{range .Params}}<code>{{.}}</code> {{end}}{{end}}</td></tr>
+{{end}}</table>
+<h2>Objects</h2>
+{{range .Schemas}}<h3 id="{{.Name}}">{{.Name}}</h3><table><tr><th>Field</th><th>Type</th></tr>
+{{range .Fields}}<tr><td><code>{{.Name}}</code>{{if .Required}} *{{end}}</td><td>{{.Type}}</td></tr>{{end}}</table>
+{{end}}
+<p>The spec reference with every field's meaning and default is <code>docs/spec.md</code> in the Berth repository.</p>
+</body></html>`))
+
+func (s *Server) docsPage(w http.ResponseWriter, r *http.Request) error {
+	buildOpenAPI(s.cfg.Version)
+	type field struct {
+		Name, Type string
+		Required   bool
+	}
+	type schema struct {
+		Name   string
+		Fields []field
+	}
+	var out []schema
+	names := make([]string, 0, len(schemas))
+	for n := range schemas {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		sc, _ := schemas[n].(map[string]any)
+		props, _ := sc["properties"].(map[string]any)
+		req, _ := sc["required"].([]string)
+		var fs []field
+		for _, p := range sortedMapKeys(props) {
+			fs = append(fs, field{Name: p, Type: describe(props[p]), Required: contains(req, p)})
+		}
+		out = append(out, schema{Name: n, Fields: fs})
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	return docsTemplate.Execute(w, map[string]any{"Ops": operations, "Schemas": out})
+}
+
+func describe(v any) string {
+	m, _ := v.(map[string]any)
+	if ref, ok := m["$ref"].(string); ok {
+		return strings.TrimPrefix(ref, "#/components/schemas/")
+	}
+	if d, ok := m["description"].(string); ok {
+		return d
+	}
+	switch m["type"] {
+	case "array":
+		return "list of " + describe(m["items"])
+	case "object":
+		return "map of string to " + describe(m["additionalProperties"])
+	}
+	if t, ok := m["type"].(string); ok {
+		return t
+	}
+	return "any"
+}
+
+func sortedMapKeys(m map[string]any) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func contains(l []string, s string) bool {
+	for _, x := range l {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

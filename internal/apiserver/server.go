@@ -1,0 +1,237 @@
+// Package apiserver is Berth's HTTP API: it authenticates requests, validates
+// specs, and writes desired state to the store in one transaction per
+// request. Handlers never call a controller; controllers watch the store.
+// It also serves agents their assignments and takes their status reports, so
+// that agents never touch the store.
+package apiserver
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/berth-project/berth/api"
+	"github.com/berth-project/berth/internal/pki"
+	"github.com/berth-project/berth/internal/store"
+)
+
+// MaxBodyBytes limits every request body.
+const MaxBodyBytes = api.MaxSpecBytes + 64<<10
+
+// Config is what the API server needs.
+type Config struct {
+	Store  *store.Store
+	Token  string
+	Logger *slog.Logger
+	// Now is the clock; default time.Now.
+	Now     func() time.Time
+	Version string
+	// IsLeader reports whether this manager runs the controllers.
+	IsLeader func() bool
+	// AssignmentDebounce batches task changes before an agent's set is
+	// re-sent. Default 10ms.
+	AssignmentDebounce time.Duration
+}
+
+// Server is the API server.
+type Server struct {
+	cfg    Config
+	st     *store.Store
+	log    *slog.Logger
+	tokens *pki.TokenMatcher
+	now    func() time.Time
+	agents *agentClients
+}
+
+// New returns a Server.
+func New(cfg Config) *Server {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.IsLeader == nil {
+		cfg.IsLeader = func() bool { return true }
+	}
+	if cfg.AssignmentDebounce == 0 {
+		cfg.AssignmentDebounce = 10 * time.Millisecond
+	}
+	return &Server{
+		cfg:    cfg,
+		st:     cfg.Store,
+		log:    cfg.Logger.WithGroup("api"),
+		tokens: pki.NewTokenMatcher(cfg.Token),
+		now:    cfg.Now,
+		agents: newAgentClients(),
+	}
+}
+
+// handlerFunc is a handler that returns its error for writeError.
+type handlerFunc func(w http.ResponseWriter, r *http.Request) error
+
+// Handler returns the HTTP handler with every route.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	route := func(pattern string, h handlerFunc) {
+		mux.Handle(pattern, s.authenticated(h))
+	}
+	route("GET /api/v1/services", s.listServices)
+	route("GET /api/v1/services/{name}", s.getService)
+	route("PUT /api/v1/services/{name}", s.putService)
+	route("POST /api/v1/services/{name}/scale", s.scaleService)
+	route("DELETE /api/v1/services/{name}", s.deleteService)
+	route("GET /api/v1/services/{name}/tasks", s.serviceTasks)
+	route("GET /api/v1/services/{name}/logs", s.serviceLogs)
+	route("GET /api/v1/tasks", s.listTasks)
+	route("GET /api/v1/tasks/{id}", s.getTask)
+	route("GET /api/v1/nodes", s.listNodes)
+	route("GET /api/v1/nodes/{id}", s.getNode)
+	route("POST /api/v1/nodes/register", s.registerNode)
+	route("GET /api/v1/nodes/{id}/assignments", s.assignments)
+	route("POST /api/v1/nodes/{id}/status", s.nodeStatus)
+	route("GET /api/v1/info", s.info)
+	mux.Handle("GET /api/v1/openapi.json", s.public(s.openAPI))
+	mux.Handle("GET /docs", s.public(s.docsPage))
+	mux.Handle("GET /healthz", s.public(func(w http.ResponseWriter, r *http.Request) error {
+		_, err := io.WriteString(w, "ok\n")
+		return err
+	}))
+	mux.Handle("/", s.public(func(w http.ResponseWriter, r *http.Request) error {
+		return &api.Error{Code: api.CodeNotFound, Status: http.StatusNotFound,
+			Message: "no route for " + r.Method + " " + r.URL.Path + " (see /api/v1/openapi.json)"}
+	}))
+	return mux
+}
+
+func (s *Server) public(h handlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := h(w, r); err != nil {
+			s.writeError(w, r, err)
+		}
+	})
+}
+
+func (s *Server) authenticated(h handlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		auth := r.Header.Get("Authorization")
+		tok, ok := strings.CutPrefix(auth, "Bearer ")
+		switch {
+		case auth == "":
+			w.Header().Set("WWW-Authenticate", `Bearer realm="berth"`)
+			s.writeError(w, r, &api.Error{Code: api.CodeUnauthorized, Status: http.StatusUnauthorized,
+				Message: "missing bearer token: send Authorization: Bearer <token>"})
+			return
+		case !ok || !s.tokens.Match(strings.TrimSpace(tok)):
+			s.log.Warn("rejected request with a wrong token", "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr)
+			w.Header().Set("WWW-Authenticate", `Bearer realm="berth", error="invalid_token"`)
+			s.writeError(w, r, &api.Error{Code: api.CodeUnauthorized, Status: http.StatusUnauthorized,
+				Message: "invalid token"})
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
+		if err := h(w, r); err != nil {
+			s.writeError(w, r, err)
+		}
+	})
+}
+
+// writeError is the one place that maps errors to HTTP statuses and bodies.
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	e := toAPIError(err)
+	if e.Status >= 500 {
+		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	}
+	writeJSON(w, e.Status, e)
+}
+
+func toAPIError(err error) *api.Error {
+	var ae *api.Error
+	var fe *api.FieldError
+	var ve api.ValidationErrors
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &ae):
+		if ae.Status == 0 {
+			ae.Status = statusOf(ae.Code)
+		}
+		return ae
+	case errors.As(err, &ve) && len(ve) > 0:
+		msg := ve[0].Message
+		if len(ve) > 1 {
+			msg += " (and " + ve[1:].Error() + ")"
+		}
+		return &api.Error{Code: api.CodeInvalid, Status: 400, Field: ve[0].Field, Message: msg}
+	case errors.As(err, &fe):
+		return &api.Error{Code: api.CodeInvalid, Status: 400, Field: fe.Field, Message: fe.Message}
+	case errors.As(err, &mbe):
+		return &api.Error{Code: api.CodeTooLarge, Status: http.StatusRequestEntityTooLarge,
+			Message: "request body is larger than the limit of " + api.ByteSize(mbe.Limit).String()}
+	case errors.Is(err, store.ErrNotFound):
+		return &api.Error{Code: api.CodeNotFound, Status: 404, Message: err.Error()}
+	case errors.Is(err, store.ErrConflict), errors.Is(err, store.ErrExists):
+		return &api.Error{Code: api.CodeConflict, Status: 409, Message: "changed concurrently, try again: " + err.Error()}
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return &api.Error{Code: api.CodeUnavailable, Status: 503, Message: "request cancelled or timed out"}
+	}
+	return &api.Error{Code: api.CodeInternal, Status: 500, Message: "internal error (see the server log)"}
+}
+
+func statusOf(code string) int {
+	switch code {
+	case api.CodeInvalid:
+		return 400
+	case api.CodeUnauthorized:
+		return 401
+	case api.CodeForbidden:
+		return 403
+	case api.CodeNotFound:
+		return 404
+	case api.CodeConflict:
+		return 409
+	case api.CodeTooLarge:
+		return 413
+	case api.CodeUnsupported:
+		return 415
+	case api.CodeUnavailable:
+		return 503
+	}
+	return 500
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+// readJSON decodes a JSON body strictly into v.
+func readJSON(r *http.Request, v any) error {
+	b, err := io.ReadAll(r.Body)
+	if err != nil {
+		return err
+	}
+	return api.DecodeStrict(b, v)
+}
+
+func invalid(field, format string, args ...any) error {
+	return api.Invalid(field, format, args...)
+}
+
+func notFound(format string, args ...any) error {
+	e := api.Invalid("", format, args...)
+	return &api.Error{Code: api.CodeNotFound, Status: 404, Message: e.Message}
+}
+
+func (s *Server) info(w http.ResponseWriter, r *http.Request) error {
+	writeJSON(w, 200, map[string]any{"version": s.cfg.Version, "leader": s.cfg.IsLeader()})
+	return nil
+}

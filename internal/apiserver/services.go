@@ -1,0 +1,189 @@
+package apiserver
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"mime"
+	"net/http"
+	"reflect"
+	"sort"
+
+	"github.com/berth-project/berth/api"
+	"github.com/berth-project/berth/internal/ids"
+	"github.com/berth-project/berth/internal/store"
+)
+
+// casRetries bounds how often a read-modify-write is retried on conflict.
+const casRetries = 8
+
+func (s *Server) listServices(w http.ResponseWriter, r *http.Request) error {
+	svcs, _, err := s.st.Services.List(r.Context())
+	if err != nil {
+		return err
+	}
+	sort.Slice(svcs, func(i, j int) bool { return svcs[i].Spec.Name < svcs[j].Spec.Name })
+	writeJSON(w, 200, svcs)
+	return nil
+}
+
+func (s *Server) lookupService(r *http.Request) (api.Service, error) {
+	name := r.PathValue("name")
+	svc, err := s.st.Services.Get(r.Context(), name)
+	if errors.Is(err, store.ErrNotFound) {
+		return svc, notFound("no service named %q", name)
+	}
+	return svc, err
+}
+
+func (s *Server) getService(w http.ResponseWriter, r *http.Request) error {
+	svc, err := s.lookupService(r)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, 200, svc)
+	return nil
+}
+
+// putService creates or updates a service from a spec document. Deploying an
+// unchanged spec changes nothing and keeps the version.
+func (s *Server) putService(w http.ResponseWriter, r *http.Request) error {
+	name := r.PathValue("name")
+	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	switch ct {
+	case "", "application/json", "application/yaml", "application/x-yaml", "text/yaml", "text/plain":
+	default:
+		return &api.Error{Code: api.CodeUnsupported, Status: http.StatusUnsupportedMediaType,
+			Message: "content type " + ct + " is not supported: send application/json or application/yaml"}
+	}
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		return err
+	}
+	spec, err := api.ParseServiceSpec(body)
+	if err != nil {
+		return err
+	}
+	if spec.Name == "" {
+		spec.Name = name
+	}
+	if spec.Name != name {
+		return invalid("name", "%q does not match the service in the URL (%q)", spec.Name, name)
+	}
+	spec.Normalize()
+	if err := spec.Validate(); err != nil {
+		return err
+	}
+	for range casRetries {
+		svc, created, changed, err := s.writeSpec(r, spec)
+		if errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrExists) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		status := http.StatusOK
+		if created {
+			status = http.StatusCreated
+		}
+		if created || changed {
+			s.log.Info("service deployed", "service", name, "version", svc.Version, "created", created)
+		}
+		writeJSON(w, status, svc)
+		return nil
+	}
+	return &api.Error{Code: api.CodeConflict, Status: 409, Message: "service " + name + " is being changed concurrently; try again"}
+}
+
+func (s *Server) writeSpec(r *http.Request, spec api.ServiceSpec) (svc api.Service, created, changed bool, err error) {
+	ctx := r.Context()
+	now := s.now().UTC()
+	svc, err = s.st.Services.Get(ctx, spec.Name)
+	if errors.Is(err, store.ErrNotFound) {
+		svc = api.Service{ID: ids.New(), Spec: spec, Version: 1, CreatedAt: now, UpdatedAt: now}
+		return svc, true, true, s.st.Services.Create(ctx, &svc)
+	}
+	if err != nil {
+		return svc, false, false, err
+	}
+	if specEqual(svc.Spec, spec) {
+		return svc, false, false, nil
+	}
+	svc.Spec = spec
+	svc.Version++
+	svc.UpdatedAt = now
+	return svc, false, true, s.st.Services.Update(ctx, &svc)
+}
+
+// specEqual compares specs by their JSON form, so that nil and empty maps
+// and lists count as the same.
+func specEqual(a, b api.ServiceSpec) bool {
+	ja, _ := json.Marshal(a)
+	jb, _ := json.Marshal(b)
+	var va, vb any
+	_ = json.Unmarshal(ja, &va)
+	_ = json.Unmarshal(jb, &vb)
+	return reflect.DeepEqual(va, vb)
+}
+
+// ScaleRequest is the body of POST /services/{name}/scale.
+type ScaleRequest struct {
+	Replicas *int `json:"replicas"`
+}
+
+func (s *Server) scaleService(w http.ResponseWriter, r *http.Request) error {
+	var req ScaleRequest
+	if err := readJSON(r, &req); err != nil {
+		return err
+	}
+	switch {
+	case req.Replicas == nil:
+		return invalid("replicas", "is required")
+	case *req.Replicas < 0:
+		return invalid("replicas", "must not be negative (got %d)", *req.Replicas)
+	case *req.Replicas > api.MaxReplicas:
+		return invalid("replicas", "%d is over the limit of %d", *req.Replicas, api.MaxReplicas)
+	}
+	for range casRetries {
+		svc, err := s.lookupService(r)
+		if err != nil {
+			return err
+		}
+		if svc.Spec.Mode == api.ModeGlobal {
+			return invalid("replicas", "service %s is global: it runs one task on every eligible node and cannot be scaled", svc.Spec.Name)
+		}
+		if svc.Spec.ReplicaCount() == *req.Replicas {
+			writeJSON(w, 200, svc)
+			return nil
+		}
+		n := *req.Replicas
+		svc.Spec.Replicas = &n
+		svc.Version++
+		svc.UpdatedAt = s.now().UTC()
+		err = s.st.Services.Update(r.Context(), &svc)
+		if errors.Is(err, store.ErrConflict) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		s.log.Info("service scaled", "service", svc.Spec.Name, "replicas", n)
+		writeJSON(w, 200, svc)
+		return nil
+	}
+	return &api.Error{Code: api.CodeConflict, Status: 409, Message: "service is being changed concurrently; try again"}
+}
+
+func (s *Server) deleteService(w http.ResponseWriter, r *http.Request) error {
+	svc, err := s.lookupService(r)
+	if err != nil {
+		return err
+	}
+	// The orchestrator sees the service gone and shuts its tasks down.
+	if err := s.st.Services.Delete(r.Context(), svc.Spec.Name, 0); err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	s.log.Info("service removed", "service", svc.Spec.Name)
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}

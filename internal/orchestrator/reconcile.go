@@ -1,0 +1,356 @@
+// Package orchestrator turns services into tasks: for every service it
+// compares the slots it wants with the tasks that exist, creates
+// replacements, and marks extra or outdated tasks for shutdown. It never
+// places tasks (the scheduler does) and never runs them (agents do).
+//
+// Reconcile is a pure function of the state and the time; Orchestrator is the
+// loop that feeds it from the store and commits what it returns.
+package orchestrator
+
+import (
+	"sort"
+	"time"
+
+	"github.com/berth-project/berth/api"
+)
+
+// State is what a reconcile looks at.
+type State struct {
+	Services map[string]api.Service // by ID
+	Tasks    map[string]api.Task    // by ID
+	Nodes    map[string]api.Node    // by ID
+}
+
+// Result is what a reconcile decided. Creates are new tasks; Updates are
+// changed copies of existing tasks (still carrying the revision they were
+// read at); Deletes are tasks to remove from the store.
+type Result struct {
+	Creates []api.Task
+	Updates []api.Task
+	Deletes []api.Task
+}
+
+// Options tune the reconcile.
+type Options struct {
+	// HistoryPerSlot is how many ended tasks are kept per slot. Default 5.
+	HistoryPerSlot int
+	// NewID makes task ids.
+	NewID func() string
+	// ResetAfter is how long a task must run before its slot's restart
+	// back-off starts again from the first delay. Default 10s.
+	ResetAfter time.Duration
+}
+
+func (o *Options) defaults() {
+	if o.HistoryPerSlot <= 0 {
+		o.HistoryPerSlot = 5
+	}
+	if o.ResetAfter <= 0 {
+		o.ResetAfter = 10 * time.Second
+	}
+}
+
+// slotKey identifies a slot: a replica number, or a node for global services.
+type slotKey struct {
+	slot int
+	node string
+}
+
+// Reconcile computes what must change so that the tasks match the services.
+func Reconcile(now time.Time, st State, opts Options) Result {
+	opts.defaults()
+	r := &reconciler{now: now, st: st, opts: opts}
+	byService := map[string][]api.Task{}
+	for _, t := range st.Tasks {
+		byService[t.ServiceID] = append(byService[t.ServiceID], t)
+	}
+	ids := make([]string, 0, len(byService))
+	for id := range byService {
+		ids = append(ids, id)
+	}
+	for id := range st.Services {
+		if _, ok := byService[id]; !ok {
+			ids = append(ids, id)
+		}
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		svc, ok := st.Services[id]
+		if !ok {
+			r.removed(byService[id])
+			continue
+		}
+		r.service(svc, byService[id])
+	}
+	return r.res
+}
+
+type reconciler struct {
+	now  time.Time
+	st   State
+	opts Options
+	res  Result
+}
+
+// shutdown marks a task to stop. A task that never reached a node is ended
+// here, since no agent will ever report on it.
+func (r *reconciler) shutdown(t api.Task, why string) {
+	if t.DesiredState == api.TaskShutdown && (t.Status.State.Terminal() || t.NodeID != "") {
+		return
+	}
+	t.DesiredState = api.TaskShutdown
+	if t.Status.State == api.TaskPending {
+		t.Status = api.TaskStatus{State: api.TaskShutdown, Message: why, Timestamp: r.now}
+	}
+	r.res.Updates = append(r.res.Updates, t)
+}
+
+// removed handles the tasks of a deleted service: stop them, then forget them.
+func (r *reconciler) removed(tasks []api.Task) {
+	for _, t := range tasks {
+		switch {
+		case t.Status.State.Terminal():
+			r.res.Deletes = append(r.res.Deletes, t)
+		default:
+			r.shutdown(t, "service removed")
+		}
+	}
+}
+
+func (r *reconciler) service(svc api.Service, tasks []api.Task) {
+	slots := map[slotKey][]api.Task{}
+	for _, t := range tasks {
+		k := slotKey{slot: t.Slot}
+		if svc.Spec.Mode == api.ModeGlobal {
+			k = slotKey{node: t.NodeID}
+		}
+		slots[k] = append(slots[k], t)
+	}
+	want := map[slotKey]bool{}
+	if svc.Spec.Mode == api.ModeGlobal {
+		for _, n := range r.st.Nodes {
+			if eligible(&n, &svc) {
+				want[slotKey{node: n.ID}] = true
+			}
+		}
+	} else {
+		for i := 1; i <= svc.Spec.ReplicaCount(); i++ {
+			want[slotKey{slot: i}] = true
+		}
+	}
+	keys := make([]slotKey, 0, len(slots)+len(want))
+	for k := range slots {
+		keys = append(keys, k)
+	}
+	for k := range want {
+		if _, ok := slots[k]; !ok {
+			keys = append(keys, k)
+		}
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		if keys[i].slot != keys[j].slot {
+			return keys[i].slot < keys[j].slot
+		}
+		return keys[i].node < keys[j].node
+	})
+	// One slot at a time moves to a new spec version (start-first,
+	// health-gated); the rolling-update policy refines this.
+	updating := 0
+	for _, k := range keys {
+		if want[k] && slotUpdating(slots[k], svc.Version) {
+			updating++
+		}
+	}
+	for _, k := range keys {
+		ts := slots[k]
+		sort.Slice(ts, func(i, j int) bool { return ts[i].CreatedAt.After(ts[j].CreatedAt) }) // newest first
+		if !want[k] {
+			for _, t := range ts {
+				if t.DesiredState == api.TaskRunning || !t.Status.State.Terminal() {
+					r.shutdown(t, "slot no longer wanted")
+				}
+			}
+			r.gc(ts, svc.Spec.Mode == api.ModeGlobal)
+			continue
+		}
+		r.slot(svc, k, ts, &updating)
+		r.gc(ts, false)
+	}
+}
+
+// slotUpdating reports whether a slot runs an old version beside a new one.
+func slotUpdating(ts []api.Task, version uint64) bool {
+	oldLive, newLive := false, false
+	for _, t := range ts {
+		if t.DesiredState != api.TaskRunning || t.Status.State.Terminal() {
+			continue
+		}
+		if t.SpecVersion == version {
+			newLive = true
+		} else {
+			oldLive = true
+		}
+	}
+	return oldLive && newLive
+}
+
+// serving reports whether a task is running and not known to be unhealthy or
+// still starting its health checks.
+func serving(t api.Task) bool {
+	return t.Status.State == api.TaskRunning && (t.Status.Health == "" || t.Status.Health == api.HealthNone || t.Status.Health == api.HealthHealthy)
+}
+
+func (r *reconciler) slot(svc api.Service, k slotKey, ts []api.Task, updating *int) {
+	var live []api.Task // desired running, not ended; newest first
+	var lastEnded *api.Task
+	for i, t := range ts {
+		if t.DesiredState != api.TaskRunning {
+			continue
+		}
+		if !t.Status.State.Terminal() {
+			live = append(live, t)
+		} else if lastEnded == nil {
+			lastEnded = &ts[i]
+		}
+	}
+	if len(live) > 0 {
+		newest := live[0]
+		// Extra live tasks in one slot: keep the newest; drop older ones once
+		// the newest serves (or at once if it is not a version change).
+		for _, t := range live[1:] {
+			if t.SpecVersion == newest.SpecVersion || serving(newest) || newest.SpecVersion != svc.Version {
+				r.shutdown(t, "replaced by task "+newest.ID)
+			}
+		}
+		if newest.SpecVersion == svc.Version || *updating > 0 {
+			return
+		}
+		// Start-first: bring up the new version beside the old one. If a
+		// new-version task already failed here, back off as for a restart.
+		attempt, notBefore := 0, time.Time{}
+		if lastEnded != nil && lastEnded.SpecVersion == svc.Version && lastEnded.CreatedAt.After(newest.CreatedAt) {
+			var ok bool
+			if attempt, notBefore, ok = r.restart(svc, *lastEnded); !ok {
+				return
+			}
+			r.retire(*lastEnded)
+		}
+		r.create(svc, k, attempt, notBefore)
+		*updating++
+		return
+	}
+	if lastEnded == nil {
+		r.create(svc, k, 0, time.Time{})
+		return
+	}
+	// The slot's task ended while meant to run.
+	t := *lastEnded
+	if t.SpecVersion != svc.Version {
+		r.retire(t)
+		r.create(svc, k, 0, time.Time{})
+		return
+	}
+	if attempt, notBefore, ok := r.restart(svc, t); ok {
+		r.retire(t)
+		r.create(svc, k, attempt, notBefore)
+	}
+}
+
+// restart applies the restart policy to an ended task: whether its slot gets
+// a new task, which attempt that is, and when it may start (exponential
+// back-off from restart.delay, capped at restart.max_delay; the count starts
+// again after a task ran for ResetAfter or the policy's window).
+func (r *reconciler) restart(svc api.Service, t api.Task) (attempt int, notBefore time.Time, ok bool) {
+	pol := svc.Spec.Restart
+	failed := t.Status.State != api.TaskComplete
+	switch {
+	case pol.Condition == api.RestartNone:
+		return 0, notBefore, false
+	case pol.Condition == api.RestartOnFailure && !failed:
+		return 0, notBefore, false
+	}
+	attempt = t.Attempt + 1
+	ran := t.Status.FinishedAt.Sub(t.Status.StartedAt)
+	if !t.Status.StartedAt.IsZero() && !t.Status.FinishedAt.IsZero() &&
+		(ran >= r.opts.ResetAfter || (pol.Window > 0 && ran >= pol.Window.D())) {
+		attempt = 1
+	}
+	if pol.MaxAttempts > 0 && attempt > pol.MaxAttempts {
+		return 0, notBefore, false // the slot stays down; its last task shows why
+	}
+	delay := pol.Delay.D()
+	for i := 1; i < attempt && delay < pol.MaxDelay.D(); i++ {
+		delay *= 2
+	}
+	if delay > pol.MaxDelay.D() {
+		delay = pol.MaxDelay.D()
+	}
+	from := t.Status.FinishedAt
+	if from.IsZero() || from.After(r.now) {
+		from = r.now
+	}
+	return attempt, from.Add(delay), true
+}
+
+// retire marks an ended task as history so its slot is free.
+func (r *reconciler) retire(t api.Task) {
+	t.DesiredState = api.TaskShutdown
+	r.res.Updates = append(r.res.Updates, t)
+}
+
+func (r *reconciler) create(svc api.Service, k slotKey, attempt int, notBefore time.Time) {
+	t := api.Task{
+		ID:           r.opts.NewID(),
+		ServiceID:    svc.ID,
+		ServiceName:  svc.Spec.Name,
+		Slot:         k.slot,
+		NodeID:       k.node,
+		SpecVersion:  svc.Version,
+		Spec:         svc.Spec.Task,
+		Placement:    svc.Spec.Placement,
+		DesiredState: api.TaskRunning,
+		Status:       api.TaskStatus{State: api.TaskPending, Message: "waiting to be scheduled", Timestamp: r.now},
+		Attempt:      attempt,
+		CreatedAt:    r.now,
+	}
+	if notBefore.After(r.now) {
+		t.NotBefore = notBefore
+	}
+	r.res.Creates = append(r.res.Creates, t)
+}
+
+// gc deletes ended history beyond the limit (ts is newest first). With all,
+// every ended task goes (the slot itself is gone).
+func (r *reconciler) gc(ts []api.Task, all bool) {
+	kept := 0
+	for _, t := range ts {
+		if !t.Status.State.Terminal() || t.DesiredState == api.TaskRunning {
+			continue
+		}
+		kept++
+		if all || kept > r.opts.HistoryPerSlot {
+			r.res.Deletes = append(r.res.Deletes, t)
+		}
+	}
+}
+
+// eligible reports whether a global service wants a task on node n.
+func eligible(n *api.Node, svc *api.Service) bool {
+	if n.Status != api.NodeReady || n.Availability != api.AvailabilityActive {
+		return false
+	}
+	driverOK := false
+	for _, d := range n.Drivers {
+		driverOK = driverOK || d == svc.Spec.Task.Driver
+	}
+	if !driverOK {
+		return false
+	}
+	for _, s := range svc.Spec.Placement.Constraints {
+		c, err := api.ParseConstraint(s)
+		if err != nil || !c.Matches(n) {
+			return false
+		}
+	}
+	return true
+}
