@@ -279,7 +279,7 @@ func (v ValidationErrors) Unwrap() []error {
 
 // ReplicaCount returns the number of replicas a replicated spec asks for
 // (default 1).
-func (s *ServiceSpec) ReplicaCount() int {
+func (s ServiceSpec) ReplicaCount() int {
 	if s.Replicas == nil {
 		return 1
 	}

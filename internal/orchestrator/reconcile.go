@@ -217,10 +217,14 @@ func (r *reconciler) slot(svc api.Service, k slotKey, ts []api.Task, updating *i
 		newest := live[0]
 		// Extra live tasks in one slot: keep the newest; drop older ones once
 		// the newest serves (or at once if it is not a version change).
+		wasUpdating := slotUpdating(live, svc.Version)
 		for _, t := range live[1:] {
 			if t.SpecVersion == newest.SpecVersion || serving(newest) || newest.SpecVersion != svc.Version {
 				r.shutdown(t, "replaced by task "+newest.ID)
 			}
+		}
+		if wasUpdating && serving(newest) && newest.SpecVersion == svc.Version {
+			*updating-- // this slot is done: the next may start
 		}
 		if newest.SpecVersion == svc.Version || *updating > 0 {
 			return
