@@ -95,4 +95,3 @@ func (o *Orchestrator) reconcile(ctx context.Context, st *controller.State) (tim
 	}
 	return time.Time{}, nil
 }
-

@@ -8,6 +8,7 @@
 package orchestrator
 
 import (
+	"encoding/json"
 	"sort"
 	"time"
 
@@ -59,7 +60,7 @@ type slotKey struct {
 // Reconcile computes what must change so that the tasks match the services.
 func Reconcile(now time.Time, st State, opts Options) Result {
 	opts.defaults()
-	r := &reconciler{now: now, st: st, opts: opts}
+	r := &reconciler{now: now, st: st, opts: opts, templates: map[string]string{}}
 	byService := map[string][]api.Task{}
 	for _, t := range st.Tasks {
 		byService[t.ServiceID] = append(byService[t.ServiceID], t)
@@ -90,6 +91,31 @@ type reconciler struct {
 	st   State
 	opts Options
 	res  Result
+	// templates caches each service's task template in comparable form.
+	templates map[string]string
+}
+
+// template is the part of a spec a task runs: a change to it (not to the
+// replica count or labels) means the service's tasks must be replaced.
+func template(spec api.TaskSpec, p api.Placement) string {
+	b, _ := json.Marshal(struct {
+		S api.TaskSpec
+		P api.Placement
+	}{spec, p})
+	return string(b)
+}
+
+// current reports whether t runs the service's current task template.
+func (r *reconciler) current(svc api.Service, t api.Task) bool {
+	if t.SpecVersion == svc.Version {
+		return true
+	}
+	want, ok := r.templates[svc.ID]
+	if !ok {
+		want = template(svc.Spec.Task, svc.Spec.Placement)
+		r.templates[svc.ID] = want
+	}
+	return template(t.Spec, t.Placement) == want
 }
 
 // shutdown marks a task to stop. A task that never reached a node is ended
@@ -157,7 +183,7 @@ func (r *reconciler) service(svc api.Service, tasks []api.Task) {
 	// health-gated); the rolling-update policy refines this.
 	updating := 0
 	for _, k := range keys {
-		if want[k] && slotUpdating(slots[k], svc.Version) {
+		if want[k] && r.slotUpdating(svc, slots[k]) {
 			updating++
 		}
 	}
@@ -179,13 +205,13 @@ func (r *reconciler) service(svc api.Service, tasks []api.Task) {
 }
 
 // slotUpdating reports whether a slot runs an old version beside a new one.
-func slotUpdating(ts []api.Task, version uint64) bool {
+func (r *reconciler) slotUpdating(svc api.Service, ts []api.Task) bool {
 	oldLive, newLive := false, false
 	for _, t := range ts {
 		if t.DesiredState != api.TaskRunning || t.Status.State.Terminal() {
 			continue
 		}
-		if t.SpecVersion == version {
+		if r.current(svc, t) {
 			newLive = true
 		} else {
 			oldLive = true
@@ -217,22 +243,23 @@ func (r *reconciler) slot(svc api.Service, k slotKey, ts []api.Task, updating *i
 		newest := live[0]
 		// Extra live tasks in one slot: keep the newest; drop older ones once
 		// the newest serves (or at once if it is not a version change).
-		wasUpdating := slotUpdating(live, svc.Version)
+		wasUpdating := r.slotUpdating(svc, live)
+		newestCurrent := r.current(svc, newest)
 		for _, t := range live[1:] {
-			if t.SpecVersion == newest.SpecVersion || serving(newest) || newest.SpecVersion != svc.Version {
+			if r.current(svc, t) == newestCurrent || serving(newest) || !newestCurrent {
 				r.shutdown(t, "replaced by task "+newest.ID)
 			}
 		}
-		if wasUpdating && serving(newest) && newest.SpecVersion == svc.Version {
+		if wasUpdating && serving(newest) && newestCurrent {
 			*updating-- // this slot is done: the next may start
 		}
-		if newest.SpecVersion == svc.Version || *updating > 0 {
+		if newestCurrent || *updating > 0 {
 			return
 		}
 		// Start-first: bring up the new version beside the old one. If a
 		// new-version task already failed here, back off as for a restart.
 		attempt, notBefore := 0, time.Time{}
-		if lastEnded != nil && lastEnded.SpecVersion == svc.Version && lastEnded.CreatedAt.After(newest.CreatedAt) {
+		if lastEnded != nil && r.current(svc, *lastEnded) && lastEnded.CreatedAt.After(newest.CreatedAt) {
 			var ok bool
 			if attempt, notBefore, ok = r.restart(svc, *lastEnded); !ok {
 				return
@@ -249,7 +276,7 @@ func (r *reconciler) slot(svc api.Service, k slotKey, ts []api.Task, updating *i
 	}
 	// The slot's task ended while meant to run.
 	t := *lastEnded
-	if t.SpecVersion != svc.Version {
+	if !r.current(svc, t) {
 		r.retire(t)
 		r.create(svc, k, 0, time.Time{})
 		return

@@ -27,7 +27,7 @@ func service(name string, replicas int, mut ...func(*api.ServiceSpec)) api.Servi
 }
 
 func task(svc api.Service, id string, slot int, state api.TaskState) api.Task {
-	return api.Task{ID: id, ServiceID: svc.ID, ServiceName: svc.Spec.Name, Slot: slot, SpecVersion: svc.Version,
+	return api.Task{ID: id, ServiceID: svc.ID, ServiceName: svc.Spec.Name, Slot: slot, SpecVersion: svc.Version, Spec: svc.Spec.Task, Placement: svc.Spec.Placement,
 		DesiredState: api.TaskRunning, NodeID: "n1", Status: api.TaskStatus{State: state}, CreatedAt: t0.Add(-time.Minute), Revision: 1}
 }
 
@@ -223,6 +223,7 @@ func TestNewVersionRollsOneSlotAtATimeStartFirst(t *testing.T) {
 	svc := service("web", 3)
 	old := []api.Task{task(svc, "a", 1, api.TaskRunning), task(svc, "b", 2, api.TaskRunning), task(svc, "c", 3, api.TaskRunning)}
 	svc.Version = 2
+	svc.Spec.Task.Env = map[string]string{"V": "2"}
 	st := state([]api.Service{svc}, old...)
 	res := run(st)
 	if len(res.Creates) != 1 || res.Creates[0].Slot != 1 || res.Creates[0].SpecVersion != 2 || len(res.Updates) != 0 {
@@ -332,4 +333,19 @@ func TestConvergesUnderChurn(t *testing.T) {
 			rt.Fatalf("%d slots live, want %d: %v", len(live), want, live)
 		}
 	})
+}
+
+func TestScalingDoesNotReplaceTasks(t *testing.T) {
+	svc := service("web", 2)
+	st := state([]api.Service{svc}, task(svc, "a", 1, api.TaskRunning), task(svc, "b", 2, api.TaskRunning))
+	// A scale (or label change) bumps the version but not the task template.
+	svc.Version = 2
+	three := 3
+	svc.Spec.Replicas = &three
+	svc.Spec.Labels = map[string]string{"team": "x"}
+	st.Services[svc.ID] = svc
+	res := run(st)
+	if len(res.Updates) != 0 || len(res.Creates) != 1 || res.Creates[0].Slot != 3 {
+		t.Fatalf("scale replaced tasks: %+v", res)
+	}
 }

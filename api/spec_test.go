@@ -1,0 +1,130 @@
+package api
+
+import (
+	"encoding/json"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+const helloSpec = `name: hello
+replicas: 3
+task:
+  driver: process
+  command: [berth, whoami, --port, "${PORT_HTTP}"]
+  ports:
+    - name: http
+  health:
+    http: {port: http, path: /healthz}
+    interval: 1s
+  resources: {cpus: 0.25, memory: 64MiB}
+restart: {condition: any, delay: 1s}
+`
+
+func TestHelloSpecParsesAsWritten(t *testing.T) {
+	s, err := ParseServiceSpec([]byte(helloSpec))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Normalize()
+	if err := s.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if s.ReplicaCount() != 3 || s.Task.Resources.Memory != 64<<20 || s.Task.Resources.CPUs != 0.25 ||
+		s.Task.Health.Interval.D() != time.Second || s.Task.Health.Retries != DefaultHealthRetries ||
+		s.Task.Ports[0].Protocol != "tcp" || s.Restart.MaxDelay.D() != DefaultRestartMaxDelay {
+		t.Fatalf("parsed %+v", s)
+	}
+}
+
+func TestByteSize(t *testing.T) {
+	for in, want := range map[string]ByteSize{"64MiB": 64 << 20, "1G": 1 << 30, "1GB": 1e9, "512": 512, "1.5KiB": 1536, " 2 mib ": 2 << 20} {
+		got, err := ParseByteSize(in)
+		if err != nil || got != want {
+			t.Errorf("%q: %v %v, want %v", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "MiB", "12 parsecs", "-1", "1e400"} {
+		if _, err := ParseByteSize(bad); err == nil {
+			t.Errorf("%q parsed", bad)
+		}
+	}
+	if ByteSize(64<<20).String() != "64MiB" || ByteSize(1000).String() != "1000B" {
+		t.Fatal("String")
+	}
+}
+
+func TestConstraints(t *testing.T) {
+	n := &Node{ID: "id1", Hostname: "h1", Role: "worker", Labels: map[string]string{"zone": "a"}}
+	for expr, want := range map[string]bool{
+		"node.labels.zone == a": true, "node.labels.zone==b": false, "node.labels.zone != b": true,
+		"node.labels.disk == ssd": false, "node.labels.disk != ssd": true, "node.hostname == h1": true,
+		"node.id != id1": false, "node.role == worker": true,
+	} {
+		c, err := ParseConstraint(expr)
+		if err != nil {
+			t.Fatalf("%q: %v", expr, err)
+		}
+		if c.Matches(n) != want {
+			t.Errorf("%q on node: %v, want %v", expr, !want, want)
+		}
+	}
+	for _, bad := range []string{"zone == a", "node.labels.zone = a", "node.labels.zone ==", "node.labels. == a", "node.hostname == a b"} {
+		if _, err := ParseConstraint(bad); err == nil {
+			t.Errorf("%q parsed", bad)
+		}
+	}
+}
+
+func TestExpandVars(t *testing.T) {
+	got := ExpandVars("--port=${PORT_HTTP} ${UNKNOWN} $HOME", map[string]string{"PORT_HTTP": "8080"})
+	if got != "--port=8080 ${UNKNOWN} $HOME" {
+		t.Fatal(got)
+	}
+	if PortEnv("admin-api") != "PORT_ADMIN_API" {
+		t.Fatal(PortEnv("admin-api"))
+	}
+}
+
+// FuzzParseServiceSpec checks that no input panics the parser or validator,
+// that every error names a field or says what is wrong, and that an accepted
+// spec survives a JSON round trip unchanged.
+func FuzzParseServiceSpec(f *testing.F) {
+	f.Add([]byte(helloSpec))
+	f.Add([]byte(`{"name":"x","task":{"command":["a"]},"replicas":2}`))
+	f.Add([]byte("name: a\nmode: global\ntask: {command: [a], health: {exec: [true]}}\nplacement: {constraints: ['node.labels.a != b']}"))
+	f.Add([]byte("name: a\ntask: {command: [a], resources: {memory: 1e3}}"))
+	f.Add([]byte("- 1\n- 2"))
+	f.Add([]byte("name: &a x\nlabels: {y: *a}"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		s, err := ParseServiceSpec(data)
+		if err != nil {
+			if strings.TrimSpace(err.Error()) == "" {
+				t.Fatal("empty error")
+			}
+			return
+		}
+		s.Normalize()
+		if err := s.Validate(); err != nil {
+			return
+		}
+		b, err := json.Marshal(s)
+		if err != nil {
+			t.Fatalf("marshal accepted spec: %v", err)
+		}
+		again, err := ParseServiceSpec(b)
+		if err != nil {
+			t.Fatalf("re-parse of accepted spec: %v\n%s", err, b)
+		}
+		again.Normalize()
+		if !reflect.DeepEqual(normalizeEmpty(s), normalizeEmpty(again)) {
+			t.Fatalf("round trip changed the spec:\n%+v\n%+v", s, again)
+		}
+	})
+}
+
+func normalizeEmpty(s ServiceSpec) string {
+	b, _ := json.Marshal(s)
+	return string(b)
+}

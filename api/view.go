@@ -1,0 +1,61 @@
+package api
+
+import "time"
+
+// TaskView is a task flattened into one row: what `berth service ps -o json`
+// prints, one object per task. Its fields are stable for scripts.
+type TaskView struct {
+	ID      string `json:"id"`
+	Service string `json:"service"`
+	// Slot is the replica number, or 0 for a global service's task.
+	Slot int `json:"slot"`
+	// Node is the id of the node the task is placed on; empty while pending.
+	Node         string    `json:"node"`
+	State        TaskState `json:"state"`
+	DesiredState TaskState `json:"desired_state"`
+	// Health is healthy, unhealthy, starting or none.
+	Health string `json:"health"`
+	// Ports maps port names to host ports; empty, never null.
+	Ports map[string]int `json:"ports"`
+	// PID is the task's process id, 0 when it has none.
+	PID int `json:"pid"`
+	// ExitCode is null until the task has exited.
+	ExitCode    *int      `json:"exit_code"`
+	Message     string    `json:"message"`
+	Error       string    `json:"error"`
+	CreatedAt   time.Time `json:"created_at"`
+	SpecVersion uint64    `json:"spec_version"`
+}
+
+// NewTaskView flattens t. A task without a health value gets "none".
+func NewTaskView(t Task) TaskView {
+	health := t.Status.Health
+	if health == "" {
+		health = HealthNone
+	}
+	ports := make(map[string]int, len(t.Ports))
+	for k, v := range t.Ports {
+		ports[k] = v
+	}
+	var exit *int
+	if t.Status.ExitCode != nil {
+		c := *t.Status.ExitCode
+		exit = &c
+	}
+	return TaskView{
+		ID:           t.ID,
+		Service:      t.ServiceName,
+		Slot:         t.Slot,
+		Node:         t.NodeID,
+		State:        t.Status.State,
+		DesiredState: t.DesiredState,
+		Health:       health,
+		Ports:        ports,
+		PID:          t.Status.PID,
+		ExitCode:     exit,
+		Message:      t.Status.Message,
+		Error:        t.Status.Err,
+		CreatedAt:    t.CreatedAt,
+		SpecVersion:  t.SpecVersion,
+	}
+}

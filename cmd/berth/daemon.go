@@ -1,0 +1,256 @@
+package main
+
+// The daemon commands — up, server, agent — wire the internal packages
+// together. They are the only commands that import internal/.
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/berth-project/berth/api"
+	"github.com/berth-project/berth/internal/agent"
+	"github.com/berth-project/berth/internal/driver"
+	"github.com/berth-project/berth/internal/driver/process"
+	"github.com/berth-project/berth/internal/manager"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func init() {
+	extraCommands = append(extraCommands, newUpCmd, newServerCmd, newAgentCmd)
+}
+
+// managerFlags are the flags of commands that run a manager.
+type managerFlags struct {
+	listen    string
+	etcd      []string
+	advertise []string
+}
+
+func (f *managerFlags) add(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&f.listen, "listen", manager.DefaultListen, "address of the HTTPS API (host:port; port 0 picks a free one)")
+	cmd.Flags().StringSliceVar(&f.etcd, "etcd-endpoints", nil, "use this external etcd cluster instead of the embedded one (comma-separated URLs)")
+	cmd.Flags().StringSliceVar(&f.advertise, "advertise", nil, "extra host names or addresses for the API certificate")
+}
+
+// agentFlags are the flags of commands that run an agent.
+type agentFlags struct {
+	hostname     string
+	address      string
+	labels       []string
+	portRange    string
+	cgroupParent string
+	logListen    string
+}
+
+func (f *agentFlags) add(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&f.hostname, "hostname", "", "the node's name (default: the machine's host name)")
+	cmd.Flags().StringVar(&f.address, "address", "", "the address other machines reach this node at")
+	cmd.Flags().StringArrayVar(&f.labels, "label", nil, "a node label KEY=VALUE (repeatable)")
+	cmd.Flags().StringVar(&f.portRange, "port-range", "20000-32767", "host ports tasks get their ports from (FIRST-LAST)")
+	cmd.Flags().StringVar(&f.cgroupParent, "cgroup-parent", "berth", "cgroup under which each task gets its own")
+	cmd.Flags().StringVar(&f.logListen, "log-listen", "127.0.0.1:0", "address of the agent's log server")
+}
+
+func (f *agentFlags) config(dataDir string, log *slog.Logger) (agent.Config, error) {
+	cfg := agent.Config{DataDir: dataDir, Hostname: f.hostname, Address: f.address, LogListen: f.logListen, Logger: log}
+	if len(f.labels) > 0 {
+		cfg.Labels = map[string]string{}
+	}
+	for _, l := range f.labels {
+		k, v, ok := strings.Cut(l, "=")
+		if !ok || k == "" {
+			return cfg, usageErrorf("--label %q: want KEY=VALUE", l)
+		}
+		cfg.Labels[k] = v
+	}
+	lo, hi, ok := strings.Cut(f.portRange, "-")
+	a, err1 := strconv.Atoi(lo)
+	b, err2 := strconv.Atoi(hi)
+	if !ok || err1 != nil || err2 != nil || a < 1 || b > 65535 || a > b {
+		return cfg, usageErrorf("--port-range %q: want FIRST-LAST within 1-65535", f.portRange)
+	}
+	cfg.PortRange = [2]int{a, b}
+	drv, err := process.New(process.Config{CgroupParent: f.cgroupParent, Logger: log})
+	if err != nil {
+		return cfg, err
+	}
+	cfg.Drivers = map[string]driver.Driver{drv.Name(): drv}
+	return cfg, nil
+}
+
+func newLogger(cmd *cobra.Command, level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, usageErrorf("--log-level %q: use debug, info, warn or error", level)
+	}
+	return slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: l})), nil
+}
+
+func newUpCmd() *cobra.Command {
+	var mf managerFlags
+	var af agentFlags
+	var logLevel string
+	cmd := &cobra.Command{
+		Use:   "up [FILE...]",
+		Short: "Run a manager and an agent in one process, and deploy FILEs",
+		Long: `Run Berth on this machine: a manager (API, embedded etcd, controllers) and an
+agent in one process, in the foreground. Each FILE is deployed once Berth is up.
+Stop with Ctrl-C or SIGTERM: tasks are stopped gracefully. After a crash, start
+it again on the same data directory: running tasks are adopted, not restarted.`,
+		RunE: func(cmd *cobra.Command, files []string) error {
+			log, err := newLogger(cmd, logLevel)
+			if err != nil {
+				return err
+			}
+			dataDir := dataDirOf(cmd)
+			docs, err := readSpecDocs(cmd.InOrStdin(), files)
+			if err != nil {
+				return err
+			}
+			acfg, err := af.config(dataDir, log)
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			m, err := manager.Start(ctx, manager.Config{DataDir: dataDir, Listen: mf.listen, EtcdEndpoints: mf.etcd,
+				AdvertiseHosts: mf.advertise, Version: version, Logger: log})
+			if err != nil {
+				return err
+			}
+			client, err := api.NewClient(api.ClientConfig{Addr: m.Addr(), Token: m.Token(), CACertPEM: m.CAPEM()})
+			if err != nil {
+				m.Close(context.Background())
+				return err
+			}
+			a, err := agent.New(acfg, agent.APIManager{C: client})
+			if err != nil {
+				m.Close(context.Background())
+				return err
+			}
+			actx, stopAgent := context.WithCancel(context.WithoutCancel(ctx))
+			agentDone := make(chan error, 1)
+			go func() { agentDone <- a.Run(actx) }()
+
+			for _, d := range docs {
+				svc, created, err := client.DeployService(ctx, d.name, d.data, d.contentType)
+				if err != nil {
+					log.Error("deploy failed", "file", d.source, "err", err)
+					continue
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%s\n", deployMessage(svc, created))
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "Berth is up. API %s, data in %s.\nTry: berth service ls   (Ctrl-C stops Berth and its tasks)\n", m.Addr(), dataDir)
+
+			select {
+			case <-ctx.Done():
+			case err := <-agentDone:
+				log.Error("agent stopped", "err", err)
+			}
+			fmt.Fprintln(cmd.ErrOrStderr(), "stopping tasks…")
+			sctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			if err := a.Shutdown(sctx); err != nil {
+				log.Warn("agent shutdown", "err", err)
+			}
+			stopAgent()
+			<-agentDone
+			return m.Close(sctx)
+		},
+	}
+	mf.add(cmd)
+	af.add(cmd)
+	cmd.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	return cmd
+}
+
+func deployMessage(svc api.Service, created bool) string {
+	if created {
+		return fmt.Sprintf("service %s created (version %d)", svc.Spec.Name, svc.Version)
+	}
+	return fmt.Sprintf("service %s deployed (version %d)", svc.Spec.Name, svc.Version)
+}
+
+func newServerCmd() *cobra.Command {
+	var mf managerFlags
+	var logLevel string
+	cmd := &cobra.Command{
+		Use:   "server",
+		Short: "Run a manager: the API, the store and the controllers",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := newLogger(cmd, logLevel)
+			if err != nil {
+				return err
+			}
+			m, err := manager.Start(cmd.Context(), manager.Config{DataDir: dataDirOf(cmd), Listen: mf.listen,
+				EtcdEndpoints: mf.etcd, AdvertiseHosts: mf.advertise, Version: version, Logger: log})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "Berth manager is up. API %s\n", m.Addr())
+			<-cmd.Context().Done()
+			sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			return m.Close(sctx)
+		},
+	}
+	mf.add(cmd)
+	cmd.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	return cmd
+}
+
+func newAgentCmd() *cobra.Command {
+	var af agentFlags
+	var logLevel string
+	var stopTasks bool
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Run an agent that runs the tasks a manager assigns to this node",
+		Long: `Run an agent. It finds its manager like the client commands do (--addr, --token,
+--ca, BERTH_ADDR, BERTH_TOKEN, BERTH_CA, or the data directory's files). When the
+agent stops, its tasks keep running and are adopted at its next start, unless
+--stop-tasks is given.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := newLogger(cmd, logLevel)
+			if err != nil {
+				return err
+			}
+			e := envOf(cmd)
+			client, err := e.apiClient()
+			if err != nil {
+				return err
+			}
+			acfg, err := af.config(filepath.Join(dataDirOf(cmd), "node"), log)
+			if err != nil {
+				return err
+			}
+			a, err := agent.New(acfg, agent.APIManager{C: client})
+			if err != nil {
+				return err
+			}
+			err = a.Run(cmd.Context())
+			if stopTasks {
+				sctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+				defer cancel()
+				if serr := a.Shutdown(sctx); err == nil {
+					err = serr
+				}
+			}
+			return err
+		},
+	}
+	af.add(cmd)
+	cmd.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	cmd.Flags().BoolVar(&stopTasks, "stop-tasks", false, "stop every task when the agent stops")
+	return cmd
+}

@@ -1,0 +1,79 @@
+package main
+
+import (
+	"sort"
+	"strconv"
+
+	"github.com/spf13/cobra"
+)
+
+func newNodeCmd(e *env) *cobra.Command {
+	cmd := newGroupCmd("node", "Show the machines of the cluster", "nodes")
+	cmd.AddCommand(newNodeLsCmd(e), newNodeInspectCmd(e))
+	return cmd
+}
+
+func newNodeLsCmd(e *env) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:     "ls",
+		Aliases: []string{"list"},
+		Short:   "List nodes",
+		Args:    noArgs,
+	}
+	out := addOutputFlag(cmd)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		if err := checkOutput(*out); err != nil {
+			return err
+		}
+		c, err := e.apiClient()
+		if err != nil {
+			return err
+		}
+		nodes, err := c.ListNodes(cmd.Context())
+		if err != nil {
+			return err
+		}
+		sort.Slice(nodes, func(i, j int) bool {
+			if nodes[i].Hostname != nodes[j].Hostname {
+				return nodes[i].Hostname < nodes[j].Hostname
+			}
+			return nodes[i].ID < nodes[j].ID
+		})
+		if *out == outputJSON {
+			return writeJSONList(e.stdout, nodes)
+		}
+		tb := newTable(e.stdout, "ID", "HOSTNAME", "STATUS", "AVAILABILITY", "CPUS", "MEMORY", "ADDRESS")
+		for _, n := range nodes {
+			tb.row(shortID(n.ID), n.Hostname, n.Status, n.Availability,
+				formatCPUs(n.Resources.CPUs), humanBytes(int64(n.Resources.Memory)), n.Address)
+		}
+		return tb.flush()
+	}
+	return cmd
+}
+
+func formatCPUs(n float64) string {
+	if n <= 0 {
+		return ""
+	}
+	return strconv.FormatFloat(n, 'f', -1, 64)
+}
+
+func newNodeInspectCmd(e *env) *cobra.Command {
+	return &cobra.Command{
+		Use:   "inspect NODE",
+		Short: "Show a node as JSON (by id or hostname)",
+		Args:  exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := e.apiClient()
+			if err != nil {
+				return err
+			}
+			n, err := c.GetNode(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			return writeJSON(e.stdout, n)
+		},
+	}
+}

@@ -1,0 +1,284 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"os/user"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/berth-project/berth/api"
+)
+
+// healthEvent is a change of a task's health, from its checker to its runner.
+type healthEvent struct {
+	health string
+	err    error // the last check's error, for unhealthy
+}
+
+// healthPolicy is a health check's timing with defaults filled in.
+type healthPolicy struct {
+	interval, timeout, startPeriod time.Duration
+	retries                        int
+}
+
+func policyOf(h api.HealthCheck) healthPolicy {
+	p := healthPolicy{
+		interval:    h.Interval.D(),
+		timeout:     h.Timeout.D(),
+		startPeriod: h.StartPeriod.D(),
+		retries:     h.Retries,
+	}
+	if p.interval <= 0 {
+		p.interval = api.DefaultHealthInterval
+	}
+	if p.timeout <= 0 {
+		p.timeout = min(p.interval, 10*time.Second)
+	}
+	if p.retries <= 0 {
+		p.retries = api.DefaultHealthRetries
+	}
+	return p
+}
+
+// startHealth starts the health checker of a running task and returns the
+// channel of its health changes. The checker stops when ctx ends, or after it
+// sent "unhealthy".
+func (a *Agent) startHealth(ctx context.Context, r *runner, st api.TaskStatus) <-chan healthEvent {
+	t := r.task
+	hc := *t.Spec.Health
+	check := a.healthProbe(t)
+	initial := st.Health
+	if initial != api.HealthHealthy {
+		initial = api.HealthStarting
+	}
+	ch := make(chan healthEvent)
+	go runHealth(ctx, a.clock, policyOf(hc), check, initial, st.StartedAt, ch)
+	return ch
+}
+
+// runHealth checks every interval. Health is "starting" until the first
+// success, then "healthy"; retries consecutive failures make it "unhealthy",
+// which ends the checker. Failures within the start period do not count,
+// unless a check already succeeded.
+func runHealth(ctx context.Context, clock Clock, p healthPolicy, check func(context.Context) error,
+	health string, startedAt time.Time, out chan<- healthEvent) {
+	send := func(ev healthEvent) bool {
+		select {
+		case out <- ev:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	fails := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-clock.After(p.interval):
+		}
+		cctx, cancel := context.WithTimeout(ctx, p.timeout)
+		err := check(cctx)
+		if err != nil && cctx.Err() == context.DeadlineExceeded {
+			err = fmt.Errorf("timed out after %s: %w", p.timeout, err)
+		}
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			fails = 0
+			if health != api.HealthHealthy {
+				health = api.HealthHealthy
+				if !send(healthEvent{health: health}) {
+					return
+				}
+			}
+			continue
+		}
+		if health != api.HealthHealthy && clock.Now().Sub(startedAt) < p.startPeriod {
+			continue
+		}
+		fails++
+		if fails >= p.retries {
+			send(healthEvent{health: api.HealthUnhealthy, err: err})
+			return
+		}
+	}
+}
+
+// healthProbe returns the function that runs one check of t's health check.
+func (a *Agent) healthProbe(t api.Task) func(context.Context) error {
+	h := t.Spec.Health
+	switch {
+	case h.HTTP != nil:
+		return httpProbe(t.Ports[h.HTTP.Port], h.HTTP.Path)
+	case h.TCP != nil:
+		return tcpProbe(t.Ports[h.TCP.Port])
+	case len(h.Exec) > 0:
+		env := taskEnv(t, a.NodeID())
+		argv, err := expandCommand(h.Exec, env, t.Spec.Workdir, a.cfg.BerthBinary)
+		if err != nil {
+			return func(context.Context) error { return fmt.Errorf("exec check: %w", err) }
+		}
+		cred, err := credentialOf(t.Spec.User)
+		if err != nil {
+			return func(context.Context) error { return fmt.Errorf("exec check: %w", err) }
+		}
+		return execProbe(argv, envList(env), t.Spec.Workdir, cred)
+	}
+	return func(context.Context) error { return errors.New("no health check configured") }
+}
+
+func httpProbe(port int, path string) func(context.Context) error {
+	if path == "" {
+		path = "/"
+	}
+	target := "http://127.0.0.1:" + strconv.Itoa(port) + path
+	client := &http.Client{
+		// A fresh connection per check: the check is that the task still
+		// accepts connections, not that an old one is still open.
+		Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil},
+		// 3xx counts as healthy: do not follow it.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	return func(ctx context.Context) error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
+		if err != nil {
+			return err
+		}
+		req.Header.Set("User-Agent", "berth-health-check")
+		resp, err := client.Do(req)
+		if err != nil {
+			return fmt.Errorf("GET %s: %w", target, unwrapURLError(err))
+		}
+		_, _ = io.CopyN(io.Discard, resp.Body, 4<<10)
+		resp.Body.Close()
+		if resp.StatusCode < 200 || resp.StatusCode > 399 {
+			return fmt.Errorf("GET %s: status %d", target, resp.StatusCode)
+		}
+		return nil
+	}
+}
+
+// unwrapURLError drops the *url.Error wrapper, whose text repeats the URL.
+func unwrapURLError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) && ue.Err != nil {
+		return ue.Err
+	}
+	return err
+}
+
+func tcpProbe(port int) func(context.Context) error {
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	return func(ctx context.Context) error {
+		var d net.Dialer
+		c, err := d.DialContext(ctx, "tcp", addr)
+		if err != nil {
+			return fmt.Errorf("connect %s: %w", addr, err)
+		}
+		return c.Close()
+	}
+}
+
+// execProbe runs argv in its own process group, which is killed when the
+// check times out.
+func execProbe(argv, env []string, dir string, cred *syscall.Credential) func(context.Context) error {
+	return func(ctx context.Context) error {
+		cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+		cmd.Env = env
+		cmd.Dir = dir
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: cred}
+		cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+		cmd.WaitDelay = time.Second
+		out := &tailBuffer{max: 512}
+		cmd.Stdout, cmd.Stderr = out, out
+		err := cmd.Run()
+		if err == nil {
+			return nil
+		}
+		text := strings.TrimSpace(out.String())
+		var ee *exec.ExitError
+		if errors.As(err, &ee) && ctx.Err() == nil {
+			if text != "" {
+				return fmt.Errorf("%s exited with code %d: %s", argv[0], ee.ExitCode(), text)
+			}
+			return fmt.Errorf("%s exited with code %d", argv[0], ee.ExitCode())
+		}
+		return fmt.Errorf("%s: %w", argv[0], err)
+	}
+}
+
+// credentialOf resolves a spec user ("name", "uid", "name:group",
+// "uid:gid") to the credential exec checks run with; nil means the agent's
+// own user.
+func credentialOf(spec string) (*syscall.Credential, error) {
+	if spec == "" {
+		return nil, nil
+	}
+	name, group, hasGroup := strings.Cut(spec, ":")
+	var uid, gid uint64
+	u, err := lookupUser(name)
+	switch {
+	case err == nil:
+		uid, _ = strconv.ParseUint(u.Uid, 10, 32)
+		gid, _ = strconv.ParseUint(u.Gid, 10, 32)
+	default:
+		n, perr := strconv.ParseUint(name, 10, 32)
+		if perr != nil {
+			return nil, fmt.Errorf("unknown user %q: %w", name, err)
+		}
+		uid, gid = n, n
+	}
+	if hasGroup {
+		if n, perr := strconv.ParseUint(group, 10, 32); perr == nil {
+			gid = n
+		} else {
+			g, err := user.LookupGroup(group)
+			if err != nil {
+				return nil, fmt.Errorf("unknown group %q: %w", group, err)
+			}
+			gid, _ = strconv.ParseUint(g.Gid, 10, 32)
+		}
+	}
+	if int(uid) == os.Getuid() && int(gid) == os.Getgid() {
+		return nil, nil
+	}
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
+}
+
+// tailBuffer keeps the last max bytes written to it.
+type tailBuffer struct {
+	max int
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *tailBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.buf.Write(p)
+	if extra := b.buf.Len() - b.max; extra > 0 {
+		b.buf.Next(extra)
+	}
+	return len(p), nil
+}
+
+func (b *tailBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}

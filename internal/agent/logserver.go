@@ -1,0 +1,295 @@
+package agent
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/berth-project/berth/api"
+	"github.com/berth-project/berth/internal/driver"
+)
+
+// logServer serves task logs over HTTPS to the manager. Its certificate is
+// self-signed and made at start; the manager pins its SHA-256 and presents a
+// bearer secret, both sent in the node registration.
+type logServer struct {
+	a           *Agent
+	srv         *http.Server
+	url         string
+	fingerprint string
+	secret      string
+	served      chan struct{}
+}
+
+func newLogServer(a *Agent) (*logServer, error) {
+	secret := make([]byte, 32)
+	if _, err := rand.Read(secret); err != nil {
+		return nil, fmt.Errorf("agent: log server secret: %w", err)
+	}
+	ln, err := net.Listen("tcp", a.cfg.LogListen)
+	if err != nil {
+		return nil, fmt.Errorf("agent: log server: %w", err)
+	}
+	host := advertiseHost(a.cfg.LogListen, a.cfg.Address, a.cfg.Hostname)
+	cert, fp, err := selfSignedCert(a.cfg.Hostname, host, time.Now())
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	s := &logServer{
+		a:           a,
+		url:         "https://" + net.JoinHostPort(host, port),
+		fingerprint: fp,
+		secret:      hex.EncodeToString(secret),
+		served:      make(chan struct{}),
+	}
+	s.srv = &http.Server{
+		Handler:           s.handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		TLSConfig: &tls.Config{
+			Certificates: []tls.Certificate{cert},
+			MinVersion:   tls.VersionTLS12,
+		},
+		ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelDebug),
+	}
+	go func() {
+		defer close(s.served)
+		_ = s.srv.ServeTLS(ln, "", "")
+	}()
+	a.log.Info("log server listening", "url", s.url)
+	return s, nil
+}
+
+func (s *logServer) close() {
+	_ = s.srv.Close()
+	<-s.served
+}
+
+// advertiseHost is the host the manager should call: the listen address when
+// it names one, else the node's address, else its hostname.
+func advertiseHost(listen, address, hostname string) string {
+	h, _, err := net.SplitHostPort(listen)
+	if err == nil && h != "" {
+		if ip := net.ParseIP(h); ip == nil || !ip.IsUnspecified() {
+			return h
+		}
+	}
+	if address != "" {
+		if ah, _, err := net.SplitHostPort(address); err == nil {
+			return ah
+		}
+		return address
+	}
+	return hostname
+}
+
+// selfSignedCert makes an ECDSA P-256 certificate for the log server and
+// returns it with the hex SHA-256 of its DER.
+func selfSignedCert(hostname, host string, now time.Time) (tls.Certificate, string, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, "", fmt.Errorf("agent: log server key: %w", err)
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	if err != nil {
+		return tls.Certificate{}, "", fmt.Errorf("agent: log server serial: %w", err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: "berth-agent " + hostname},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(10 * 365 * 24 * time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		DNSNames:              []string{"localhost"},
+		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+	}
+	for _, h := range []string{hostname, host} {
+		if h == "" {
+			continue
+		}
+		if ip := net.ParseIP(h); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else {
+			tmpl.DNSNames = append(tmpl.DNSNames, h)
+		}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return tls.Certificate{}, "", fmt.Errorf("agent: log server certificate: %w", err)
+	}
+	sum := sha256.Sum256(der)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, hex.EncodeToString(sum[:]), nil
+}
+
+func (s *logServer) handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/tasks/{id}/logs", s.logs)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, api.CodeNotFound, "no such route")
+	})
+	return s.auth(mux)
+}
+
+// auth lets through only requests with the bearer secret.
+func (s *logServer) auth(next http.Handler) http.Handler {
+	want := []byte(s.secret)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || subtle.ConstantTimeCompare([]byte(tok), want) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="berth-agent"`)
+			writeError(w, http.StatusUnauthorized, api.CodeUnauthorized, "missing or wrong bearer token")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// logs streams a task's output: GET /v1/tasks/{id}/logs?tail=N&follow=1.
+func (s *logServer) logs(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	tail := -1
+	if v := r.URL.Query().Get("tail"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, api.CodeInvalid, fmt.Sprintf("tail %q is not a number", v))
+			return
+		}
+		tail = n
+	}
+	follow := false
+	switch v := r.URL.Query().Get("follow"); v {
+	case "", "0", "false":
+	case "1", "true":
+		follow = true
+	default:
+		writeError(w, http.StatusBadRequest, api.CodeInvalid, fmt.Sprintf("follow %q: use 1 or 0", v))
+		return
+	}
+	drvName, ok := "", false
+	if validTaskID(id) {
+		drvName, ok = s.a.taskDriver(id)
+	}
+	if !ok {
+		writeError(w, http.StatusNotFound, api.CodeNotFound, fmt.Sprintf("no task %q on this node", id))
+		return
+	}
+	lg, ok := s.a.cfg.Drivers[drvName].(driver.Logger)
+	if !ok {
+		writeError(w, http.StatusNotImplemented, "not_implemented", fmt.Sprintf("driver %q does not keep logs", drvName))
+		return
+	}
+	rc, err := lg.Logs(r.Context(), id, tail, follow)
+	if err != nil && errors.Is(err, driver.ErrGone) && s.a.taskEnded(id) {
+		// A driver forgets ended tasks when the agent restarts; their log
+		// files are still on disk.
+		rc, err = readLogFiles(s.a.store.logsDir(), id, tail)
+	}
+	if err != nil {
+		if errors.Is(err, driver.ErrGone) || errors.Is(err, os.ErrNotExist) {
+			writeError(w, http.StatusNotFound, api.CodeNotFound, fmt.Sprintf("no logs of task %q on this node", id))
+			return
+		}
+		writeError(w, http.StatusInternalServerError, api.CodeInternal, err.Error())
+		return
+	}
+	defer rc.Close()
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	ctl := http.NewResponseController(w)
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := rc.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return
+			}
+			if follow {
+				_ = ctl.Flush()
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func writeError(w http.ResponseWriter, status int, code, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(api.Error{Code: code, Message: msg})
+}
+
+// readLogFiles returns the last tail lines (all when tail < 0) of a task's
+// log files as drivers write them: <dir>/<id>.log.1 (the rotated part), then
+// <dir>/<id>.log. It returns an error wrapping os.ErrNotExist if neither
+// exists.
+func readLogFiles(dir, id string, tail int) (io.ReadCloser, error) {
+	var all []byte
+	found := false
+	for _, p := range []string{filepath.Join(dir, id+".log.1"), filepath.Join(dir, id+".log")} {
+		b, err := os.ReadFile(p)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("agent: read logs: %w", err)
+		}
+		found = true
+		all = append(all, b...)
+	}
+	if !found {
+		return nil, fmt.Errorf("agent: no log files of task %s: %w", id, os.ErrNotExist)
+	}
+	return io.NopCloser(bytes.NewReader(lastLines(all, tail))), nil
+}
+
+// lastLines returns the last n lines of b (all of b when n < 0). A final
+// line without a newline counts as a line.
+func lastLines(b []byte, n int) []byte {
+	if n < 0 {
+		return b
+	}
+	if n == 0 {
+		return nil
+	}
+	end := len(b)
+	if end > 0 && b[end-1] == '\n' {
+		end--
+	}
+	for i := end - 1; i >= 0; i-- {
+		if b[i] == '\n' {
+			n--
+			if n == 0 {
+				return b[i+1:]
+			}
+		}
+	}
+	return b
+}

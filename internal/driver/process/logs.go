@@ -1,0 +1,256 @@
+package process
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"time"
+)
+
+// logFile is a task's log: path (the task writes it) and path.1 (the
+// previous half), together at most max bytes.
+type logFile struct {
+	path string
+	max  int64
+}
+
+func (lf logFile) old() string { return lf.path + ".1" }
+
+// logState orders rotation against followers in this process: rotate holds
+// mu to write and bumps gen; a follower reads under mu and, seeing gen move,
+// knows the bytes it had not read yet are in .1 at the same offsets.
+type logState struct {
+	mu  sync.RWMutex
+	gen uint64
+}
+
+// logState returns the shared state of the log at path.
+func (d *Driver) logState(path string) *logState {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	st := d.logStates[path]
+	if st == nil {
+		st = &logState{}
+		d.logStates[path] = st
+	}
+	return st
+}
+
+// capLogs rotates the task's log while the handle holds resources.
+func (h *handle) capLogs() {
+	t := time.NewTicker(h.d.cfg.LogCheckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+		case <-h.releasedCh:
+			return
+		}
+		st := h.d.logState(h.logf.path)
+		st.mu.Lock()
+		rotated, err := rotate(h.logf)
+		if rotated {
+			st.gen++
+		}
+		st.mu.Unlock()
+		if err != nil {
+			h.log.Warn("rotating the task's log", "err", err)
+		}
+	}
+}
+
+// rotate copies the log to .1 and truncates it once it is over half the
+// cap. The task's descriptor (O_APPEND) keeps working: its next write goes to
+// the new end. The copy keeps the log's offsets, so a follower at offset N
+// can resume from .1 at N. Only when the log has overshot the whole cap does
+// the copy keep just its last half, to stay within the cap.
+func rotate(lf logFile) (bool, error) {
+	fi, err := os.Stat(lf.path)
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("process: %w", err)
+	}
+	half := lf.max / 2
+	if fi.Size() <= half {
+		return false, nil
+	}
+	src, err := os.Open(lf.path)
+	if err != nil {
+		return false, fmt.Errorf("process: %w", err)
+	}
+	defer src.Close()
+	if fi.Size() > lf.max {
+		if _, err := src.Seek(fi.Size()-half, io.SeekStart); err != nil {
+			return false, fmt.Errorf("process: %w", err)
+		}
+	}
+	tmp := lf.old() + ".tmp"
+	dst, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
+	if err != nil {
+		return false, fmt.Errorf("process: %w", err)
+	}
+	// Copy to EOF, then truncate at once: what the task writes between the
+	// last read and the truncate (one syscall apart) is lost. Closing and
+	// renaming come after, outside that window.
+	_, err = io.Copy(dst, src)
+	if err == nil {
+		err = os.Truncate(lf.path, 0)
+	}
+	if cerr := dst.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, lf.old())
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		return false, fmt.Errorf("process: rotating %s: %w", lf.path, err)
+	}
+	return true, nil
+}
+
+func readOptional(p string) ([]byte, error) {
+	b, err := os.ReadFile(p)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("process: %w", err)
+	}
+	return b, nil
+}
+
+// readFrom reads p from offset off to its end.
+func readFrom(p string, off int64) ([]byte, error) {
+	f, err := os.Open(p)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("process: %w", err)
+	}
+	defer f.Close()
+	if _, err := f.Seek(off, io.SeekStart); err != nil {
+		return nil, fmt.Errorf("process: %w", err)
+	}
+	b, err := io.ReadAll(f)
+	if err != nil {
+		return nil, fmt.Errorf("process: %w", err)
+	}
+	return b, nil
+}
+
+// lastLines returns the last n lines of b (a final line without a newline
+// counts); all of b when n < 0.
+func lastLines(b []byte, n int) []byte {
+	if n < 0 {
+		return b
+	}
+	if n == 0 {
+		return nil
+	}
+	end := len(b)
+	if end > 0 && b[end-1] == '\n' {
+		end--
+	}
+	for i := end - 1; i >= 0; i-- {
+		if b[i] == '\n' {
+			if n--; n == 0 {
+				return b[i+1:]
+			}
+		}
+	}
+	return b
+}
+
+func emptyReader() io.ReadCloser { return io.NopCloser(bytes.NewReader(nil)) }
+
+// openLogs reads the log files: the last tail lines of .1 and the log, then,
+// with follow, what is appended until ctx is done, polling every poll and
+// following rotations made under st.
+func openLogs(ctx context.Context, path string, st *logState, tail int, follow bool, poll time.Duration) (io.ReadCloser, error) {
+	lf := logFile{path: path}
+	st.mu.RLock()
+	gen := st.gen
+	old, err := readOptional(lf.old())
+	var cur []byte
+	if err == nil {
+		cur, err = readOptional(path)
+	}
+	st.mu.RUnlock()
+	if err != nil {
+		return nil, err
+	}
+	hist := lastLines(append(old, cur...), tail)
+	if !follow {
+		return io.NopCloser(bytes.NewReader(hist)), nil
+	}
+	pr, pw := io.Pipe()
+	fr := &followReader{PipeReader: pr, quit: make(chan struct{})}
+	go fr.run(ctx, pw, lf, st, gen, hist, int64(len(cur)), poll)
+	return fr, nil
+}
+
+// followReader streams a log; Close stops it.
+type followReader struct {
+	*io.PipeReader
+	quit chan struct{}
+	once sync.Once
+}
+
+// Close stops following.
+func (fr *followReader) Close() error {
+	fr.once.Do(func() { close(fr.quit) })
+	return fr.PipeReader.Close()
+}
+
+func (fr *followReader) run(ctx context.Context, pw *io.PipeWriter, lf logFile, st *logState, gen uint64, hist []byte, off int64, poll time.Duration) {
+	if len(hist) > 0 {
+		if _, err := pw.Write(hist); err != nil {
+			return
+		}
+	}
+	t := time.NewTicker(poll)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			pw.Close()
+			return
+		case <-fr.quit:
+			return
+		case <-t.C:
+		}
+		var out []byte
+		st.mu.RLock()
+		var err error
+		if st.gen != gen {
+			// Rotated: .1 is a copy of the log we were reading. (Two
+			// rotations within one poll lose the older one.)
+			out, err = readFrom(lf.old(), off)
+			gen, off = st.gen, 0
+		}
+		if err == nil {
+			var b []byte
+			b, err = readFrom(lf.path, off)
+			off += int64(len(b))
+			out = append(out, b...)
+		}
+		st.mu.RUnlock()
+		if err != nil {
+			pw.CloseWithError(fmt.Errorf("process: following %s: %w", lf.path, err))
+			return
+		}
+		if len(out) > 0 {
+			if _, err := pw.Write(out); err != nil {
+				return
+			}
+		}
+	}
+}

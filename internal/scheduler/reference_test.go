@@ -1,0 +1,298 @@
+package scheduler
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/berth-project/berth/api"
+)
+
+// referenceSchedule is the placement rules written as plainly as possible:
+// every task scans every node. It shares no code with Schedule except
+// hashID and the default port range, and property tests require both to produce
+// the same plan, reasons included.
+func referenceSchedule(snap Snapshot, pending []api.Task) Plan {
+	var plan Plan
+	if len(pending) == 0 {
+		return plan
+	}
+	// Nodes: first occurrence of each ID, in ID order.
+	var nodes []*api.Node
+	seen := map[string]bool{}
+	for i := range snap.Nodes {
+		if !seen[snap.Nodes[i].ID] {
+			seen[snap.Nodes[i].ID] = true
+			nodes = append(nodes, &snap.Nodes[i])
+		}
+	}
+	slices.SortStableFunc(nodes, func(a, b *api.Node) int { return strings.Compare(a.ID, b.ID) })
+
+	type usage struct {
+		tasks    int
+		cpu, mem int64
+		svc      map[string]int
+		ports    map[int]bool
+	}
+	use := map[string]*usage{}
+	for _, n := range nodes {
+		use[n.ID] = &usage{svc: map[string]int{}, ports: map[int]bool{}}
+	}
+	pinnedIDs := map[string]bool{}
+	for _, t := range pending {
+		if t.NodeID != "" {
+			pinnedIDs[t.ID] = true
+		}
+	}
+	milli := func(c float64) int64 {
+		if !(c > 0) {
+			return 0
+		}
+		return int64(c*1000 + 0.5)
+	}
+	mem := func(t *api.Task) int64 { return max(int64(t.Spec.Resources.Memory), 0) }
+	for i := range snap.Tasks {
+		t := &snap.Tasks[i]
+		u := use[t.NodeID]
+		if t.NodeID == "" || t.Status.State.Terminal() || pinnedIDs[t.ID] || u == nil {
+			continue
+		}
+		u.tasks++
+		u.cpu += milli(t.Spec.Resources.CPUs)
+		u.mem += mem(t)
+		u.svc[t.ServiceID]++
+		for _, p := range t.Ports {
+			u.ports[p] = true
+		}
+	}
+	rng := func(n *api.Node) (int, int) {
+		r := n.PortRange
+		if r == [2]int{} {
+			r = [2]int{DefaultPortMin, DefaultPortMax}
+		}
+		if r[0] < 1 || r[1] > 65535 || r[0] > r[1] {
+			return 0, -1
+		}
+		return r[0], r[1]
+	}
+	freePorts := func(n *api.Node) int {
+		lo, hi := rng(n)
+		free := hi - lo + 1
+		for p := range use[n.ID].ports {
+			if p >= lo && p <= hi {
+				free--
+			}
+		}
+		return free
+	}
+
+	order := make([]int, len(pending))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int {
+		ta, tb := &pending[a], &pending[b]
+		return cmp.Or(strings.Compare(ta.ServiceID, tb.ServiceID), cmp.Compare(ta.Slot, tb.Slot), strings.Compare(ta.ID, tb.ID))
+	})
+
+	for _, i := range order {
+		t := &pending[i]
+		unplaced := func(reason string) { plan.Unplaced = append(plan.Unplaced, Unplaced{t.ID, reason}) }
+		var cons []api.Constraint
+		var consErr error
+		for _, s := range t.Placement.Constraints {
+			c, err := api.ParseConstraint(s)
+			if err != nil {
+				consErr = err
+				break
+			}
+			cons = append(cons, c)
+		}
+		if consErr != nil {
+			unplaced("invalid placement constraint: " + consErr.Error())
+			continue
+		}
+		if len(nodes) == 0 {
+			unplaced("no nodes registered")
+			continue
+		}
+		driver := t.Spec.Driver
+		if driver == "" {
+			driver = "process"
+		}
+		cpu, memNeed, nports := milli(t.Spec.Resources.CPUs), mem(t), len(t.Spec.Ports)
+		cpuCap := func(n *api.Node) int64 { return milli(n.Resources.CPUs) }
+		memCap := func(n *api.Node) int64 { return max(int64(n.Resources.Memory), 0) }
+
+		// why returns the reason n cannot take t: a category and, for the
+		// explanation, how much is free.
+		why := func(n *api.Node) (string, int64) {
+			u := use[n.ID]
+			switch {
+			case n.Status == "down":
+				return "down", 0
+			case n.Status != "ready":
+				return "not ready", 0
+			case n.Availability == "pause":
+				return "paused", 0
+			case n.Availability == "drain":
+				return "drained", 0
+			case n.Availability != "active":
+				return "not active", 0
+			case !slices.Contains(n.Drivers, driver):
+				return "driver", 0
+			case cpu > 0 && cpuCap(n) > 0 && u.cpu+cpu > cpuCap(n):
+				return "cpu", cpuCap(n) - u.cpu
+			case memNeed > 0 && memCap(n) > 0 && u.mem+memNeed > memCap(n):
+				return "memory", memCap(n) - u.mem
+			}
+			for k, c := range cons {
+				var v string
+				ok := true
+				switch {
+				case c.Key == "node.id":
+					v = n.ID
+				case c.Key == "node.hostname":
+					v = n.Hostname
+				case c.Key == "node.role":
+					v = n.Role
+				default:
+					v, ok = n.Labels[strings.TrimPrefix(c.Key, "node.labels.")]
+				}
+				if c.Equal != (ok && v == c.Value) {
+					return fmt.Sprintf("constraint %d", k), 0
+				}
+			}
+			if nports > 0 && freePorts(n) < nports {
+				return "ports", int64(freePorts(n))
+			}
+			return "", 0
+		}
+		cpuStr := func(m int64) string { return fmt.Sprint(float64(m) / 1000) }
+
+		var chosen *api.Node
+		if t.NodeID != "" {
+			var n *api.Node
+			for _, c := range nodes {
+				if c.ID == t.NodeID {
+					n = c
+				}
+			}
+			if n == nil {
+				unplaced("node " + t.NodeID + " is not registered")
+				continue
+			}
+			cat, free := why(n)
+			p := "node " + n.ID + " "
+			switch {
+			case cat == "":
+				chosen = n
+			case cat == "not ready":
+				unplaced(p + fmt.Sprintf("is not ready (status %q)", n.Status))
+			case cat == "not active":
+				unplaced(p + fmt.Sprintf("is not active (availability %q)", n.Availability))
+			case cat == "driver":
+				unplaced(p + "lacks driver " + driver)
+			case cat == "cpu":
+				unplaced(p + fmt.Sprintf("lacks cpu (need %s, free %s)", cpuStr(cpu), cpuStr(max(free, 0))))
+			case cat == "memory":
+				unplaced(p + fmt.Sprintf("lacks memory (need %s, free %s)", api.ByteSize(memNeed), api.ByteSize(max(free, 0))))
+			case cat == "ports":
+				unplaced(p + fmt.Sprintf("lacks free ports (need %d, free %d)", nports, free))
+			case strings.HasPrefix(cat, "constraint"):
+				var k int
+				fmt.Sscanf(cat, "constraint %d", &k)
+				unplaced(p + "fails constraint " + cons[k].String())
+			default:
+				unplaced(p + "is " + cat)
+			}
+			if chosen == nil {
+				continue
+			}
+		} else {
+			type key struct {
+				svc, tasks int
+				frac       float64
+			}
+			var best key
+			count := map[string]int{}
+			mostFree := map[string]int64{}
+			for _, n := range nodes {
+				cat, free := why(n)
+				if cat != "" {
+					if _, ok := mostFree[cat]; !ok || free > mostFree[cat] {
+						mostFree[cat] = free
+					}
+					count[cat]++
+					continue
+				}
+				u := use[n.ID]
+				k := key{u.svc[t.ServiceID], u.tasks, 0}
+				if c := cpuCap(n); c > 0 {
+					k.frac = float64(u.cpu) / float64(c)
+				}
+				if chosen == nil || k.svc < best.svc ||
+					k.svc == best.svc && (k.tasks < best.tasks || k.tasks == best.tasks && k.frac < best.frac) {
+					chosen, best = n, k
+				}
+			}
+			if chosen == nil {
+				var parts []string
+				add := func(cat, what string) {
+					if c := count[cat]; c > 0 {
+						parts = append(parts, fmt.Sprintf("%d %s", c, what))
+					}
+				}
+				verb := func(cat, one, many string) string {
+					if count[cat] == 1 {
+						return one
+					}
+					return many
+				}
+				add("down", "down")
+				add("not ready", "not ready")
+				add("paused", "paused")
+				add("drained", "drained")
+				add("not active", "not active")
+				add("driver", verb("driver", "lacks", "lack")+" driver "+driver)
+				add("cpu", fmt.Sprintf("%s cpu (need %s, most free %s)", verb("cpu", "lacks", "lack"), cpuStr(cpu), cpuStr(max(mostFree["cpu"], 0))))
+				add("memory", fmt.Sprintf("%s memory (need %s, most free %s)", verb("memory", "lacks", "lack"), api.ByteSize(memNeed), api.ByteSize(max(mostFree["memory"], 0))))
+				for k, c := range cons {
+					cat := fmt.Sprintf("constraint %d", k)
+					add(cat, verb(cat, "fails", "fail")+" constraint "+c.String())
+				}
+				add("ports", fmt.Sprintf("%s free ports (need %d, most free %d)", verb("ports", "lacks", "lack"), nports, mostFree["ports"]))
+				noun := "nodes"
+				if len(nodes) == 1 {
+					noun = "node"
+				}
+				unplaced(fmt.Sprintf("no suitable node (%d %s: %s)", len(nodes), noun, strings.Join(parts, ", ")))
+				continue
+			}
+		}
+
+		u := use[chosen.ID]
+		u.tasks++
+		u.cpu += cpu
+		u.mem += memNeed
+		u.svc[t.ServiceID]++
+		a := Assignment{TaskID: t.ID, NodeID: chosen.ID}
+		if nports > 0 {
+			a.Ports = map[string]int{}
+			lo, hi := rng(chosen)
+			size := hi - lo + 1
+			pos := int(hashID(t.ID) % uint64(size))
+			for _, p := range t.Spec.Ports {
+				for u.ports[lo+pos%size] {
+					pos++
+				}
+				a.Ports[p.Name] = lo + pos%size
+				u.ports[lo+pos%size] = true
+				pos = pos%size + 1
+			}
+		}
+		plan.Assignments = append(plan.Assignments, a)
+	}
+	return plan
+}

@@ -1,0 +1,136 @@
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/berth-project/berth/api"
+	"github.com/berth-project/berth/internal/controller"
+	"github.com/berth-project/berth/internal/store"
+)
+
+// WorkerConfig is what the scheduling worker needs.
+type WorkerConfig struct {
+	Store  *store.Store
+	Logger *slog.Logger
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+}
+
+// Worker is the plumbing around Schedule: it watches the store, plans for
+// pending tasks and commits the plan with compare-and-swap. Only the leader
+// runs it.
+type Worker struct {
+	cfg WorkerConfig
+	log *slog.Logger
+}
+
+// NewWorker returns a Worker.
+func NewWorker(cfg WorkerConfig) *Worker {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Worker{cfg: cfg, log: cfg.Logger.WithGroup("scheduler")}
+}
+
+// Run schedules until ctx ends.
+func (w *Worker) Run(ctx context.Context) error {
+	l := &controller.Loop{Name: "scheduler", Store: w.cfg.Store, Logger: w.log, Reconcile: w.reconcile}
+	return l.Run(ctx)
+}
+
+// commitBatch bounds the writes in one transaction.
+const commitBatch = 128
+
+// Split turns the mirror into a snapshot and the tasks waiting for a node.
+func Split(st *controller.State) (Snapshot, []api.Task) {
+	var snap Snapshot
+	var pending []api.Task
+	for _, n := range st.Nodes {
+		snap.Nodes = append(snap.Nodes, n)
+	}
+	for _, t := range st.Tasks {
+		switch {
+		case t.Status.State == api.TaskPending && t.DesiredState == api.TaskRunning:
+			pending = append(pending, t)
+		case t.NodeID != "" && !t.Status.State.Terminal() && t.Status.State != api.TaskPending:
+			snap.Tasks = append(snap.Tasks, t)
+		}
+	}
+	return snap, pending
+}
+
+func (w *Worker) reconcile(ctx context.Context, st *controller.State) (time.Time, error) {
+	snap, pending := Split(st)
+	if len(pending) == 0 {
+		return time.Time{}, nil
+	}
+	plan := Schedule(snap, pending)
+	now := w.cfg.Now().UTC()
+	var assigned []api.Task
+	for _, a := range plan.Assignments {
+		t := st.Tasks[a.TaskID]
+		t.NodeID, t.Ports = a.NodeID, a.Ports
+		t.Status = api.TaskStatus{State: api.TaskAssigned, Message: "assigned to node " + a.NodeID, Timestamp: now}
+		assigned = append(assigned, t)
+	}
+	for i := 0; i < len(assigned); i += commitBatch {
+		batch := assigned[i:min(i+commitBatch, len(assigned))]
+		if err := w.commit(ctx, st, batch); err != nil {
+			return time.Time{}, err
+		}
+	}
+	for _, u := range plan.Unplaced {
+		t := st.Tasks[u.TaskID]
+		if t.Status.Message == u.Reason {
+			continue
+		}
+		t.Status.Message, t.Status.Timestamp = u.Reason, now
+		if err := w.cfg.Store.Tasks.Update(ctx, &t); err == nil {
+			st.PutTask(t)
+		} else if !errors.Is(err, store.ErrConflict) && !errors.Is(err, store.ErrNotFound) {
+			return time.Time{}, err
+		}
+	}
+	if len(plan.Assignments) > 0 || len(plan.Unplaced) > 0 {
+		w.log.Debug("scheduled", "assigned", len(plan.Assignments), "unplaced", len(plan.Unplaced))
+	}
+	return time.Time{}, nil
+}
+
+// commit writes a batch in one transaction; if any task changed meanwhile,
+// it falls back to one write per task so the others still land (the changed
+// one is planned again on the next pass).
+func (w *Worker) commit(ctx context.Context, st *controller.State, batch []api.Task) error {
+	txn := w.cfg.Store.Txn()
+	for i := range batch {
+		w.cfg.Store.Tasks.TxnUpdate(txn, &batch[i])
+	}
+	err := txn.Commit(ctx)
+	if err == nil {
+		for _, t := range batch {
+			st.PutTask(t)
+		}
+		return nil
+	}
+	if !errors.Is(err, store.ErrConflict) && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	for i := range batch {
+		t := batch[i]
+		err := w.cfg.Store.Tasks.Update(ctx, &t)
+		switch {
+		case err == nil:
+			st.PutTask(t)
+		case errors.Is(err, store.ErrConflict), errors.Is(err, store.ErrNotFound):
+		default:
+			return err
+		}
+	}
+	return nil
+}
