@@ -21,7 +21,7 @@ import (
 	"github.com/berth-project/berth/internal/ids"
 	"github.com/berth-project/berth/internal/orchestrator"
 	"github.com/berth-project/berth/internal/pki"
-	"github.com/berth-project/berth/internal/scheduler"
+	"github.com/berth-project/berth/internal/scheduler/worker"
 	"github.com/berth-project/berth/internal/store"
 )
 
@@ -198,7 +198,7 @@ type runner interface{ Run(context.Context) error }
 func (m *Manager) controllers() []runner {
 	return []runner{
 		orchestrator.New(orchestrator.Config{Store: m.store, Logger: m.cfg.Logger}),
-		scheduler.NewWorker(scheduler.WorkerConfig{Store: m.store, Logger: m.cfg.Logger}),
+		worker.New(worker.Config{Store: m.store, Logger: m.cfg.Logger}),
 	}
 }
 

@@ -1,4 +1,7 @@
-package scheduler
+// Package worker is the plumbing around the pure scheduler: it watches the
+// store, asks scheduler.Schedule for a plan for the pending tasks, and commits
+// the plan with compare-and-swap. It makes no placement decision itself.
+package worker
 
 import (
 	"context"
@@ -8,11 +11,12 @@ import (
 
 	"github.com/berth-project/berth/api"
 	"github.com/berth-project/berth/internal/controller"
+	"github.com/berth-project/berth/internal/scheduler"
 	"github.com/berth-project/berth/internal/store"
 )
 
-// WorkerConfig is what the scheduling worker needs.
-type WorkerConfig struct {
+// Config is what the scheduling worker needs.
+type Config struct {
 	Store  *store.Store
 	Logger *slog.Logger
 	// Now is the clock; default time.Now.
@@ -23,12 +27,12 @@ type WorkerConfig struct {
 // pending tasks and commits the plan with compare-and-swap. Only the leader
 // runs it.
 type Worker struct {
-	cfg WorkerConfig
+	cfg Config
 	log *slog.Logger
 }
 
-// NewWorker returns a Worker.
-func NewWorker(cfg WorkerConfig) *Worker {
+// New returns a Worker.
+func New(cfg Config) *Worker {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -48,8 +52,8 @@ func (w *Worker) Run(ctx context.Context) error {
 const commitBatch = 128
 
 // Split turns the mirror into a snapshot and the tasks waiting for a node.
-func Split(st *controller.State) (Snapshot, []api.Task) {
-	var snap Snapshot
+func Split(st *controller.State) (scheduler.Snapshot, []api.Task) {
+	var snap scheduler.Snapshot
 	var pending []api.Task
 	for _, n := range st.Nodes {
 		snap.Nodes = append(snap.Nodes, n)
@@ -70,7 +74,7 @@ func (w *Worker) reconcile(ctx context.Context, st *controller.State) (time.Time
 	if len(pending) == 0 {
 		return time.Time{}, nil
 	}
-	plan := Schedule(snap, pending)
+	plan := scheduler.Schedule(snap, pending)
 	now := w.cfg.Now().UTC()
 	var assigned []api.Task
 	for _, a := range plan.Assignments {
