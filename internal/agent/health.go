@@ -68,7 +68,10 @@ func (a *Agent) startHealth(ctx context.Context, r *runner, st api.TaskStatus) <
 	return ch
 }
 
-// runHealth checks every interval. Health is "starting" until the first
+// startingProbeInterval is how often a check runs until its first success.
+const startingProbeInterval = 100 * time.Millisecond
+
+// runHealth checks every interval (more often until the first success). Health is "starting" until the first
 // success, then "healthy"; retries consecutive failures make it "unhealthy",
 // which ends the checker. Failures within the start period do not count,
 // unless a check already succeeded.
@@ -83,11 +86,19 @@ func runHealth(ctx context.Context, clock Clock, p healthPolicy, check func(cont
 		}
 	}
 	fails := 0
+	lastCounted := startedAt
 	for {
+		// Until the first success, probe quickly so a task that comes up
+		// fast is healthy (and serving) fast; failures still count at most
+		// once per interval.
+		wait := p.interval
+		if health != api.HealthHealthy && wait > startingProbeInterval {
+			wait = startingProbeInterval
+		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-clock.After(p.interval):
+		case <-clock.After(wait):
 		}
 		cctx, cancel := context.WithTimeout(ctx, p.timeout)
 		err := check(cctx)
@@ -108,9 +119,14 @@ func runHealth(ctx context.Context, clock Clock, p healthPolicy, check func(cont
 			}
 			continue
 		}
-		if health != api.HealthHealthy && clock.Now().Sub(startedAt) < p.startPeriod {
+		now := clock.Now()
+		if health != api.HealthHealthy && now.Sub(startedAt) < p.startPeriod {
 			continue
 		}
+		if health != api.HealthHealthy && now.Sub(lastCounted) < p.interval {
+			continue
+		}
+		lastCounted = now
 		fails++
 		if fails >= p.retries {
 			send(healthEvent{health: api.HealthUnhealthy, err: err})

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"github.com/berth-project/berth/internal/agent/agenttest"
 	"net"
 	"net/http"
 	"strconv"
@@ -211,5 +212,47 @@ func TestRunHealthTransitions(t *testing.T) {
 	}
 	if n := i.Load(); n != 7 {
 		t.Errorf("%d checks, want 7 (unhealthy on the third failure in a row)", n)
+	}
+}
+
+// TestHealthProbesFastUntilFirstSuccess: with a long interval, a task that is
+// ready at once is healthy after one quick probe, and failures before the
+// first success count only once per interval.
+func TestHealthProbesFastUntilFirstSuccess(t *testing.T) {
+	clock := agenttest.NewClock(time.Unix(1000, 0))
+	var calls atomic.Int32
+	check := func(context.Context) error {
+		if calls.Add(1) < 5 {
+			return errBoom
+		}
+		return nil
+	}
+	out := make(chan healthEvent, 4)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	p := healthPolicy{interval: 10 * time.Second, timeout: time.Second, retries: 2}
+	go runHealth(ctx, clock, p, check, api.HealthStarting, clock.Now(), out)
+	// Four failing probes 100 ms apart: less than one interval, so they
+	// count once and the task is not unhealthy.
+	for i := 0; i < 5; i++ {
+		deadline := time.Now().Add(5 * time.Second)
+		for !clock.HasWaiter(clock.Now().Add(startingProbeInterval)) {
+			if time.Now().After(deadline) {
+				t.Fatalf("probe %d: no %v wait (the first probes must be quick)", i, startingProbeInterval)
+			}
+			time.Sleep(time.Millisecond)
+		}
+		clock.Advance(startingProbeInterval)
+	}
+	select {
+	case ev := <-out:
+		if ev.health != api.HealthHealthy {
+			t.Fatalf("got %s, want healthy", ev.health)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no health event")
+	}
+	if n := calls.Load(); n != 5 {
+		t.Fatalf("%d probes, want 5", n)
 	}
 }

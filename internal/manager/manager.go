@@ -117,6 +117,11 @@ func Start(ctx context.Context, cfg Config) (*Manager, error) {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
 	}
+	// Streams (agent assignments, followed logs) never end by themselves:
+	// end them when the server shuts down, so Shutdown does not wait on them.
+	baseCtx, cancelBase := context.WithCancel(context.Background())
+	m.http.BaseContext = func(net.Listener) context.Context { return baseCtx }
+	m.http.RegisterOnShutdown(cancelBase)
 	_, port, _ := net.SplitHostPort(ln.Addr().String())
 	adHost := host
 	if adHost == "" || adHost == "0.0.0.0" || adHost == "::" {
