@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -158,7 +159,16 @@ func (m *Manager) writeClientFiles() error {
 
 // lead campaigns for leadership and runs the controllers while leader.
 func (m *Manager) lead(ctx context.Context) {
-	id := ids.New()
+	id, err := m.managerID()
+	if err != nil {
+		m.log.Error("manager id", "err", err)
+		id = ids.New()
+	}
+	// A manager on the same data dir is the same manager: a session it left
+	// behind when it died is certainly dead.
+	if err := m.store.ReleaseStale(ctx, id); err != nil {
+		m.log.Warn("could not release a stale leadership", "err", err)
+	}
 	for ctx.Err() == nil {
 		l, err := m.store.Campaign(ctx, id, 5*time.Second)
 		if err != nil {
@@ -196,6 +206,16 @@ func (m *Manager) lead(ctx context.Context) {
 		_ = l.Resign(rctx)
 		rcancel()
 	}
+}
+
+// managerID returns this manager's stable id, kept in the data dir.
+func (m *Manager) managerID() (string, error) {
+	path := filepath.Join(m.cfg.DataDir, "manager-id")
+	if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) > 0 {
+		return strings.TrimSpace(string(b)), nil
+	}
+	id := ids.New()
+	return id, pki.WriteFileAtomic(path, []byte(id+"\n"), 0o600)
 }
 
 type runner interface{ Run(context.Context) error }

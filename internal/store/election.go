@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 )
 
@@ -23,6 +24,24 @@ func (l *Leadership) Resign(ctx context.Context) error {
 	err := l.election.Resign(ctx)
 	l.session.Close()
 	return err
+}
+
+// ReleaseStale revokes leadership sessions left by an earlier run of the
+// same manager (named id) that died without resigning — after kill -9, its
+// lease would otherwise block the election until it expires.
+func (s *Store) ReleaseStale(ctx context.Context, id string) error {
+	resp, err := s.cli.Get(ctx, s.prefix+"leader/", clientv3.WithPrefix())
+	if err != nil {
+		return fmt.Errorf("store: read election: %w", err)
+	}
+	for _, kv := range resp.Kvs {
+		if string(kv.Value) == id && kv.Lease != 0 {
+			if _, err := s.cli.Revoke(ctx, clientv3.LeaseID(kv.Lease)); err != nil {
+				return fmt.Errorf("store: revoke stale session: %w", err)
+			}
+		}
+	}
+	return nil
 }
 
 // Campaign blocks until this manager (named id) is the leader or ctx ends.

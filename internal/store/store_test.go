@@ -246,3 +246,26 @@ func TestCampaignOneLeaderAtATime(t *testing.T) {
 		t.Fatal("second manager never became leader after the first resigned")
 	}
 }
+
+func TestReleaseStaleFreesTheElectionAtOnce(t *testing.T) {
+	t.Parallel()
+	s := openTest(t, t.TempDir())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// A manager wins with a long lease and then "dies" without resigning.
+	if _, err := s.Campaign(ctx, "m1", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ReleaseStale(ctx, "m1"); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	l, err := s.Campaign(ctx, "m1", time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Resign(ctx)
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("campaign after release took %v; the stale lease was not revoked", d)
+	}
+}

@@ -42,7 +42,7 @@ func TestWorkerAssignsAndExplains(t *testing.T) {
 	var ids []string
 	for i := 1; i <= 150; i++ { // more than one commit batch
 		tk := &api.Task{ID: fmt.Sprintf("t%03d", i), ServiceID: "s", ServiceName: "s", Slot: i, DesiredState: api.TaskRunning,
-			Spec: api.TaskSpec{Driver: "process", Ports: []api.PortSpec{{Name: "http", Protocol: "tcp"}}},
+			Spec:   api.TaskSpec{Driver: "process", Ports: []api.PortSpec{{Name: "http", Protocol: "tcp"}}},
 			Status: api.TaskStatus{State: api.TaskPending}}
 		if i > 100 {
 			tk.Spec.Ports = nil
