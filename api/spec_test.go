@@ -128,3 +128,21 @@ func normalizeEmpty(s ServiceSpec) string {
 	b, _ := json.Marshal(s)
 	return string(b)
 }
+
+func TestTaskViewHealthOfEndedTask(t *testing.T) {
+	for _, c := range []struct {
+		state        TaskState
+		health, want string
+	}{
+		{TaskRunning, HealthHealthy, HealthHealthy},
+		{TaskRunning, "", HealthNone},
+		{TaskFailed, HealthHealthy, HealthNone},
+		{TaskFailed, HealthUnhealthy, HealthUnhealthy},
+		{TaskShutdown, HealthStarting, HealthNone},
+	} {
+		v := NewTaskView(Task{Status: TaskStatus{State: c.state, Health: c.health}})
+		if v.Health != c.want {
+			t.Errorf("%s/%q: health %q, want %q", c.state, c.health, v.Health, c.want)
+		}
+	}
+}

@@ -27,10 +27,13 @@ type TaskView struct {
 	SpecVersion uint64    `json:"spec_version"`
 }
 
-// NewTaskView flattens t. A task without a health value gets "none".
+// NewTaskView flattens t. A task without a health value gets "none", and so
+// does an ended task that was last seen healthy or starting: an ended task
+// serves nothing (one that failed its check stays "unhealthy", which says why
+// it ended).
 func NewTaskView(t Task) TaskView {
 	health := t.Status.Health
-	if health == "" {
+	if health == "" || (t.Status.State.Terminal() && health != HealthUnhealthy) {
 		health = HealthNone
 	}
 	ports := make(map[string]int, len(t.Ports))
