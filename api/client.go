@@ -73,8 +73,6 @@ type Client struct {
 type Info struct {
 	// Version is the Berth version of the manager.
 	Version string `json:"version"`
-	// NodeID is the id of the manager's own node, if it runs an agent.
-	NodeID string `json:"node_id,omitempty"`
 	// Leader reports whether this manager is the elected leader.
 	Leader bool `json:"leader"`
 }

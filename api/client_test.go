@@ -183,7 +183,7 @@ func TestClientCalls(t *testing.T) {
 		{
 			name:   "info",
 			call:   func(ctx context.Context, c *Client) (any, error) { return c.Info(ctx) },
-			status: 200, respond: Info{Version: "0.1", NodeID: "n1", Leader: true}, want: Info{Version: "0.1", NodeID: "n1", Leader: true},
+			status: 200, respond: Info{Version: "0.1", Leader: true}, want: Info{Version: "0.1", Leader: true},
 			wantReq: recorded{Method: "GET", Path: "/api/v1/info"},
 		},
 		{

@@ -58,6 +58,9 @@ func ParseServiceSpec(data []byte) (ServiceSpec, error) {
 	if len(bytes.TrimSpace(data)) == 0 {
 		return spec, Invalid("", "spec is empty")
 	}
+	if n := countDocuments(data); n > 1 {
+		return spec, Invalid("", "the document holds %d YAML documents; put one service in each file", n)
+	}
 	js, err := yaml.YAMLToJSON(data)
 	if err != nil {
 		return spec, Invalid("", "not valid YAML or JSON: %s", oneLine(err.Error()))
@@ -66,6 +69,32 @@ func ParseServiceSpec(data []byte) (ServiceSpec, error) {
 		return spec, err
 	}
 	return spec, nil
+}
+
+// countDocuments counts the YAML documents in data that hold anything but
+// comments: "---" lines separate them.
+func countDocuments(data []byte) int {
+	n, content := 0, false
+	for _, line := range strings.Split(string(data), "\n") {
+		t := strings.TrimSpace(line)
+		if t == "---" || strings.HasPrefix(t, "--- ") || strings.HasPrefix(t, "---#") {
+			if content {
+				n++
+			}
+			content = strings.TrimSpace(strings.TrimPrefix(t, "---")) != "" && !strings.HasPrefix(strings.TrimSpace(strings.TrimPrefix(t, "---")), "#")
+			continue
+		}
+		if t == "..." {
+			continue
+		}
+		if t != "" && !strings.HasPrefix(t, "#") {
+			content = true
+		}
+	}
+	if content {
+		n++
+	}
+	return n
 }
 
 // DecodeStrict decodes JSON into v (a pointer), rejecting unknown fields and
@@ -469,6 +498,8 @@ func (t *TaskSpec) validate(at string, add func(string, string, ...any)) {
 			add(at+".env."+k, "%q is not a valid variable name", truncate(k))
 		case k == "PORT" && len(t.Ports) > 0:
 			add(at+".env."+k, "PORT is set by Berth to the first port")
+		case strings.HasPrefix(k, "BERTH_"):
+			add(at+".env."+k, "names starting with BERTH_ are set by Berth")
 		case strings.HasPrefix(k, "PORT_") && portByEnv(t.Ports, k):
 			add(at+".env."+k, "clashes with the variable Berth sets for a port")
 		}

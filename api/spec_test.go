@@ -38,6 +38,22 @@ func TestHelloSpecParsesAsWritten(t *testing.T) {
 	}
 }
 
+func TestMultipleDocumentsAreRejected(t *testing.T) {
+	two := "name: a\ntask: {command: [x]}\n---\nname: b\ntask: {command: [y]}\n"
+	if _, err := ParseServiceSpec([]byte(two)); err == nil || !strings.Contains(err.Error(), "2 YAML documents") {
+		t.Fatalf("two documents: %v", err)
+	}
+	for _, ok := range []string{
+		"---\nname: a\ntask: {command: [x]}\n",
+		"# header\n---\nname: a\ntask: {command: [x]}\n---\n# trailing comment\n",
+		"name: a\ntask: {command: [x]}\n...\n",
+	} {
+		if _, err := ParseServiceSpec([]byte(ok)); err != nil {
+			t.Errorf("%q: %v", ok, err)
+		}
+	}
+}
+
 func TestByteSize(t *testing.T) {
 	for in, want := range map[string]ByteSize{"64MiB": 64 << 20, "1G": 1 << 30, "1GB": 1e9, "512": 512, "1.5KiB": 1536, " 2 mib ": 2 << 20} {
 		got, err := ParseByteSize(in)

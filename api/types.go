@@ -136,10 +136,11 @@ type RestartPolicy struct {
 	Delay Duration `json:"delay,omitempty"`
 	// MaxDelay caps the back-off. Default 30s.
 	MaxDelay Duration `json:"max_delay,omitempty"`
-	// MaxAttempts is how many restarts are allowed within Window (or ever,
-	// without a Window). 0 means no limit.
+	// MaxAttempts is how many consecutive restarts a slot gets before it is
+	// left down. 0 means no limit.
 	MaxAttempts int `json:"max_attempts,omitempty"`
-	// Window is the period over which MaxAttempts counts.
+	// Window is how long a task must run for the count of consecutive
+	// restarts (and the back-off) to start again. Default 10s.
 	Window Duration `json:"window,omitempty"`
 }
 

@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -79,7 +80,9 @@ func (f *agentFlags) config(dataDir string, log *slog.Logger) (agent.Config, err
 		return cfg, usageErrorf("--port-range %q: want FIRST-LAST within 1-65535", f.portRange)
 	}
 	cfg.PortRange = [2]int{a, b}
-	drv, err := process.New(process.Config{CgroupParent: f.cgroupParent, Logger: log})
+	// Without root, cgroups cannot be made: run tasks without limits (with a
+	// warning) rather than refuse them.
+	drv, err := process.New(process.Config{CgroupParent: f.cgroupParent, Logger: log, BestEffortLimits: os.Geteuid() != 0})
 	if err != nil {
 		return cfg, err
 	}
@@ -148,7 +151,7 @@ it again on the same data directory: running tasks are adopted, not restarted.`,
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "%s\n", deployMessage(svc, created))
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "Berth is up. API %s, data in %s.\nTry: berth service ls   (Ctrl-C stops Berth and its tasks)\n", m.Addr(), dataDir)
+			fmt.Fprintf(cmd.OutOrStdout(), "Berth is up. API %s, data in %s.\nIn another terminal: berth service ps (or: go run ./cmd/berth service ps). Ctrl-C stops Berth and its tasks.\n", m.Addr(), dataDir)
 
 			select {
 			case <-ctx.Done():

@@ -102,6 +102,13 @@ func readSpecDocs(stdin io.Reader, files []string) ([]deployDoc, error) {
 			return nil, fmt.Errorf("%s: larger than the limit of %d bytes", d.source, api.MaxSpecBytes)
 		}
 		spec, err := api.ParseServiceSpec(data)
+		if err == nil {
+			// Check the whole spec here too, so that a mistake in any file
+			// stops the deploy before any service is changed.
+			checked := spec
+			checked.Normalize()
+			err = checked.Validate()
+		}
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", d.source, err)
 		}

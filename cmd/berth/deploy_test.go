@@ -48,10 +48,10 @@ func TestDeploy(t *testing.T) {
 			wantOut: "service api updated (version 2)\nservice hello unchanged (version 2)\n",
 		},
 		{
-			name:    "the server's validation error names the field",
+			name:    "a validation error is caught before anything is sent, naming the field",
 			args:    []string{"deploy", "-f", "-"},
 			stdin:   "name: broken\ntask:\n  driver: process\n",
-			wantErr: "berth: task.command: is required for driver process\n", code: 1,
+			wantErr: "berth: stdin: task.command: is required for driver process\n", code: 1,
 		},
 	}
 	for _, st := range steps {

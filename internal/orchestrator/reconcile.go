@@ -289,10 +289,18 @@ func (r *reconciler) slot(svc api.Service, k slotKey, ts []api.Task, updating *i
 
 // restart applies the restart policy to an ended task: whether its slot gets
 // a new task, which attempt that is, and when it may start (exponential
-// back-off from restart.delay, capped at restart.max_delay; the count starts
-// again after a task ran for ResetAfter or the policy's window).
+// back-off from restart.delay, capped at restart.max_delay; the count of
+// consecutive restarts starts again after a task ran for the policy's window,
+// or ResetAfter without one).
 func (r *reconciler) restart(svc api.Service, t api.Task) (attempt int, notBefore time.Time, ok bool) {
 	pol := svc.Spec.Restart
+	// A task that Berth stopped although it was meant to run (its node shut
+	// down) or that was lost with its node did not end by itself: the
+	// restart policy, which is about the task's own exit, does not apply.
+	// It comes back at once.
+	if t.Status.State == api.TaskShutdown || t.Status.State == api.TaskLost {
+		return 0, r.now, true
+	}
 	failed := t.Status.State != api.TaskComplete
 	switch {
 	case pol.Condition == api.RestartNone:
@@ -301,9 +309,12 @@ func (r *reconciler) restart(svc api.Service, t api.Task) (attempt int, notBefor
 		return 0, notBefore, false
 	}
 	attempt = t.Attempt + 1
+	resetAfter := r.opts.ResetAfter
+	if pol.Window > 0 {
+		resetAfter = pol.Window.D()
+	}
 	ran := t.Status.FinishedAt.Sub(t.Status.StartedAt)
-	if !t.Status.StartedAt.IsZero() && !t.Status.FinishedAt.IsZero() &&
-		(ran >= r.opts.ResetAfter || (pol.Window > 0 && ran >= pol.Window.D())) {
+	if !t.Status.StartedAt.IsZero() && !t.Status.FinishedAt.IsZero() && ran >= resetAfter {
 		attempt = 1
 	}
 	if pol.MaxAttempts > 0 && attempt > pol.MaxAttempts {

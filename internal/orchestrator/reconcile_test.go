@@ -95,7 +95,7 @@ func TestRestartPolicy(t *testing.T) {
 		ran       time.Duration
 		wantNew   bool
 		wantTry   int
-		wantDelay time.Duration // from FinishedAt
+		wantDelay time.Duration // from FinishedAt; -1: at once
 	}{
 		{name: "any after failure", restart: api.RestartPolicy{}, state: api.TaskFailed, ran: time.Second, wantNew: true, wantTry: 1, wantDelay: time.Second},
 		{name: "any after complete", restart: api.RestartPolicy{}, state: api.TaskComplete, ran: time.Second, wantNew: true, wantTry: 1, wantDelay: time.Second},
@@ -106,7 +106,9 @@ func TestRestartPolicy(t *testing.T) {
 		{name: "none", restart: api.RestartPolicy{Condition: api.RestartNone}, state: api.TaskFailed},
 		{name: "on-failure after complete", restart: api.RestartPolicy{Condition: api.RestartOnFailure}, state: api.TaskComplete},
 		{name: "on-failure after failure", restart: api.RestartPolicy{Condition: api.RestartOnFailure}, state: api.TaskFailed, wantNew: true, wantTry: 1, wantDelay: time.Second},
-		{name: "lost counts as failure", restart: api.RestartPolicy{Condition: api.RestartOnFailure}, state: api.TaskLost, wantNew: true, wantTry: 1, wantDelay: time.Second},
+		{name: "lost comes back at once whatever the policy", restart: api.RestartPolicy{Condition: api.RestartNone}, state: api.TaskLost, attempt: 4, wantNew: true, wantTry: 0, wantDelay: -1},
+		{name: "stopped by Berth comes back at once", restart: api.RestartPolicy{Condition: api.RestartOnFailure}, state: api.TaskShutdown, attempt: 2, wantNew: true, wantTry: 0, wantDelay: -1},
+		{name: "long window: a 20s run does not reset", restart: api.RestartPolicy{Window: api.Duration(time.Minute)}, state: api.TaskFailed, attempt: 2, ran: 20 * time.Second, wantNew: true, wantTry: 3, wantDelay: 4 * time.Second},
 		{name: "max attempts reached", restart: api.RestartPolicy{MaxAttempts: 2}, state: api.TaskFailed, attempt: 2, ran: time.Second},
 		{name: "max attempts not yet", restart: api.RestartPolicy{MaxAttempts: 2}, state: api.TaskFailed, attempt: 1, ran: time.Second, wantNew: true, wantTry: 2, wantDelay: 2 * time.Second},
 	}
@@ -128,7 +130,11 @@ func TestRestartPolicy(t *testing.T) {
 			if n.Slot != 1 || n.Attempt != c.wantTry {
 				t.Fatalf("new task slot %d attempt %d, want 1 and %d", n.Slot, n.Attempt, c.wantTry)
 			}
-			if got := n.NotBefore.Sub(old.Status.FinishedAt); got != c.wantDelay {
+			if c.wantDelay < 0 {
+				if !n.NotBefore.IsZero() {
+					t.Fatalf("want an immediate restart, got not before %v", n.NotBefore)
+				}
+			} else if got := n.NotBefore.Sub(old.Status.FinishedAt); got != c.wantDelay {
 				t.Fatalf("delay %v, want %v", got, c.wantDelay)
 			}
 			if r := res.Updates[0]; r.ID != "old" || r.DesiredState != api.TaskShutdown {

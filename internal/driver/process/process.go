@@ -91,6 +91,11 @@ type Config struct {
 	Cgroups *cgroups.Hierarchy
 	// NoCgroups runs tasks without cgroups even where they are available.
 	NoCgroups bool
+	// BestEffortLimits runs a task that asks for limits without them when
+	// cgroups are unavailable (a warning is logged once), instead of
+	// refusing it. Berth sets it when it does not run as root, so that a
+	// user's first try works; as root, limits are always enforced.
+	BestEffortLimits bool
 	// Now returns the time stamped on stats. Default time.Now.
 	Now func() time.Time
 }
@@ -268,14 +273,14 @@ func (d *Driver) Start(ctx context.Context, spec driver.StartSpec) (driver.Handl
 		cg, err = d.cg.Create(d.cfg.CgroupParent+"/"+spec.TaskID, lim)
 		switch {
 		case err == nil:
-		case errors.Is(err, cgroups.ErrUnavailable) && !limited:
+		case errors.Is(err, cgroups.ErrUnavailable) && (!limited || d.cfg.BestEffortLimits):
 			d.noCgroups(err)
 		case errors.Is(err, cgroups.ErrUnavailable):
 			return nil, fmt.Errorf("%w: task %s asks for limits (%+v) but they cannot be applied here: %w", driver.ErrInvalid, spec.TaskID, lim, err)
 		default:
 			return nil, fmt.Errorf("process: task %s: %w", spec.TaskID, err)
 		}
-	} else if limited {
+	} else if limited && !d.cfg.BestEffortLimits {
 		return nil, invalid("task %s asks for limits (%+v) but cgroups are unavailable here", spec.TaskID, lim)
 	}
 

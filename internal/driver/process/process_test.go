@@ -621,3 +621,20 @@ func BenchmarkStartStop(b *testing.B) {
 		})
 	}
 }
+
+// TestBestEffortLimitsRunWithoutCgroups: where cgroups cannot be used (as
+// for a non-root user), BestEffortLimits starts a task that asks for limits
+// instead of refusing it.
+func TestBestEffortLimitsRunWithoutCgroups(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, process.Config{NoCgroups: true, BestEffortLimits: true})
+	sp := f.spec("besteffort", "exit", "3")
+	sp.MemoryBytes, sp.CPUs = 64<<20, 0.5
+	h := f.start(sp)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ex, err := h.Wait(ctx)
+	if err != nil || ex.Code != 3 {
+		t.Fatalf("exit %+v %v, want code 3", ex, err)
+	}
+}
