@@ -103,7 +103,13 @@ func Start(ctx context.Context, cfg Config) (*Manager, error) {
 	if err != nil {
 		return nil, fmt.Errorf("manager: listen on %s: %w (is another Berth running? use --listen)", cfg.Listen, err)
 	}
-	st, err := store.Open(ctx, store.Config{DataDir: cfg.DataDir, Endpoints: cfg.EtcdEndpoints, Logger: cfg.Logger})
+	certFile, keyFile, err := ca.MemberCertificate([]string{"127.0.0.1", "localhost"})
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	st, err := store.Open(ctx, store.Config{DataDir: cfg.DataDir, Endpoints: cfg.EtcdEndpoints, Logger: cfg.Logger,
+		TLS: &store.TLSFiles{CertFile: certFile, KeyFile: keyFile, CAFile: ca.CAFilePath()}})
 	if err != nil {
 		ln.Close()
 		return nil, err

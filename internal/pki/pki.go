@@ -134,6 +134,54 @@ func (ca *CA) ServerCertificate(hosts []string) (tls.Certificate, error) {
 	return tls.X509KeyPair(certPEM, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}))
 }
 
+// MemberCertificate issues (or reuses) the certificate an embedded etcd
+// member presents to its peers and clients and uses as a client itself: it
+// is valid for both server and client authentication on hosts. It returns
+// the paths of the certificate and key files in the CA's directory.
+func (ca *CA) MemberCertificate(hosts []string) (certFile, keyFile string, err error) {
+	certFile, keyFile = filepath.Join(ca.dir, "etcd.pem"), filepath.Join(ca.dir, "etcd-key.pem")
+	certPEM, err1 := os.ReadFile(certFile)
+	keyPEM, err2 := os.ReadFile(keyFile)
+	if err1 == nil && err2 == nil {
+		cert, _, err := parsePair(certPEM, keyPEM)
+		if err == nil && time.Until(cert.NotAfter) > RenewBefore && covers(cert, hosts) && cert.CheckSignatureFrom(ca.Cert) == nil {
+			return certFile, keyFile, nil
+		}
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return "", "", fmt.Errorf("pki: %w", err)
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber: serial(),
+		Subject:      pkix.Name{CommonName: "berth-etcd", Organization: []string{"Berth"}},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(ServerLifetime),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+	}
+	for _, h := range hosts {
+		if ip := net.ParseIP(h); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else if h != "" {
+			tmpl.DNSNames = append(tmpl.DNSNames, h)
+		}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.key)
+	if err != nil {
+		return "", "", fmt.Errorf("pki: %w", err)
+	}
+	certPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	if err := writePair(ca.dir, "etcd.pem", "etcd-key.pem", certPEM, key); err != nil {
+		return "", "", err
+	}
+	return certFile, keyFile, nil
+}
+
+// CAFilePath is the path of the CA certificate file.
+func (ca *CA) CAFilePath() string { return filepath.Join(ca.dir, CAFile) }
+
 func covers(cert *x509.Certificate, hosts []string) bool {
 	for _, h := range hosts {
 		if ip := net.ParseIP(h); ip != nil {

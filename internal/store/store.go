@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/berth-project/berth/api"
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
@@ -47,6 +48,16 @@ type Config struct {
 	Prefix string
 	// Logger receives the store's own messages.
 	Logger *slog.Logger
+	// TLS secures the embedded member: its peer and client listeners take
+	// only connections with a certificate from CAFile, and this store
+	// connects with CertFile/KeyFile. Without it the member listens in
+	// plain text on loopback (tests only).
+	TLS *TLSFiles
+}
+
+// TLSFiles are PEM files for mutual TLS with etcd.
+type TLSFiles struct {
+	CertFile, KeyFile, CAFile string
 }
 
 // Store is an open connection to the state, with the embedded member if any.
@@ -85,19 +96,31 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	s := &Store{prefix: cfg.Prefix, log: cfg.Logger}
 	endpoints := cfg.Endpoints
 	if len(endpoints) == 0 {
-		e, err := startEmbedded(ctx, cfg.DataDir, cfg.Logger)
+		e, err := startEmbedded(ctx, cfg.DataDir, cfg.TLS, cfg.Logger)
 		if err != nil {
 			return nil, err
 		}
 		s.etcd = e
 		endpoints = []string{e.Clients[0].Addr().String()}
 	}
-	cli, err := clientv3.New(clientv3.Config{
+	ccfg := clientv3.Config{
 		Endpoints:   endpoints,
 		DialTimeout: 5 * time.Second,
 		Logger:      zap.NewNop(),
 		Context:     context.WithoutCancel(ctx),
-	})
+	}
+	if cfg.TLS != nil && s.etcd != nil {
+		tc, err := (transport.TLSInfo{CertFile: cfg.TLS.CertFile, KeyFile: cfg.TLS.KeyFile, TrustedCAFile: cfg.TLS.CAFile}).ClientConfig()
+		if err != nil {
+			s.closeEmbedded()
+			return nil, fmt.Errorf("store: etcd client TLS: %w", err)
+		}
+		ccfg.TLS = tc
+		for i, ep := range ccfg.Endpoints {
+			ccfg.Endpoints[i] = "https://" + ep
+		}
+	}
+	cli, err := clientv3.New(ccfg)
 	if err != nil {
 		s.closeEmbedded()
 		return nil, fmt.Errorf("store: connect to etcd %v: %w", endpoints, err)
@@ -125,7 +148,7 @@ type etcdPorts struct {
 	Peer   int `json:"peer"`
 }
 
-func startEmbedded(ctx context.Context, dataDir string, log *slog.Logger) (*embed.Etcd, error) {
+func startEmbedded(ctx context.Context, dataDir string, tlsFiles *TLSFiles, log *slog.Logger) (*embed.Etcd, error) {
 	if dataDir == "" {
 		return nil, errors.New("store: no data dir for the embedded etcd")
 	}
@@ -151,9 +174,21 @@ func startEmbedded(ctx context.Context, dataDir string, log *slog.Logger) (*embe
 	if err := os.WriteFile(portsFile, b, 0o600); err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
-	curl := mustURL("http://127.0.0.1:" + strconv.Itoa(ports.Client))
-	purl := mustURL("http://127.0.0.1:" + strconv.Itoa(ports.Peer))
+	scheme := "http"
+	if tlsFiles != nil {
+		scheme = "https"
+	}
+	curl := mustURL(scheme + "://127.0.0.1:" + strconv.Itoa(ports.Client))
+	purl := mustURL(scheme + "://127.0.0.1:" + strconv.Itoa(ports.Peer))
 	cfg := embed.NewConfig()
+	if tlsFiles != nil {
+		// Any local user can reach a loopback port: only holders of a
+		// certificate from the cluster CA may talk to the member.
+		info := transport.TLSInfo{CertFile: tlsFiles.CertFile, KeyFile: tlsFiles.KeyFile,
+			TrustedCAFile: tlsFiles.CAFile, ClientCertAuth: true}
+		cfg.ClientTLSInfo = info
+		cfg.PeerTLSInfo = info
+	}
 	cfg.Name = "berth"
 	cfg.Dir = dir
 	cfg.ListenClientUrls = []url.URL{curl}

@@ -2,11 +2,15 @@ package store
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/berth-project/berth/api"
+	"github.com/berth-project/berth/internal/pki"
 )
 
 func openTest(t *testing.T, dir string) *Store {
@@ -267,5 +271,46 @@ func TestReleaseStaleFreesTheElectionAtOnce(t *testing.T) {
 	defer l.Resign(ctx)
 	if d := time.Since(start); d > 5*time.Second {
 		t.Fatalf("campaign after release took %v; the stale lease was not revoked", d)
+	}
+}
+
+func TestEmbeddedMemberRequiresClientCertificate(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	ca, err := pki.LoadOrCreateCA(filepath.Join(dir, "pki"), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, key, err := ca.MemberCertificate([]string{"127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	s, err := Open(ctx, Config{DataDir: dir, TLS: &TLSFiles{CertFile: cert, KeyFile: key, CAFile: ca.CAFilePath()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Services.Create(ctx, svc("tls")); err != nil {
+		t.Fatal(err)
+	}
+	addr := s.etcd.Clients[0].Addr().String()
+	// Plain text, and TLS without a client certificate, are both refused.
+	if _, err := Open(ctx, Config{Endpoints: []string{addr}}); err == nil {
+		t.Fatal("a plain-text client reached the member")
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(ca.Cert)
+	conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})
+	if err == nil {
+		_, err = conn.Write([]byte("GET /version HTTP/1.1\r\nHost: x\r\n\r\n"))
+		buf := make([]byte, 1)
+		if err == nil {
+			_, err = conn.Read(buf)
+		}
+		conn.Close()
+	}
+	if err == nil {
+		t.Fatal("a TLS client without a certificate was served")
 	}
 }
