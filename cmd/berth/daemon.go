@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -153,10 +152,13 @@ it again on the same data directory: running tasks are adopted, not restarted.`,
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "Berth is up. API %s, data in %s.\nIn another terminal: berth service ps (or: go run ./cmd/berth service ps). Ctrl-C stops Berth and its tasks.\n", m.Addr(), dataDir)
 
+			agentEnded := false
+			var agentErr error
 			select {
 			case <-ctx.Done():
-			case err := <-agentDone:
-				log.Error("agent stopped", "err", err)
+			case agentErr = <-agentDone:
+				agentEnded = true
+				log.Error("agent stopped; stopping Berth", "err", agentErr)
 			}
 			fmt.Fprintln(cmd.ErrOrStderr(), "stopping tasks…")
 			sctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -165,8 +167,16 @@ it again on the same data directory: running tasks are adopted, not restarted.`,
 				log.Warn("agent shutdown", "err", err)
 			}
 			stopAgent()
-			<-agentDone
-			return m.Close(sctx)
+			if !agentEnded {
+				<-agentDone
+			}
+			if err := m.Close(sctx); err != nil {
+				return err
+			}
+			if agentErr != nil {
+				return fmt.Errorf("agent: %w", agentErr)
+			}
+			return nil
 		},
 	}
 	mf.add(cmd)
@@ -233,7 +243,7 @@ agent stops, its tasks keep running and are adopted at its next start, unless
 			if err != nil {
 				return err
 			}
-			acfg, err := af.config(filepath.Join(dataDirOf(cmd), "node"), log)
+			acfg, err := af.config(dataDirOf(cmd), log)
 			if err != nil {
 				return err
 			}

@@ -150,9 +150,11 @@ func (s *Server) registerNode(w http.ResponseWriter, r *http.Request) error {
 	return &api.Error{Code: api.CodeConflict, Status: 409, Message: "node is being changed concurrently; try again"}
 }
 
-// nodeTasks reports whether a task belongs in a node's assignment set.
+// nodeTasks reports whether a task belongs in a node's assignment set: it is
+// on the node, the scheduler has placed it (a global task names its node
+// before it has ports), and it has not ended.
 func nodeTasks(nodeID string, t *api.Task) bool {
-	return t.NodeID == nodeID && !t.Status.State.Terminal()
+	return t.NodeID == nodeID && t.Status.State != api.TaskPending && !t.Status.State.Terminal()
 }
 
 // assignments streams the node's full assignment set as NDJSON, again after
@@ -303,7 +305,11 @@ func (s *Server) applyStatus(r *http.Request, nodeID string, u api.TaskStatusUpd
 			return nil
 		}
 		cur := t.Status.State
-		if cur.Terminal() || u.Status.State.Before(cur) {
+		// Reports on a task the scheduler has not placed yet, on an ended
+		// task, that would move it back, or that are older than what is
+		// stored (a retried report) are ignored.
+		if cur == api.TaskPending || cur.Terminal() || u.Status.State.Before(cur) ||
+			(u.Status.State == cur && !u.Status.Timestamp.IsZero() && u.Status.Timestamp.Before(t.Status.Timestamp)) {
 			return nil
 		}
 		st := u.Status

@@ -7,6 +7,7 @@ package controller
 import (
 	"context"
 	"log/slog"
+	"reflect"
 	"time"
 
 	"github.com/berth-project/berth/api"
@@ -54,9 +55,13 @@ func (l *Loop) Run(ctx context.Context) error {
 	backoff := 100 * time.Millisecond
 	var lastLogged time.Time
 	for {
+		start := time.Now()
 		err := l.runOnce(ctx)
 		if ctx.Err() != nil {
 			return nil
+		}
+		if time.Since(start) > time.Minute {
+			backoff = 100 * time.Millisecond // it ran well for a while
 		}
 		if time.Since(lastLogged) > 10*time.Second {
 			log.Warn("controller restarting", "controller", l.Name, "err", err)
@@ -174,10 +179,15 @@ func (l *Loop) runOnce(ctx context.Context) error {
 			}
 			if ev.Type == store.Deleted {
 				delete(st.Nodes, ev.Key)
-			} else {
-				st.Nodes[ev.Key] = ev.Object
+				mark()
+				continue
 			}
-			mark()
+			old, had := st.Nodes[ev.Key]
+			st.Nodes[ev.Key] = ev.Object
+			// A heartbeat changes only the time: no reconcile for that.
+			if !had || !sameButHeartbeat(old, ev.Object) {
+				mark()
+			}
 		case <-debounce:
 			dirty, debounce = false, nil
 			if err := reconcile(); err != nil {
@@ -189,6 +199,12 @@ func (l *Loop) runOnce(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+func sameButHeartbeat(a, b api.Node) bool {
+	a.LastHeartbeat, b.LastHeartbeat = time.Time{}, time.Time{}
+	a.Revision, b.Revision = 0, 0
+	return reflect.DeepEqual(a, b)
 }
 
 func watchErr(err error) error {

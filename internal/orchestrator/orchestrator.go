@@ -53,19 +53,26 @@ const batchSize = 128
 func (o *Orchestrator) reconcile(ctx context.Context, st *controller.State) (time.Time, error) {
 	res := Reconcile(o.cfg.Now().UTC(), State{Services: st.Services, Tasks: st.Tasks, Nodes: st.Nodes}, o.cfg.Options)
 	s := o.cfg.Store
-	// Creates go in batches; a batch either lands whole or not at all.
-	for i := 0; i < len(res.Creates); i += batchSize {
-		batch := res.Creates[i:min(i+batchSize, len(res.Creates))]
+	// Creates go in batches bounded by count and bytes; a batch lands whole
+	// or not at all. A failed batch does not keep the updates and deletes
+	// below (other services' work) from happening.
+	var createErr error
+	for i := 0; i < len(res.Creates); {
 		txn := s.Txn()
-		for j := range batch {
-			s.Tasks.TxnCreate(txn, &batch[j])
+		j := i
+		for j < len(res.Creates) && j-i < batchSize && (j == i || txn.Size() < store.MaxTxnBytes) {
+			s.Tasks.TxnCreate(txn, &res.Creates[j])
+			j++
 		}
 		if err := txn.Commit(ctx); err != nil {
-			return time.Time{}, err
+			createErr = err
+			o.log.Warn("creating tasks failed", "count", j-i, "service", res.Creates[i].ServiceName, "err", err)
+		} else {
+			for _, t := range res.Creates[i:j] {
+				st.PutTask(t)
+			}
 		}
-		for _, t := range batch {
-			st.PutTask(t)
-		}
+		i = j
 	}
 	if len(res.Creates) > 0 {
 		o.log.Debug("tasks created", "count", len(res.Creates))
@@ -92,6 +99,10 @@ func (o *Orchestrator) reconcile(ctx context.Context, st *controller.State) (tim
 		default:
 			return time.Time{}, err
 		}
+	}
+	if createErr != nil {
+		// Try again soon, without holding up anything else meanwhile.
+		return o.cfg.Now().Add(2 * time.Second), nil
 	}
 	return time.Time{}, nil
 }

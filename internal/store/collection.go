@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -31,6 +32,18 @@ func newCollection[T any](s *Store, name string, key func(*T) string, rev func(*
 }
 
 func (c *Collection[T]) k(key string) string { return c.prefix + key }
+
+// encode writes obj as JSON without HTML escaping, which would make a spec
+// full of '<' six times its size.
+func encode(obj any) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(obj); err != nil {
+		return nil, err
+	}
+	return bytes.TrimRight(b.Bytes(), "\n"), nil
+}
 
 func (c *Collection[T]) decode(kv []byte, modRev int64) (T, error) {
 	var obj T
@@ -98,13 +111,14 @@ func (c *Collection[T]) Delete(ctx context.Context, key string, rev int64) error
 // TxnCreate adds the creation of obj to t.
 func (c *Collection[T]) TxnCreate(t *Txn, obj *T) {
 	key := c.k(c.key(obj))
-	b, err := json.Marshal(obj)
+	b, err := encode(obj)
 	if err != nil {
 		t.err = fmt.Errorf("store: encode %s: %w", key, err)
 		return
 	}
 	t.guard(clientv3.Compare(clientv3.CreateRevision(key), "=", 0), ErrExists, key)
 	t.ops = append(t.ops, clientv3.OpPut(key, string(b)))
+	t.size += len(key) + len(b)
 	t.after = append(t.after, func(rev int64) { *c.rev(obj) = rev })
 }
 
@@ -112,7 +126,7 @@ func (c *Collection[T]) TxnCreate(t *Txn, obj *T) {
 func (c *Collection[T]) TxnUpdate(t *Txn, obj *T) {
 	key := c.k(c.key(obj))
 	rev := *c.rev(obj)
-	b, err := json.Marshal(obj)
+	b, err := encode(obj)
 	if err != nil {
 		t.err = fmt.Errorf("store: encode %s: %w", key, err)
 		return
@@ -123,18 +137,20 @@ func (c *Collection[T]) TxnUpdate(t *Txn, obj *T) {
 	}
 	t.guard(clientv3.Compare(clientv3.ModRevision(key), "=", rev), ErrConflict, key)
 	t.ops = append(t.ops, clientv3.OpPut(key, string(b)))
+	t.size += len(key) + len(b)
 	t.after = append(t.after, func(rev int64) { *c.rev(obj) = rev })
 }
 
 // TxnPut adds an unconditional write of obj to t.
 func (c *Collection[T]) TxnPut(t *Txn, obj *T) {
 	key := c.k(c.key(obj))
-	b, err := json.Marshal(obj)
+	b, err := encode(obj)
 	if err != nil {
 		t.err = fmt.Errorf("store: encode %s: %w", key, err)
 		return
 	}
 	t.ops = append(t.ops, clientv3.OpPut(key, string(b)))
+	t.size += len(key) + len(b)
 	t.after = append(t.after, func(rev int64) { *c.rev(obj) = rev })
 }
 

@@ -141,6 +141,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	return s, nil
 }
 
+// MaxRequestBytes is the largest request the embedded member accepts.
+const MaxRequestBytes = 8 << 20
+
 // etcdPorts is what the embedded member keeps between runs so that its URLs
 // stay the same.
 type etcdPorts struct {
@@ -200,6 +203,8 @@ func startEmbedded(ctx context.Context, dataDir string, tlsFiles *TLSFiles, log 
 	cfg.Logger = "zap"
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
 	cfg.MaxTxnOps = 4096
+	// A spec may be 1 MiB and a transaction carries at least one task.
+	cfg.MaxRequestBytes = MaxRequestBytes
 	cfg.AutoCompactionMode = "periodic"
 	cfg.AutoCompactionRetention = "5m"
 	cfg.Metrics = "basic"

@@ -16,7 +16,15 @@ type Txn struct {
 	ops   []clientv3.Op
 	after []func(rev int64)
 	err   error
+	size  int
 }
+
+// MaxTxnBytes is the most a caller should put in one transaction; the
+// embedded member accepts requests of up to MaxRequestBytes.
+const MaxTxnBytes = 1 << 20
+
+// Size is the bytes of keys and values the batch writes so far.
+func (t *Txn) Size() int { return t.size }
 
 // Txn starts an empty batch.
 func (s *Store) Txn() *Txn { return &Txn{s: s} }
