@@ -23,7 +23,7 @@ func TestTaskEnvAndCommand(t *testing.T) {
 	tk.Spec.Command = []string{"berth", "whoami", "--port", "${PORT}", "--admin", "${PORT_ADMIN_API}", "${FOO}", "${UNKNOWN}", "${BERTH_CANARY_SECRET}"}
 	tk.Spec.Ports = []api.PortSpec{{Name: "http"}, {Name: "admin-api", Protocol: "udp"}}
 	tk.Ports = map[string]int{"http": p1, "admin-api": p2}
-	tk.Spec.Env = map[string]string{"FOO": "bar", "PATH": "/custom/bin:/usr/bin", "BERTH_SLOT": "99"}
+	tk.Spec.Env = map[string]string{"FOO": "bar", "PATH": "/custom/bin:/usr/bin"}
 	tk.Spec.Resources = api.Resources{CPUs: 0.5, Memory: 64 << 20}
 	tk.Spec.Workdir = "/srv"
 	h.m.Assign(tk)

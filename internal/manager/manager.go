@@ -20,6 +20,7 @@ import (
 
 	"github.com/berth-project/berth/internal/apiserver"
 	"github.com/berth-project/berth/internal/ids"
+	"github.com/berth-project/berth/internal/nodemonitor"
 	"github.com/berth-project/berth/internal/orchestrator"
 	"github.com/berth-project/berth/internal/pki"
 	"github.com/berth-project/berth/internal/scheduler/worker"
@@ -191,7 +192,7 @@ func (m *Manager) lead(ctx context.Context) {
 		m.leader.Store(true)
 		lctx, cancel := context.WithCancel(ctx)
 		var wg sync.WaitGroup
-		for _, c := range m.controllers() {
+		for _, c := range m.controllers(m.store.Fenced(l)) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -226,10 +227,13 @@ func (m *Manager) managerID() (string, error) {
 
 type runner interface{ Run(context.Context) error }
 
-func (m *Manager) controllers() []runner {
+// controllers are what the leader runs; they write through st, which is
+// fenced by the leadership.
+func (m *Manager) controllers(st *store.Store) []runner {
 	return []runner{
-		orchestrator.New(orchestrator.Config{Store: m.store, Logger: m.cfg.Logger}),
-		worker.New(worker.Config{Store: m.store, Logger: m.cfg.Logger}),
+		orchestrator.New(orchestrator.Config{Store: st, Logger: m.cfg.Logger}),
+		worker.New(worker.Config{Store: st, Logger: m.cfg.Logger}),
+		nodemonitor.New(nodemonitor.Config{Store: st, Logger: m.cfg.Logger}),
 	}
 }
 

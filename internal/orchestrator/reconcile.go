@@ -51,6 +51,10 @@ func (o *Options) defaults() {
 	}
 }
 
+// pendingMessage is a new task's status message until the scheduler places
+// it or says why it cannot.
+const pendingMessage = "waiting to be scheduled"
+
 // slotKey identifies a slot: a replica number, or a node for global services.
 type slotKey struct {
 	slot int
@@ -245,8 +249,11 @@ func (r *reconciler) slot(svc api.Service, k slotKey, ts []api.Task, updating *i
 		// the newest serves (or at once if it is not a version change).
 		wasUpdating := r.slotUpdating(svc, live)
 		newestCurrent := r.current(svc, newest)
+		// A new task the scheduler cannot place while the old one holds the
+		// room: fall back to stop-first for this slot.
+		unplaceable := newestCurrent && newest.Status.State == api.TaskPending && newest.Status.Message != pendingMessage
 		for _, t := range live[1:] {
-			if r.current(svc, t) == newestCurrent || serving(newest) || !newestCurrent {
+			if r.current(svc, t) == newestCurrent || serving(newest) || !newestCurrent || unplaceable {
 				r.shutdown(t, "replaced by task "+newest.ID)
 			}
 		}
@@ -351,7 +358,7 @@ func (r *reconciler) create(svc api.Service, k slotKey, attempt int, notBefore t
 		Spec:         svc.Spec.Task,
 		Placement:    svc.Spec.Placement,
 		DesiredState: api.TaskRunning,
-		Status:       api.TaskStatus{State: api.TaskPending, Message: "waiting to be scheduled", Timestamp: r.now},
+		Status:       api.TaskStatus{State: api.TaskPending, Message: pendingMessage, Timestamp: r.now},
 		Attempt:      attempt,
 		CreatedAt:    r.now,
 	}

@@ -355,3 +355,22 @@ func TestScalingDoesNotReplaceTasks(t *testing.T) {
 		t.Fatalf("scale replaced tasks: %+v", res)
 	}
 }
+
+func TestUpdateFallsBackToStopFirstWhenTheNewTaskCannotBePlaced(t *testing.T) {
+	svc := service("web", 1)
+	old := task(svc, "a", 1, api.TaskRunning)
+	svc.Version = 2
+	svc.Spec.Task.Env = map[string]string{"V": "2"}
+	n := api.Task{ID: "new", ServiceID: svc.ID, Slot: 1, SpecVersion: 2, Spec: svc.Spec.Task, DesiredState: api.TaskRunning,
+		Status: api.TaskStatus{State: api.TaskPending, Message: pendingMessage}, CreatedAt: t0}
+	st := state([]api.Service{svc}, old, n)
+	if res := run(st); len(res.Updates) != 0 {
+		t.Fatalf("old task stopped before the scheduler spoke: %+v", res.Updates)
+	}
+	n.Status.Message = "no suitable node (1 node: 1 lacks cpu)"
+	st.Tasks["new"] = n
+	res := run(st)
+	if len(res.Updates) != 1 || res.Updates[0].ID != "a" || res.Updates[0].DesiredState != api.TaskShutdown {
+		t.Fatalf("old task not stopped to make room: %+v", res.Updates)
+	}
+}

@@ -32,6 +32,9 @@ var (
 	ErrNotFound = errors.New("store: not found")
 	ErrExists   = errors.New("store: already exists")
 	ErrConflict = errors.New("store: changed concurrently")
+	// ErrNotLeader means a fenced write was refused because its manager no
+	// longer holds the leadership.
+	ErrNotLeader = errors.New("store: not the leader any more")
 	// ErrCompacted is sent on a watch whose start revision was compacted:
 	// the watcher must list again.
 	ErrCompacted = errors.New("store: revision compacted")
@@ -66,6 +69,8 @@ type Store struct {
 	etcd   *embed.Etcd
 	prefix string
 	log    *slog.Logger
+	// fence, when set, guards every transaction (see Fenced).
+	fence []clientv3.Cmp
 
 	Services *Collection[api.Service]
 	Tasks    *Collection[api.Task]
@@ -133,12 +138,27 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		s.Close()
 		return nil, fmt.Errorf("store: etcd %v does not answer: %w", endpoints, err)
 	}
+	s.collections()
+	return s, nil
+}
+
+func (s *Store) collections() {
 	s.Services = newCollection(s, "services/", serviceKey, serviceRev)
 	s.Tasks = newCollection(s, "tasks/", taskKey, taskRev)
 	s.Nodes = newCollection(s, "nodes/", nodeKey, nodeRev)
 	s.Agents = newCollection(s, "agents/", func(a *AgentRecord) string { return a.NodeID },
 		func(a *AgentRecord) *int64 { return &a.Revision })
-	return s, nil
+}
+
+// Fenced returns a view of the store whose every write also checks that l
+// still holds the leadership, so that a manager that lost it (paused, cut
+// off) cannot write after another took over: such writes fail with
+// ErrNotLeader. Controllers write through it. Do not Close the view.
+func (s *Store) Fenced(l *Leadership) *Store {
+	f := &Store{cli: s.cli, prefix: s.prefix, log: s.log,
+		fence: []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(l.election.Key()), "=", l.election.Rev())}}
+	f.collections()
+	return f
 }
 
 // MaxRequestBytes is the largest request the embedded member accepts.

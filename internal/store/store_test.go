@@ -314,3 +314,33 @@ func TestEmbeddedMemberRequiresClientCertificate(t *testing.T) {
 		t.Fatal("a TLS client without a certificate was served")
 	}
 }
+
+func TestFencedWritesFailAfterLeadershipIsLost(t *testing.T) {
+	t.Parallel()
+	s := openTest(t, t.TempDir())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	l, err := s.Campaign(ctx, "m1", time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := s.Fenced(l)
+	if err := f.Services.Create(ctx, svc("while-leader")); err != nil {
+		t.Fatalf("write as leader: %v", err)
+	}
+	if err := l.Resign(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Another manager takes over; the old one's writes must be refused.
+	l2, err := s.Campaign(ctx, "m2", time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l2.Resign(ctx)
+	if err := f.Services.Create(ctx, svc("after")); !errors.Is(err, ErrNotLeader) {
+		t.Fatalf("write after losing leadership: %v, want ErrNotLeader", err)
+	}
+	if _, err := s.Services.Get(ctx, "after"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("the fenced write landed: %v", err)
+	}
+}

@@ -27,7 +27,14 @@ const MaxTxnBytes = 1 << 20
 func (t *Txn) Size() int { return t.size }
 
 // Txn starts an empty batch.
-func (s *Store) Txn() *Txn { return &Txn{s: s} }
+func (s *Store) Txn() *Txn {
+	t := &Txn{s: s}
+	for _, c := range s.fence {
+		t.cmps = append(t.cmps, c)
+		t.fails = append(t.fails, ErrNotLeader)
+	}
+	return t
+}
 
 // Len is the number of writes in the batch.
 func (t *Txn) Len() int { return len(t.ops) }
