@@ -137,12 +137,15 @@ func (l *Loop) runOnce(ctx context.Context) error {
 	if err := reconcile(); err != nil {
 		return err
 	}
+	// The first change after a quiet spell is handled at once; changes that
+	// follow within Debounce of a reconcile are batched into the next one.
 	dirty := false
 	var debounce <-chan time.Time
+	last := time.Now()
 	mark := func() {
 		if !dirty {
 			dirty = true
-			debounce = time.After(l.Debounce)
+			debounce = time.After(max(l.Debounce-time.Since(last), 0))
 		}
 	}
 	for {
@@ -193,6 +196,7 @@ func (l *Loop) runOnce(ctx context.Context) error {
 			if err := reconcile(); err != nil {
 				return err
 			}
+			last = time.Now()
 		case <-timerC:
 			if err := reconcile(); err != nil {
 				return err

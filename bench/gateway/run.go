@@ -1,0 +1,532 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/template"
+	"time"
+)
+
+// proc is a process the benchmark started, stopped by its pid.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	done chan error
+}
+
+// startProc starts name; if ready is not nil it reads the first line of
+// stdout and hands it over.
+func startProc(name string, logDir string, argv []string, firstLine *string) (*proc, error) {
+	cmd := exec.Command(argv[0], argv[1:]...)
+	logf, err := os.Create(filepath.Join(logDir, name+".log"))
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stderr = logf
+	var out io.ReadCloser
+	if firstLine != nil {
+		if out, err = cmd.StdoutPipe(); err != nil {
+			logf.Close()
+			return nil, err
+		}
+	} else {
+		cmd.Stdout = logf
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // never outlive the benchmark
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	p := &proc{name: name, cmd: cmd, done: make(chan error, 1)}
+	if firstLine != nil {
+		line, err := bufio.NewReader(out).ReadString('\n')
+		if err != nil {
+			p.stop()
+			return nil, fmt.Errorf("%s: no first line: %w (see %s.log)", name, err, name)
+		}
+		*firstLine = strings.TrimSpace(line)
+		go io.Copy(io.Discard, out)
+	}
+	go func() { p.done <- cmd.Wait(); logf.Close() }()
+	return p, nil
+}
+
+// stop sends SIGTERM to the recorded pid, then SIGKILL after 5 s.
+func (p *proc) stop() {
+	if p == nil || p.cmd.Process == nil {
+		return
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(5 * time.Second):
+		p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+// waitHTTP polls url until it answers 200.
+func waitHTTP(url string, within time.Duration) error {
+	c := &http.Client{Timeout: time.Second}
+	deadline := time.Now().Add(within)
+	for {
+		resp, err := c.Get(url)
+		if err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return nil
+			}
+			err = fmt.Errorf("status %d", resp.StatusCode)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s not ready after %s: %w", url, within, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// spread checks that 30 requests through url reach all the backends.
+func spread(url string, names []string) error {
+	c := &http.Client{Timeout: 5 * time.Second}
+	seen := map[string]int{}
+	for i := 0; i < 30; i++ {
+		resp, err := c.Get(url)
+		if err != nil {
+			return err
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for _, n := range names {
+			if strings.Contains(string(b), `"name":"`+n+`"`) {
+				seen[n]++
+			}
+		}
+	}
+	for _, n := range names {
+		if seen[n] == 0 {
+			return fmt.Errorf("%s: backend %s got none of 30 requests: %v", url, n, seen)
+		}
+	}
+	return nil
+}
+
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// result is one wrk run.
+type result struct {
+	rps      float64
+	p50, p99 time.Duration
+	requests int64
+	errors   int64 // socket errors + non-2xx/3xx
+}
+
+var (
+	reRPS  = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
+	reP50  = regexp.MustCompile(`\n\s+50%\s+([0-9.]+)(us|ms|s)`)
+	reP99  = regexp.MustCompile(`\n\s+99%\s+([0-9.]+)(us|ms|s)`)
+	reReq  = regexp.MustCompile(`(\d+) requests in`)
+	reNon2 = regexp.MustCompile(`Non-2xx or 3xx responses: (\d+)`)
+	reSock = regexp.MustCompile(`Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)`)
+)
+
+func parseWrk(out string) (result, error) {
+	var r result
+	m := reRPS.FindStringSubmatch(out)
+	if m == nil {
+		return r, fmt.Errorf("no Requests/sec in wrk output:\n%s", out)
+	}
+	r.rps, _ = strconv.ParseFloat(m[1], 64)
+	dur := func(re *regexp.Regexp) time.Duration {
+		m := re.FindStringSubmatch(out)
+		if m == nil {
+			return 0
+		}
+		f, _ := strconv.ParseFloat(m[1], 64)
+		unit := map[string]float64{"us": 1e3, "ms": 1e6, "s": 1e9}[m[2]]
+		return time.Duration(f * unit)
+	}
+	r.p50, r.p99 = dur(reP50), dur(reP99)
+	if m := reReq.FindStringSubmatch(out); m != nil {
+		r.requests, _ = strconv.ParseInt(m[1], 10, 64)
+	}
+	if m := reNon2.FindStringSubmatch(out); m != nil {
+		n, _ := strconv.ParseInt(m[1], 10, 64)
+		r.errors += n
+	}
+	if m := reSock.FindStringSubmatch(out); m != nil {
+		for _, s := range m[1:] {
+			n, _ := strconv.ParseInt(s, 10, 64)
+			r.errors += n
+		}
+	}
+	return r, nil
+}
+
+func wrk(ctx context.Context, bin, url string, threads, conns int, d time.Duration) (result, string, error) {
+	args := []string{"-t" + strconv.Itoa(threads), "-c" + strconv.Itoa(conns), "-d" + d.String(), "--latency", url}
+	out, err := exec.CommandContext(ctx, bin, args...).CombinedOutput()
+	if err != nil {
+		return result{}, string(out), fmt.Errorf("wrk: %w\n%s", err, out)
+	}
+	r, err := parseWrk(string(out))
+	return r, string(out), err
+}
+
+const haproxyCfg = `global
+    maxconn 8000
+    nbthread 2
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    option http-keep-alive
+    option forwardfor
+    http-reuse always
+frontend fe
+    bind 127.0.0.1:{{.Port}}
+    unique-id-format %{+X}o\ %ci:%cp_%fi:%fp_%Ts_%rt:%pid
+    unique-id-header X-Request-Id
+    http-request set-header X-Forwarded-Proto http
+    http-request set-header X-Forwarded-Host %[req.hdr(host)]
+    default_backend whoami
+backend whoami
+    balance roundrobin
+{{- range $i, $b := .Backends}}
+    server s{{$i}} {{$b}}
+{{- end}}
+`
+
+const nginxCfg = `worker_processes 2;
+daemon off;
+pid {{.Dir}}/nginx.pid;
+error_log {{.Dir}}/nginx-error.log warn;
+events { worker_connections 10000; }
+http {
+    access_log off;
+    client_body_temp_path {{.Dir}}/nginx-body;
+    proxy_temp_path {{.Dir}}/nginx-proxy;
+    fastcgi_temp_path {{.Dir}}/nginx-fastcgi;
+    uwsgi_temp_path {{.Dir}}/nginx-uwsgi;
+    scgi_temp_path {{.Dir}}/nginx-scgi;
+    upstream whoami {
+{{- range .Backends}}
+        server {{.}};
+{{- end}}
+        keepalive 256;
+    }
+    server {
+        listen 127.0.0.1:{{.Port}};
+        location / {
+            proxy_pass http://whoami;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header X-Forwarded-Host $host;
+            proxy_set_header X-Request-Id $request_id;
+        }
+    }
+}
+`
+
+func render(tmpl string, data any) (string, error) {
+	var b strings.Builder
+	if err := template.Must(template.New("").Parse(tmpl)).Execute(&b, data); err != nil {
+		return "", err
+	}
+	return b.String(), nil
+}
+
+// target is one thing under load.
+type target struct {
+	name  string
+	url   string
+	procs []*proc
+}
+
+func runCmd(args []string) error {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	berth := fs.String("berth", "", "path of the berth binary (for `berth whoami`)")
+	self := fs.String("self", "", "path of this binary (default: os.Executable)")
+	duration := fs.Duration("duration", 15*time.Second, "length of each measured wrk run")
+	warmup := fs.Duration("warmup", 3*time.Second, "length of the wrk warm-up before each run")
+	rounds := fs.Int("rounds", 3, "rounds of all targets, in turn")
+	threads := fs.Int("threads", 2, "wrk threads")
+	conns := fs.Int("conns", 64, "wrk connections")
+	outPath := fs.String("out", "bench/gateway/RESULTS.md", "results file")
+	withLog := fs.Bool("access-log", true, "also measure Berth with its access log on")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *berth == "" {
+		return errors.New("run: -berth is required")
+	}
+	if *self == "" {
+		var err error
+		if *self, err = os.Executable(); err != nil {
+			return err
+		}
+	}
+	tools := map[string]string{}
+	for _, t := range []string{"wrk", "haproxy", "nginx"} {
+		p, err := exec.LookPath(t)
+		if err != nil {
+			return fmt.Errorf("%s is not installed (run.sh installs it): %w", t, err)
+		}
+		tools[t] = p
+	}
+	dir, err := os.MkdirTemp("", "benchgateway-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	var all []*proc
+	defer func() {
+		for i := len(all) - 1; i >= 0; i-- {
+			all[i].stop()
+		}
+	}()
+	start := func(name string, argv []string, firstLine *string) (*proc, error) {
+		p, err := startProc(name, dir, argv, firstLine)
+		if err == nil {
+			all = append(all, p)
+		}
+		return p, err
+	}
+
+	// Three whoami backends.
+	var backends, names []string
+	for i := 1; i <= 3; i++ {
+		name := fmt.Sprintf("whoami-%d", i)
+		var line string
+		if _, err := start(name, []string{*berth, "whoami", "--port", "0", "--name", name}, &line); err != nil {
+			return err
+		}
+		f := strings.Fields(line) // "whoami NAME listening on ADDR"
+		if len(f) < 1 {
+			return fmt.Errorf("%s: odd first line %q", name, line)
+		}
+		backends = append(backends, f[len(f)-1])
+		names = append(names, name)
+	}
+	for _, b := range backends {
+		if err := waitHTTP("http://"+b+"/", 10*time.Second); err != nil {
+			return err
+		}
+	}
+
+	targets := []*target{{name: "whoami direct", url: "http://" + backends[0] + "/"}}
+	addGateway := func(name string, extra ...string) error {
+		var line string
+		argv := append([]string{*self, "serve", "-listen", "127.0.0.1:0", "-backends", strings.Join(backends, ",")}, extra...)
+		if _, err := start(strings.ReplaceAll(name, " ", "-"), argv, &line); err != nil {
+			return err
+		}
+		f := strings.Fields(line)
+		targets = append(targets, &target{name: name, url: "http://" + f[len(f)-1] + "/"})
+		return nil
+	}
+	if err := addGateway("Berth gateway"); err != nil {
+		return err
+	}
+	if *withLog {
+		if err := addGateway("Berth gateway, access log on", "-access-log"); err != nil {
+			return err
+		}
+	}
+	data := struct {
+		Port     int
+		Dir      string
+		Backends []string
+	}{Dir: dir, Backends: backends}
+	if data.Port, err = freePort(); err != nil {
+		return err
+	}
+	hcfg, err := render(haproxyCfg, data)
+	if err != nil {
+		return err
+	}
+	hpath := filepath.Join(dir, "haproxy.cfg")
+	if err := os.WriteFile(hpath, []byte(hcfg), 0o600); err != nil {
+		return err
+	}
+	if _, err := start("haproxy", []string{tools["haproxy"], "-db", "-f", hpath}, nil); err != nil {
+		return err
+	}
+	targets = append(targets, &target{name: "HAProxy", url: fmt.Sprintf("http://127.0.0.1:%d/", data.Port)})
+	if data.Port, err = freePort(); err != nil {
+		return err
+	}
+	ncfg, err := render(nginxCfg, data)
+	if err != nil {
+		return err
+	}
+	npath := filepath.Join(dir, "nginx.conf")
+	if err := os.WriteFile(npath, []byte(ncfg), 0o600); err != nil {
+		return err
+	}
+	if _, err := start("nginx", []string{tools["nginx"], "-p", dir, "-c", npath}, nil); err != nil {
+		return err
+	}
+	targets = append(targets, &target{name: "nginx", url: fmt.Sprintf("http://127.0.0.1:%d/", data.Port)})
+
+	for _, t := range targets {
+		if err := waitHTTP(t.url, 10*time.Second); err != nil {
+			return fmt.Errorf("%s: %w\nlogs:\n%s", t.name, err, logTails(dir))
+		}
+		if t.name != "whoami direct" {
+			if err := spread(t.url, names); err != nil {
+				return fmt.Errorf("%s: %w", t.name, err)
+			}
+		}
+	}
+
+	ctx := context.Background()
+	results := map[string][]result{}
+	for round := 1; round <= *rounds; round++ {
+		for _, t := range targets {
+			if _, _, err := wrk(ctx, tools["wrk"], t.url, *threads, *conns, *warmup); err != nil {
+				return fmt.Errorf("%s warm-up: %w", t.name, err)
+			}
+			r, _, err := wrk(ctx, tools["wrk"], t.url, *threads, *conns, *duration)
+			if err != nil {
+				return fmt.Errorf("%s: %w", t.name, err)
+			}
+			fmt.Printf("round %d  %-30s %10.0f req/s  p50 %-9s p99 %-9s errors %d\n", round, t.name, r.rps, r.p50, r.p99, r.errors)
+			results[t.name] = append(results[t.name], r)
+		}
+	}
+	versions := map[string]string{
+		"haproxy": firstLine(exec.Command(tools["haproxy"], "-v")),
+		"nginx":   firstLine(exec.Command(tools["nginx"], "-v")),
+		"wrk":     firstLine(exec.Command(tools["wrk"], "-v")),
+		"kernel":  firstLine(exec.Command("uname", "-r")),
+		"go":      runtime.Version(),
+		"cpus":    strconv.Itoa(runtime.NumCPU()),
+		"cpu":     cpuModel(),
+	}
+	md := report(targets, results, versions, *threads, *conns, *duration, *warmup, *rounds, hcfg, ncfg, dir)
+	if err := os.WriteFile(*outPath, []byte(md), 0o644); err != nil {
+		return err
+	}
+	fmt.Printf("results written to %s\n", *outPath)
+	return nil
+}
+
+// logTails returns the end of every log in dir, for errors (the directory
+// is removed on exit).
+func logTails(dir string) string {
+	var b strings.Builder
+	files, _ := filepath.Glob(filepath.Join(dir, "*.log"))
+	for _, f := range files {
+		data, _ := os.ReadFile(f)
+		if len(data) > 2000 {
+			data = data[len(data)-2000:]
+		}
+		if len(data) > 0 {
+			fmt.Fprintf(&b, "== %s\n%s\n", filepath.Base(f), data)
+		}
+	}
+	return b.String()
+}
+
+func firstLine(cmd *exec.Cmd) string {
+	out, _ := cmd.CombinedOutput()
+	line, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
+	return line
+}
+
+func cpuModel() string {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return "unknown"
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown"
+}
+
+// median returns the round with the median throughput.
+func median(rs []result) result {
+	s := slices.Clone(rs)
+	slices.SortFunc(s, func(a, b result) int {
+		switch {
+		case a.rps < b.rps:
+			return -1
+		case a.rps > b.rps:
+			return 1
+		}
+		return 0
+	})
+	return s[len(s)/2]
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/1e6) }
+
+func report(targets []*target, results map[string][]result, v map[string]string, threads, conns int,
+	d, warmup time.Duration, rounds int, hcfg, ncfg, dir string) string {
+	var b strings.Builder
+	w := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+	w("# Gateway benchmark: Berth beside HAProxy and nginx\n\n")
+	w("Written by `bench/gateway/run.sh` on %s.\n\n", time.Now().UTC().Format("2006-01-02 15:04 MST"))
+	w("**Everything shares the same %s CPUs** (%s): wrk, the proxy under test and the three `berth whoami`\n", v["cpus"], v["cpu"])
+	w("backends run on one machine at once, so a proxy's throughput is bounded by what the load generator and the\n")
+	w("backends leave it. Linux %s, %s, %s, %s, wrk: %s.\n\n", v["kernel"], v["go"], v["haproxy"], v["nginx"], v["wrk"])
+	w("Load: `wrk -t%d -c%d -d%s --latency` on `GET /` (a %s warm-up before each run), %d rounds with the targets in turn;\n",
+		threads, conns, d, warmup, rounds)
+	w("the table shows each target's median round by throughput. Every proxy has the same three backends, round robin,\n")
+	w("keep-alive to the backends, adds X-Forwarded-For/-Proto/-Host and a request id, and writes no access log\n")
+	w("(except the row that says so). Configs are below.\n\n")
+
+	hap := median(results["HAProxy"])
+	w("| target | req/s | p50 | p99 | req/s vs HAProxy | p99 vs HAProxy | errors |\n")
+	w("|---|---:|---:|---:|---:|---:|---:|\n")
+	for _, t := range targets {
+		r := median(results[t.name])
+		w("| %s | %.0f | %s | %s | %.2f | %.2f | %d |\n", t.name, r.rps, ms(r.p50), ms(r.p99),
+			r.rps/hap.rps, float64(r.p99)/float64(hap.p99), r.errors)
+	}
+	w("\nRatios: above 1.00 in req/s is faster than HAProxy; below 1.00 in p99 is a better tail.\n\n")
+	w("## Every round\n\n| round | target | req/s | p50 | p99 | requests | errors |\n|---:|---|---:|---:|---:|---:|---:|\n")
+	for i := 0; i < rounds; i++ {
+		for _, t := range targets {
+			if i < len(results[t.name]) {
+				r := results[t.name][i]
+				w("| %d | %s | %.0f | %s | %s | %d | %d |\n", i+1, t.name, r.rps, ms(r.p50), ms(r.p99), r.requests, r.errors)
+			}
+		}
+	}
+	w("\n## Configs\n\nBerth: `benchgateway serve` — `gateway.New` with an HTTP entrypoint and one route `/` (any host) to the three\n")
+	w("backends, policy round-robin, default options (keep-alive transport, 256 idle connections per backend).\n\n")
+	w("HAProxy (`haproxy -db -f haproxy.cfg`):\n\n```\n%s```\n\nnginx (`nginx -p DIR -c nginx.conf`):\n\n```\n%s```\n",
+		hcfg, strings.ReplaceAll(ncfg, dir, "DIR"))
+	return b.String()
+}
