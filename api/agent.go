@@ -13,6 +13,12 @@ type NodeRegistration struct {
 	Drivers   []string          `json:"drivers,omitempty"`
 	// PortRange is the first and last host port tasks on this node may get.
 	PortRange [2]int `json:"port_range"`
+	// Topology is the node's CPU layout; nil when the agent could not read
+	// it.
+	Topology *Topology `json:"topology,omitempty"`
+	// ReservedCPUs lists CPUs kept for the system, in the kernel's list
+	// format; they must exist in Topology.
+	ReservedCPUs string `json:"reserved_cpus,omitempty"`
 	// AgentURL is where the agent serves task logs (https://host:port).
 	AgentURL string `json:"agent_url,omitempty"`
 	// AgentCertSHA256 is the hex SHA-256 of the agent's self-signed TLS

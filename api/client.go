@@ -262,6 +262,29 @@ func (c *Client) GetNode(ctx context.Context, idOrHostname string) (Node, error)
 	return out, err
 }
 
+// NodeTopology returns a node's CPU topology drawn as text (see
+// GET /api/v1/nodes/{id}/topology): its units, CPUs, the task holding each
+// CPU, the reserved CPUs and the shared pool.
+func (c *Client) NodeTopology(ctx context.Context, idOrHostname string) (string, error) {
+	path := "/nodes/" + url.PathEscape(idOrHostname) + "/topology"
+	resp, err := c.do(ctx, http.MethodGet, path, nil, nil, "")
+	if err != nil {
+		return "", err
+	}
+	defer drainClose(resp.Body)
+	b, err := io.ReadAll(io.LimitReader(resp.Body, MaxTopologyBytes+1))
+	if err != nil {
+		return "", fmt.Errorf("api: GET %s: %w", path, err)
+	}
+	if len(b) > MaxTopologyBytes {
+		return "", fmt.Errorf("%w: GET %s: the drawing is over %d bytes", ErrResponse, path, MaxTopologyBytes)
+	}
+	return string(b), nil
+}
+
+// MaxTopologyBytes caps the text NodeTopology reads.
+const MaxTopologyBytes = 8 << 20
+
 // Info returns facts about the manager that answers.
 func (c *Client) Info(ctx context.Context) (Info, error) {
 	var out Info

@@ -624,10 +624,11 @@ func TestNewTaskView(t *testing.T) {
 		ID: "t1", ServiceName: "web", Slot: 2, SpecVersion: 4, NodeID: "n1",
 		Ports: map[string]int{"http": 20001}, DesiredState: TaskShutdown, CreatedAt: created,
 		Status: TaskStatus{State: TaskFailed, Message: "exited", Err: "exit status 3", ExitCode: &code, PID: 42},
+		Unit:   "core:1", Allocation: &CPUAllocation{CPUs: "1,3", MemNodes: "0"},
 	}
 	v := NewTaskView(task)
 	got, _ := json.Marshal(v)
-	want := `{"id":"t1","service":"web","slot":2,"node":"n1","state":"failed","desired_state":"shutdown","health":"none","ports":{"http":20001},"pid":42,"exit_code":3,"message":"exited","error":"exit status 3","created_at":"2025-01-02T03:04:05Z","spec_version":4}`
+	want := `{"id":"t1","service":"web","slot":2,"node":"n1","state":"failed","desired_state":"shutdown","health":"none","ports":{"http":20001},"pid":42,"exit_code":3,"message":"exited","error":"exit status 3","created_at":"2025-01-02T03:04:05Z","spec_version":4,"unit":"core:1","cpus":"1,3","mem_nodes":"0"}`
 	if string(got) != want {
 		t.Errorf("got  %s\nwant %s", got, want)
 	}

@@ -9,6 +9,7 @@ import (
 	"path"
 	"reflect"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -391,10 +392,29 @@ func (s *ServiceSpec) Validate() error {
 		if s.Replicas != nil {
 			add("replicas", "is not allowed with mode global (one task runs on every eligible node)")
 		}
+	case ModePerUnit:
+		if s.Replicas != nil {
+			if n := *s.Replicas; n < 0 {
+				add("replicas", "must not be negative (got %d)", n)
+			} else if n > MaxReplicas {
+				add("replicas", "%d is over the limit of %d", n, MaxReplicas)
+			}
+		}
 	default:
-		add("mode", "unknown mode %q: use replicated or global", truncate(s.Mode))
+		add("mode", "unknown mode %q: use replicated, global or per-unit", truncate(s.Mode))
+	}
+	switch {
+	case s.Unit == "" && s.Mode == ModePerUnit:
+		add("unit", "is required with mode per-unit: use %s", strings.Join(UnitKinds, ", "))
+	case s.Unit != "" && !slices.Contains(UnitKinds, s.Unit):
+		add("unit", "unknown unit %q: use %s", truncate(s.Unit), strings.Join(UnitKinds, ", "))
+	case s.Unit != "" && s.Mode == ModeGlobal:
+		add("unit", "is only for mode per-unit; mode global runs one task per node, not per unit")
+	case s.Unit != "" && s.Mode != ModePerUnit:
+		add("unit", "is only for mode per-unit (mode is %s)", truncate(s.Mode))
 	}
 	s.Task.validate("task", add)
+	s.Task.Resources.validate("task.resources", s.Mode == ModePerUnit, add)
 	r := s.Restart
 	switch r.Condition {
 	case RestartAny, RestartOnFailure, RestartNone:
@@ -549,6 +569,31 @@ func (t *TaskSpec) validate(at string, add func(string, string, ...any)) {
 		add(at+".resources.memory", "must not be negative")
 	} else if res.Memory > 0 && res.Memory < 4<<20 {
 		add(at+".resources.memory", "%s is below the minimum of 4MiB", res.Memory)
+	}
+}
+
+// validate checks the CPU policy and topology of r. perUnit allows an
+// exclusive task without a CPU count: a per-unit task's CPUs are its unit's.
+func (r Resources) validate(at string, perUnit bool, add func(string, string, ...any)) {
+	switch r.CPUPolicy {
+	case "", CPUPolicyShared:
+	case CPUPolicyExclusive:
+		switch {
+		case r.CPUs == 0 && perUnit:
+		case r.CPUs < 1 || r.CPUs != math.Trunc(r.CPUs):
+			add(at+".cpus", "cpu_policy exclusive needs a whole number of CPUs, at least 1 (got %g)", r.CPUs)
+		}
+	default:
+		add(at+".cpu_policy", "unknown policy %q: use %s or %s", truncate(r.CPUPolicy), CPUPolicyShared, CPUPolicyExclusive)
+	}
+	switch r.Topology {
+	case "", TopologyPrefer:
+	case TopologyRequireSingleNUMA:
+		if !r.Exclusive() {
+			add(at+".topology", "%s only applies to exclusive CPUs: set cpu_policy: exclusive", TopologyRequireSingleNUMA)
+		}
+	default:
+		add(at+".topology", "unknown topology %q: use %s or %s", truncate(r.Topology), TopologyPrefer, TopologyRequireSingleNUMA)
 	}
 }
 

@@ -9,6 +9,20 @@ const (
 	UnitSocket = "socket"
 )
 
+// UnitKinds lists the valid values of ServiceSpec.Unit, smallest first.
+var UnitKinds = []string{UnitCore, UnitL3, UnitNUMA, UnitSocket}
+
+// CPU policies (Resources.CPUPolicy).
+const (
+	// CPUPolicyShared runs a task on the CPUs no exclusive task holds.
+	CPUPolicyShared = "shared"
+	// CPUPolicyExclusive gives a task whole CPUs of its own.
+	CPUPolicyExclusive = "exclusive"
+)
+
+// Exclusive reports whether r asks for exclusive CPUs.
+func (r Resources) Exclusive() bool { return r.CPUPolicy == CPUPolicyExclusive }
+
 // Topology policies for exclusive CPUs. Both prefer SMT siblings of one core,
 // whole cores, one L3 group, one NUMA node and one socket, in that order;
 // TopologyRequireSingleNUMA also refuses an allocation that spans NUMA nodes.

@@ -11,6 +11,9 @@ import (
 const (
 	ModeReplicated = "replicated"
 	ModeGlobal     = "global"
+	// ModePerUnit runs one task on each hardware unit (ServiceSpec.Unit) of
+	// every eligible node, pinned to the unit's CPUs.
+	ModePerUnit = "per-unit"
 )
 
 // Drivers.
@@ -34,11 +37,17 @@ type ServiceSpec struct {
 	Name string `json:"name"`
 	// Labels are free-form key/value metadata.
 	Labels map[string]string `json:"labels,omitempty"`
-	// Mode is "replicated" (default: Replicas tasks) or "global" (one task on
-	// every eligible node).
+	// Mode is "replicated" (default: Replicas tasks), "global" (one task on
+	// every eligible node) or "per-unit" (one task on every Unit of every
+	// eligible node that reports its topology, pinned to the unit's CPUs).
 	Mode string `json:"mode,omitempty"`
-	// Replicas is the number of tasks in replicated mode. Default 1.
+	// Replicas is the number of tasks in replicated mode (default 1). In
+	// per-unit mode it is optional: without it every unit gets a task; with
+	// it, that many units do, spread round robin over the nodes.
 	Replicas *int `json:"replicas,omitempty"`
+	// Unit is the kind of hardware unit a per-unit service runs one task on:
+	// "core", "l3", "numa" or "socket". Only for mode per-unit.
+	Unit string `json:"unit,omitempty"`
 	// Task is the template every task of the service runs.
 	Task TaskSpec `json:"task"`
 	// Restart says what happens when a task ends.
@@ -125,6 +134,16 @@ type Resources struct {
 	CPUs float64 `json:"cpus,omitempty"`
 	// Memory is the memory limit. 0 means no limit and no reservation.
 	Memory ByteSize `json:"memory,omitempty"`
+	// CPUPolicy is "shared" (default: the task runs on the node's shared
+	// pool of CPUs, or its unit's in per-unit mode) or "exclusive" (the
+	// task gets CPUs whole CPUs of its own, which no other task runs on;
+	// CPUs must then be a whole number).
+	CPUPolicy string `json:"cpu_policy,omitempty"`
+	// Topology says how exclusive CPUs are chosen: "prefer" (default: SMT
+	// siblings, one L3 group, one NUMA node when possible) or
+	// "require-single-numa" (never across NUMA nodes; the task stays pending
+	// instead).
+	Topology string `json:"topology,omitempty"`
 }
 
 // RestartPolicy says whether and how a task that ended is replaced.
@@ -210,8 +229,9 @@ type Task struct {
 	ID          string `json:"id"`
 	ServiceID   string `json:"service_id"`
 	ServiceName string `json:"service"`
-	// Slot is the replica number (replicated mode, from 1) or 0 (global mode,
-	// where the node identifies the task).
+	// Slot is the replica number (replicated mode, from 1), 0 (global mode,
+	// where the node identifies the task) or, in per-unit mode, the unit's
+	// number on its node plus one (core:3 is slot 4).
 	Slot        int    `json:"slot"`
 	SpecVersion uint64 `json:"spec_version"`
 	// Spec is the task template of the service version this task runs.
@@ -223,6 +243,13 @@ type Task struct {
 	NodeID string `json:"node,omitempty"`
 	// Ports maps port names to the host ports allocated by the scheduler.
 	Ports map[string]int `json:"ports,omitempty"`
+	// Unit is the hardware unit of the node a per-unit task runs on, such
+	// as "core:3"; set with NodeID by the orchestrator.
+	Unit string `json:"unit,omitempty"`
+	// Allocation is the CPU set and memory nodes the scheduler pinned the
+	// task to: its unit's (per-unit mode) or its exclusive CPUs. Nil for a
+	// shared task, which runs on the node's shared pool.
+	Allocation *CPUAllocation `json:"allocation,omitempty"`
 	// DesiredState is what the task should become: running or shutdown.
 	DesiredState TaskState  `json:"desired_state"`
 	Status       TaskStatus `json:"status"`
@@ -274,13 +301,20 @@ type Node struct {
 	// on this node.
 	PortRange [2]int `json:"port_range"`
 	// AgentURL is where the node's agent serves task logs.
-	AgentURL      string    `json:"agent_url,omitempty"`
+	AgentURL string `json:"agent_url,omitempty"`
+	// Topology is the node's CPU and memory layout, as its agent discovered
+	// it; nil when the agent could not read it.
+	Topology *Topology `json:"topology,omitempty"`
+	// ReservedCPUs lists the CPUs kept for the system (the agent's
+	// --reserved-cpus): no task is pinned to them.
+	ReservedCPUs  string    `json:"reserved_cpus,omitempty"`
 	LastHeartbeat time.Time `json:"last_heartbeat"`
 	CreatedAt     time.Time `json:"created_at"`
 	Revision      int64     `json:"revision,omitempty"`
 }
 
-// NodeResources are a node's total capacity.
+// NodeResources are a node's total capacity. CPUs counts the online CPUs
+// the agent may use.
 type NodeResources struct {
 	CPUs   float64  `json:"cpus"`
 	Memory ByteSize `json:"memory"`

@@ -25,6 +25,14 @@ type TaskView struct {
 	Error       string    `json:"error"`
 	CreatedAt   time.Time `json:"created_at"`
 	SpecVersion uint64    `json:"spec_version"`
+	// Unit is the per-unit task's hardware unit ("core:3"), else "".
+	Unit string `json:"unit"`
+	// CPUs is the CPU list the task is pinned to (its unit's or its
+	// exclusive CPUs), or "" for a task on the node's shared pool.
+	CPUs string `json:"cpus"`
+	// MemNodes lists the NUMA nodes the task allocates memory from when it
+	// is pinned to them, else "".
+	MemNodes string `json:"mem_nodes"`
 }
 
 // NewTaskView flattens t. A task without a health value gets "none", and so
@@ -45,6 +53,10 @@ func NewTaskView(t Task) TaskView {
 		c := *t.Status.ExitCode
 		exit = &c
 	}
+	var cpus, mems string
+	if t.Allocation != nil {
+		cpus, mems = t.Allocation.CPUs, t.Allocation.MemNodes
+	}
 	return TaskView{
 		ID:           t.ID,
 		Service:      t.ServiceName,
@@ -54,6 +66,9 @@ func NewTaskView(t Task) TaskView {
 		DesiredState: t.DesiredState,
 		Health:       health,
 		Ports:        ports,
+		Unit:         t.Unit,
+		CPUs:         cpus,
+		MemNodes:     mems,
 		PID:          t.Status.PID,
 		ExitCode:     exit,
 		Message:      t.Status.Message,

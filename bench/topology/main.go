@@ -13,7 +13,7 @@
 // ports (as a load balancer would). It reports throughput, p50 and p99 of
 // each setup and their ratios, as markdown on stdout and in -out.
 //
-//	go run ./bench/topology [-duration 10s] [-rounds 3] [-concurrency 2×CPUs] [-ms 2] [-out bench/topology/RESULTS.md]
+//	go run ./bench/topology [-duration 10s] [-rounds 3] [-concurrency 2×CPUs] [-ms 2] [-reserved-cpus LIST] [-out bench/topology/RESULTS.md]
 //
 // The three services are deployed together (an idle whoami uses no CPU) and
 // measured in interleaved rounds, so that background load that comes and
@@ -57,6 +57,7 @@ type config struct {
 	concurrency int
 	ms          int
 	rounds      int
+	reserved    string
 	out         string
 }
 
@@ -68,6 +69,7 @@ func main() {
 	flag.IntVar(&c.concurrency, "concurrency", 2*runtime.NumCPU(), "connections sending requests back to back")
 	flag.IntVar(&c.rounds, "rounds", 3, "measurements per setup, interleaved (pinned, unpinned, single, pinned, ...)")
 	flag.IntVar(&c.ms, "ms", 2, "CPU milliseconds each request burns (whoami /cpu?ms=N)")
+	flag.StringVar(&c.reserved, "reserved-cpus", "", "passed to berth up: CPUs no task runs on (run the benchmark itself there with taskset)")
 	flag.StringVar(&c.out, "out", "bench/topology/RESULTS.md", "also write the report here (empty: stdout only)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -95,6 +97,8 @@ type result struct {
 	p50, p99   time.Duration
 	cpuMs      float64 // mean CPU ms per request as reported by whoami
 	ports      []int
+	ids        []string // task ids, to notice replaced replicas
+	replaced   int      // rounds before which a replica had been replaced
 	rounds     []round
 }
 
@@ -119,7 +123,7 @@ func run(ctx context.Context, c config) error {
 			return fmt.Errorf("go build ./cmd/berth: %w\n%s", err, b)
 		}
 	}
-	b, err := startBerth(ctx, c.berth, tmp)
+	b, err := startBerth(ctx, c.berth, tmp, c.reserved)
 	if err != nil {
 		return err
 	}
@@ -136,7 +140,7 @@ func run(ctx context.Context, c config) error {
 		return fmt.Sprintf(`task:
   command: [berth, whoami, --port, "${PORT_HTTP}"]
   ports: [{name: http}]
-  health: {http: {port: http, path: /healthz}, interval: 1s}
+  health: {http: {port: http, path: /healthz}, interval: 5s, retries: 5}
   resources: %s
 `, res)
 	}
@@ -155,11 +159,23 @@ func run(ctx context.Context, c config) error {
 		if err != nil {
 			return fmt.Errorf("%s: %w", s.name, err)
 		}
+		logf("%s: %d replicas healthy on CPUs %v", s.name, r.replicas, r.cpus)
 		results[i] = r
 	}
 	for k := range c.rounds {
 		for i := range results {
 			r := &results[i]
+			// A replica that was restarted (its health check failed under
+			// load) has a new port: look again before every round.
+			again, err := deploy(ctx, b.client, r.setup)
+			if err != nil {
+				return fmt.Errorf("%s: %w", r.name, err)
+			}
+			if !slices.Equal(again.ids, r.ids) {
+				logf("round %d %s: replicas were replaced since the last round", k+1, r.name)
+				r.replaced++
+			}
+			r.ports, r.ids = again.ports, again.ids
 			load(ctx, r.ports, c, c.warmup)
 			st := load(ctx, r.ports, c, c.duration)
 			if ctx.Err() != nil {
@@ -201,12 +217,13 @@ func deploy(ctx context.Context, c *api.Client, s setup) (result, error) {
 		if err != nil {
 			return false, err
 		}
-		r.ports, r.cpus = nil, nil
+		r.ports, r.cpus, r.ids = nil, nil, nil
 		for _, t := range ts {
 			if t.Status.State != api.TaskRunning || t.Status.Health != api.HealthHealthy {
 				return false, nil
 			}
 			r.ports = append(r.ports, t.Ports["http"])
+			r.ids = append(r.ids, t.ID)
 			cpus := "shared"
 			if t.Allocation != nil {
 				cpus = t.Allocation.CPUs
@@ -217,7 +234,7 @@ func deploy(ctx context.Context, c *api.Client, s setup) (result, error) {
 	})
 	r.replicas = len(r.ports)
 	slices.Sort(r.cpus)
-	logf("%s: %d replicas healthy on CPUs %v", s.name, r.replicas, r.cpus)
+	slices.Sort(r.ids)
 	return r, err
 }
 
@@ -336,14 +353,14 @@ func render(c config, n api.Node, rs []result) string {
 		c.duration, c.concurrency, c.ms, host, time.Now().UTC().Format("2006-01-02 15:04 UTC"), strings.TrimPrefix(runtime.Version(), "go"),
 		runtime.NumCPU(), n.Topology.Online, len(n.Topology.Cores), len(n.Topology.NUMANodes), strings.Join(strings.Fields(string(load))[:3], " "))
 	fmt.Fprintf(&b, "Each request burns %d ms of CPU in `berth whoami` (GET /cpu); %d connections send requests back to back, round robin over the replicas, for %v after a %v warm-up; %d interleaved rounds, the median round (by throughput) shown. The load generator runs on the same machine.\n\n", c.ms, c.concurrency, c.duration, c.warmup, c.rounds)
-	fmt.Fprintf(&b, "| setup | replicas | CPUs | requests/s | p50 | p99 | CPU ms per request | errors | requests/s of each round |\n|---|---|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(&b, "| setup | replicas | CPUs | requests/s | p50 | p99 | CPU ms per request | errors | replaced | requests/s of each round |\n|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rs {
 		var each []string
 		for _, x := range r.rounds {
 			each = append(each, fmt.Sprintf("%.0f", x.throughput))
 		}
-		fmt.Fprintf(&b, "| %s: %s | %d | %s | %.0f | %v | %v | %.2f | %d | %s |\n", r.name, r.what, r.replicas, strings.Join(r.cpus, ", "),
-			r.throughput, r.p50.Round(10*time.Microsecond), r.p99.Round(10*time.Microsecond), r.cpuMs, r.errors, strings.Join(each, ", "))
+		fmt.Fprintf(&b, "| %s: %s | %d | %s | %.0f | %v | %v | %.2f | %d | %d | %s |\n", r.name, r.what, r.replicas, strings.Join(r.cpus, ", "),
+			r.throughput, r.p50.Round(10*time.Microsecond), r.p99.Round(10*time.Microsecond), r.cpuMs, r.errors, r.replaced, strings.Join(each, ", "))
 	}
 	if len(rs) == 3 && rs[1].throughput > 0 && rs[2].throughput > 0 {
 		fmt.Fprintf(&b, "\nRatios: pinned / unpinned throughput %.3f, p99 %.3f; pinned / single throughput %.3f, p99 %.3f.\n",
@@ -393,7 +410,7 @@ type instance struct {
 	cgParent string
 }
 
-func startBerth(ctx context.Context, bin, tmp string) (*instance, error) {
+func startBerth(ctx context.Context, bin, tmp, reserved string) (*instance, error) {
 	suffix := make([]byte, 4)
 	_, _ = rand.Read(suffix)
 	b := &instance{cgParent: "berth-bench-topo-" + hex.EncodeToString(suffix), exited: make(chan struct{})}
@@ -404,7 +421,11 @@ func startBerth(ctx context.Context, bin, tmp string) (*instance, error) {
 		return nil, err
 	}
 	defer logFile.Close()
-	b.cmd = exec.Command(bin, "up", "--data-dir", data, "--listen", "127.0.0.1:0", "--cgroup-parent", b.cgParent, "--log-level", "warn")
+	args := []string{"up", "--data-dir", data, "--listen", "127.0.0.1:0", "--cgroup-parent", b.cgParent, "--log-level", "warn"}
+	if reserved != "" {
+		args = append(args, "--reserved-cpus", reserved)
+	}
+	b.cmd = exec.Command(bin, args...)
 	b.cmd.Stdout, b.cmd.Stderr = logFile, logFile
 	b.cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=" + tmp}
 	if err := b.cmd.Start(); err != nil {

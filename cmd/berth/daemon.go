@@ -49,6 +49,7 @@ type agentFlags struct {
 	portRange    string
 	cgroupParent string
 	logListen    string
+	reservedCPUs string
 }
 
 func (f *agentFlags) add(cmd *cobra.Command) {
@@ -58,10 +59,12 @@ func (f *agentFlags) add(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.portRange, "port-range", "20000-32767", "host ports tasks get their ports from (FIRST-LAST)")
 	cmd.Flags().StringVar(&f.cgroupParent, "cgroup-parent", "berth", "cgroup under which each task gets its own")
 	cmd.Flags().StringVar(&f.logListen, "log-listen", "127.0.0.1:0", "address of the agent's log server")
+	cmd.Flags().StringVar(&f.reservedCPUs, "reserved-cpus", "", "CPUs kept for the system, such as 0 or 0-1,8: no task is pinned to them (must exist on this machine)")
 }
 
 func (f *agentFlags) config(dataDir string, log *slog.Logger) (agent.Config, error) {
-	cfg := agent.Config{DataDir: dataDir, Hostname: f.hostname, Address: f.address, LogListen: f.logListen, Logger: log}
+	cfg := agent.Config{DataDir: dataDir, Hostname: f.hostname, Address: f.address, LogListen: f.logListen, Logger: log,
+		ReservedCPUs: f.reservedCPUs}
 	if len(f.labels) > 0 {
 		cfg.Labels = map[string]string{}
 	}

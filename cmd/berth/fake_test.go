@@ -63,6 +63,7 @@ func newFakeCluster(t *testing.T) *fakeCluster {
 	mux.HandleFunc("GET /api/v1/tasks", f.listTasks)
 	mux.HandleFunc("GET /api/v1/nodes", f.listNodes)
 	mux.HandleFunc("GET /api/v1/nodes/{id}", f.getNode)
+	mux.HandleFunc("GET /api/v1/nodes/{id}/topology", f.nodeTopology)
 	f.srv = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		f.mu.Lock()
 		f.requests = append(f.requests, r.Method+" "+r.URL.RequestURI())
@@ -286,6 +287,24 @@ func (f *fakeCluster) getNode(w http.ResponseWriter, r *http.Request) {
 	fakeWriteError(w, fakeNotFound("node", id))
 }
 
+func (f *fakeCluster) nodeTopology(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	id := r.PathValue("id")
+	for _, n := range f.nodes {
+		if n.ID == id || n.Hostname == id {
+			if n.Topology == nil {
+				fakeWriteError(w, &api.Error{Code: api.CodeNotFound, Status: 404, Message: "node " + n.Hostname + " reported no CPU topology"})
+				return
+			}
+			w.Header().Set("Content-Type", "text/plain")
+			fmt.Fprintf(w, "node %s\ncpus %s\n", n.Hostname, n.Topology.Online)
+			return
+		}
+	}
+	fakeWriteError(w, fakeNotFound("node", id))
+}
+
 // seed fills the cluster with two services, their tasks and two nodes.
 func (f *fakeCluster) seed() {
 	f.mu.Lock()
@@ -323,14 +342,16 @@ func (f *fakeCluster) seed() {
 		{
 			ID: "d1b2c3d4e5f6a7b8c9d0", ServiceName: "web", Slot: 0, SpecVersion: 1, NodeID: "node-alpha-0001",
 			DesiredState: api.TaskRunning, Status: api.TaskStatus{State: api.TaskRunning, PID: 99},
-			CreatedAt: testNow.Add(-time.Hour),
+			Allocation: &api.CPUAllocation{CPUs: "1", MemNodes: "0"},
+			CreatedAt:  testNow.Add(-time.Hour),
 		},
 	}
 	f.nodes = []api.Node{
 		{ID: "node-beta-00002", Hostname: "beta", Status: api.NodeDown, Availability: api.AvailabilityDrain,
 			Resources: api.NodeResources{CPUs: 0.5, Memory: 512 << 20}, Address: "10.0.0.2"},
 		{ID: "node-alpha-0001", Hostname: "alpha", Status: api.NodeReady, Availability: api.AvailabilityActive,
-			Resources: api.NodeResources{CPUs: 2, Memory: 3<<30 + 512<<20}, Address: "10.0.0.1"},
+			Resources: api.NodeResources{CPUs: 2, Memory: 3<<30 + 512<<20}, Address: "10.0.0.1",
+			Topology: &api.Topology{Online: "0-1"}},
 	}
 	f.logs = "hello.1 | line one\nhello.2 | line two\n"
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"io"
 	"sort"
 	"strconv"
 
@@ -9,7 +10,7 @@ import (
 
 func newNodeCmd(e *env) *cobra.Command {
 	cmd := newGroupCmd("node", "Show the machines of the cluster", "nodes")
-	cmd.AddCommand(newNodeLsCmd(e), newNodeInspectCmd(e))
+	cmd.AddCommand(newNodeLsCmd(e), newNodeInspectCmd(e), newNodeTopologyCmd(e))
 	return cmd
 }
 
@@ -74,6 +75,30 @@ func newNodeInspectCmd(e *env) *cobra.Command {
 				return err
 			}
 			return writeJSON(e.stdout, n)
+		},
+	}
+}
+
+func newNodeTopologyCmd(e *env) *cobra.Command {
+	return &cobra.Command{
+		Use:   "topology NODE",
+		Short: "Draw a node's CPU topology and which task holds each CPU",
+		Long: `Draw the CPU topology of a node (by id or hostname): its sockets, NUMA nodes
+with their memory, L3 groups, cores and CPUs, and for each CPU the task pinned
+to it (service.slot), "reserved" for CPUs kept for the system, or "-". Tasks
+on the shared pool are not drawn per CPU; the last line names the pool.`,
+		Args: exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := e.apiClient()
+			if err != nil {
+				return err
+			}
+			text, err := c.NodeTopology(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			_, err = io.WriteString(e.stdout, text)
+			return err
 		},
 	}
 }

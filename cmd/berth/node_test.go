@@ -35,6 +35,22 @@ node-beta-00   beta       down     drain          0.5    512MiB   10.0.0.2
 		}
 	}
 
+	r = f.run("node", "inspect", "alpha")
+	if n := (api.Node{}); json.Unmarshal([]byte(r.stdout), &n) != nil || n.Topology == nil || n.Topology.Online != "0-1" {
+		t.Errorf("node inspect alpha shows no topology: %s", r.stdout)
+	}
+	r = f.run("node", "topology", "alpha")
+	if r.code != 0 || r.stdout != "node alpha\ncpus 0-1\n" {
+		t.Errorf("node topology alpha: %+v", r)
+	}
+	r = f.run("node", "topology", "beta")
+	if r.code != 1 || r.stderr != "berth: node beta reported no CPU topology\n" {
+		t.Errorf("node topology beta: %+v", r)
+	}
+	r = f.run("node", "topology")
+	if r.code != 2 {
+		t.Errorf("node topology without a node: %+v", r)
+	}
 	r = f.run("node", "inspect", "gamma")
 	if r.code != 1 || r.stderr != "berth: node \"gamma\" not found\n" {
 		t.Errorf("node inspect gamma: %+v", r)

@@ -74,7 +74,10 @@ func newServiceLsCmd(e *env) *cobra.Command {
 			if mode == "" {
 				mode = api.ModeReplicated
 			}
-			desired := wanted[s.Spec.Name] // global: one per eligible node
+			desired := wanted[s.Spec.Name] // global and per-unit: one per eligible node or unit
+			if mode == api.ModePerUnit {
+				mode += " (" + s.Spec.Unit + ")"
+			}
 			if mode == api.ModeReplicated {
 				desired = s.Spec.ReplicaCount()
 			}
@@ -138,7 +141,7 @@ func newServicePsCmd(e *env) *cobra.Command {
 			return writeJSONList(e.stdout, views)
 		}
 		hosts := nodeHostnames(ctx, c)
-		tb := newTable(e.stdout, "ID", "SLOT", "NODE", "STATE", "DESIRED", "HEALTH", "PORTS", "PID", "ERROR")
+		tb := newTable(e.stdout, "ID", "SLOT", "NODE", "STATE", "DESIRED", "HEALTH", "PORTS", "CPUS", "PID", "ERROR")
 		for _, t := range tasks {
 			v := api.NewTaskView(t)
 			node := hosts[v.Node]
@@ -153,11 +156,31 @@ func newServicePsCmd(e *env) *cobra.Command {
 				pid = strconv.Itoa(v.PID)
 			}
 			tb.row(shortID(v.ID), slot, node, string(v.State), string(v.DesiredState), v.Health,
-				formatPorts(v.Ports), pid, v.Error)
+				formatPorts(v.Ports), formatTaskCPUs(v), pid, v.Error)
 		}
 		return tb.flush()
 	}
 	return cmd
+}
+
+// formatTaskCPUs shows where a task runs: its pinned CPUs (with the unit or
+// memory nodes when it has them), "shared" for a placed task on the node's
+// shared pool, or nothing while it is pending.
+func formatTaskCPUs(v api.TaskView) string {
+	switch {
+	case v.CPUs == "" && v.Node == "":
+		return ""
+	case v.CPUs == "":
+		return "shared"
+	}
+	s := v.CPUs
+	if v.Unit != "" {
+		s = v.Unit + "=" + s
+	}
+	if v.MemNodes != "" {
+		s += " mem " + v.MemNodes
+	}
+	return s
 }
 
 // sortTasks orders tasks by slot, then newest first, then by id.

@@ -33,25 +33,25 @@ web     global       1/1        1         2 hours ago
 		{
 			name: "ps shows current tasks by slot, node hostnames, sorted ports",
 			args: []string{"service", "ps", "hello"},
-			wantOut: `ID             SLOT   NODE    STATE      DESIRED   HEALTH     PORTS                    PID    ERROR
-a1b2c3d4e5f6   1      alpha   running    running   healthy    admin:20002,http:20001   4242   -
-b1b2c3d4e5f6   2      beta    starting   running   starting   -                        -      -
+			wantOut: `ID             SLOT   NODE    STATE      DESIRED   HEALTH     PORTS                    CPUS     PID    ERROR
+a1b2c3d4e5f6   1      alpha   running    running   healthy    admin:20002,http:20001   shared   4242   -
+b1b2c3d4e5f6   2      beta    starting   running   starting   -                        shared   -      -
 `,
 		},
 		{
 			name: "ps --all adds ended tasks, newest first within a slot, errors on one line",
 			args: []string{"service", "ps", "--all", "hello"},
-			wantOut: `ID             SLOT   NODE    STATE      DESIRED    HEALTH     PORTS                    PID    ERROR
-a1b2c3d4e5f6   1      alpha   running    running    healthy    admin:20002,http:20001   4242   -
-c1b2c3d4e5f6   1      alpha   failed     shutdown   none       -                        -      exit status 1 with a second line
-b1b2c3d4e5f6   2      beta    starting   running    starting   -                        -      -
+			wantOut: `ID             SLOT   NODE    STATE      DESIRED    HEALTH     PORTS                    CPUS     PID    ERROR
+a1b2c3d4e5f6   1      alpha   running    running    healthy    admin:20002,http:20001   shared   4242   -
+c1b2c3d4e5f6   1      alpha   failed     shutdown   none       -                        shared   -      exit status 1 with a second line
+b1b2c3d4e5f6   2      beta    starting   running    starting   -                        shared   -      -
 `,
 		},
 		{
 			name: "ps of a global service",
 			args: []string{"service", "ps", "web"},
-			wantOut: `ID             SLOT   NODE    STATE     DESIRED   HEALTH   PORTS   PID   ERROR
-d1b2c3d4e5f6   -      alpha   running   running   none     -       99    -
+			wantOut: `ID             SLOT   NODE    STATE     DESIRED   HEALTH   PORTS   CPUS      PID   ERROR
+d1b2c3d4e5f6   -      alpha   running   running   none     -       1 mem 0   99    -
 `,
 		},
 		{name: "inspect", args: []string{"service", "inspect", "hello"}, wantOutHas: []string{`"name": "hello"`, `"version": 3`}},

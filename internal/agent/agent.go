@@ -23,6 +23,7 @@ import (
 
 	"github.com/berth-project/berth/api"
 	"github.com/berth-project/berth/internal/driver"
+	"github.com/berth-project/berth/internal/topology"
 )
 
 // Manager is the agent's view of the cluster manager.
@@ -101,6 +102,15 @@ type Config struct {
 	Logger *slog.Logger
 	// Clock is the time source (default: the system clock).
 	Clock Clock
+	// Topology returns the node's CPU topology (default: discovered from
+	// /sys). New calls it once; an error is logged and the node registers
+	// without a topology: it then gets no exclusive or per-unit tasks, and
+	// shared tasks run unpinned.
+	Topology func() (api.Topology, error)
+	// ReservedCPUs is a CPU list ("0,1") kept for the system: no task is
+	// pinned to it and it is not in the shared pool. It must name CPUs of
+	// the topology.
+	ReservedCPUs string
 }
 
 // Agent runs the tasks the manager assigns to one node.
@@ -123,6 +133,9 @@ type Agent struct {
 	runners map[string]*runner
 	ended   map[string]tombstone
 	closing bool
+
+	// cpus is the node's CPU layout and shared pool (see cpus.go).
+	cpus cpuState
 
 	// Test hooks; nil in production.
 	portFree     func(proto string, port int) error
@@ -188,6 +201,9 @@ func New(cfg Config, m Manager) (*Agent, error) {
 	if cfg.Clock == nil {
 		cfg.Clock = realClock{}
 	}
+	if cfg.Topology == nil {
+		cfg.Topology = func() (api.Topology, error) { return topology.Discover("/sys") }
+	}
 	a := &Agent{
 		cfg:         cfg,
 		m:           m,
@@ -202,6 +218,9 @@ func New(cfg Config, m Manager) (*Agent, error) {
 		endedTTL:    24 * time.Hour,
 		regLimiter:  logLimiter{every: 30 * time.Second},
 		assignLimit: logLimiter{every: 30 * time.Second},
+	}
+	if err := a.initCPUs(); err != nil {
+		return nil, err
 	}
 	a.nodeID.Store("")
 	a.rep = newReporter(a)
@@ -298,10 +317,25 @@ func (a *Agent) followAssignments(ctx context.Context, ls *logServer) {
 }
 
 // reconcile brings the node in line with the full set of its assignments.
+// New tasks start only after the shared pool has shrunk by their exclusive
+// CPUs, so that a shared task never runs on a CPU an exclusive task starts
+// on.
 func (a *Agent) reconcile(ctx context.Context, as api.Assignments) {
+	start := a.reconcileLocked(as)
+	a.refreshShared()
+	for _, r := range start {
+		a.runWG.Add(1)
+		go r.run(ctx)
+	}
+}
+
+// reconcileLocked updates the runners from the assignment set and returns
+// the new runners to start.
+func (a *Agent) reconcileLocked(as api.Assignments) []*runner {
 	nodeID := a.NodeID()
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	var start []*runner
 	seen := make(map[string]bool, len(as.Tasks))
 	for i := range as.Tasks {
 		t := as.Tasks[i]
@@ -326,7 +360,9 @@ func (a *Agent) reconcile(ctx context.Context, as api.Assignments) {
 			if a.closing {
 				continue // the agent is shutting down: start nothing new
 			}
-			a.startRunnerLocked(ctx, t)
+			r := newRunner(a, copyTask(t))
+			a.runners[t.ID] = r
+			start = append(start, r)
 		case t.DesiredState == api.TaskRunning:
 			// The manager thinks it started here, but this agent has no
 			// record of it: whatever ran is not ours to find any more.
@@ -340,14 +376,7 @@ func (a *Agent) reconcile(ctx context.Context, as api.Assignments) {
 			r.requestStop(stopForget)
 		}
 	}
-}
-
-// startRunnerLocked starts the runner of a newly assigned task. a.mu is held.
-func (a *Agent) startRunnerLocked(ctx context.Context, t api.Task) {
-	r := newRunner(a, copyTask(t))
-	a.runners[t.ID] = r
-	a.runWG.Add(1)
-	go r.run(ctx)
+	return start
 }
 
 // endUnknownLocked reports a terminal state for a task that runs nothing
@@ -620,5 +649,9 @@ func copyTask(t api.Task) api.Task {
 		}
 	}
 	c.Placement.Constraints = append([]string(nil), t.Placement.Constraints...)
+	if t.Allocation != nil {
+		al := *t.Allocation
+		c.Allocation = &al
+	}
 	return c
 }

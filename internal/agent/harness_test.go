@@ -46,6 +46,8 @@ func newHarness(t *testing.T) *harness {
 		BerthBinary:       "/opt/berth/bin/berth",
 		HeartbeatInterval: time.Hour, // tests that want heartbeats shorten it
 		Logger:            testLogger(t),
+		// Without a topology tasks run unpinned; the CPU tests set one.
+		Topology: func() (api.Topology, error) { return api.Topology{}, errNoTopology },
 	}
 	return h
 }
@@ -160,4 +162,7 @@ func shutdown(t api.Task) api.Task {
 	return t
 }
 
-var errBoom = errors.New("boom")
+var (
+	errBoom       = errors.New("boom")
+	errNoTopology = errors.New("no topology in this test")
+)

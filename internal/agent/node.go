@@ -23,12 +23,22 @@ func (a *Agent) registration(ls *logServer, nodeID string) api.NodeRegistration 
 		drivers = append(drivers, name)
 	}
 	sort.Strings(drivers)
+	res := nodeResources(a.log)
+	if n, ok := a.nodeCPUs(); ok {
+		res.CPUs = n
+	}
+	var reserved string
+	if a.cpus.topo != nil {
+		reserved = a.cpus.reserved.String()
+	}
 	return api.NodeRegistration{
 		NodeID:          nodeID,
 		Hostname:        a.cfg.Hostname,
 		Address:         a.cfg.Address,
 		Labels:          a.cfg.Labels,
-		Resources:       nodeResources(a.log),
+		Topology:        a.cpus.topo,
+		ReservedCPUs:    reserved,
+		Resources:       res,
 		Drivers:         drivers,
 		PortRange:       a.cfg.PortRange,
 		AgentURL:        ls.url,

@@ -49,6 +49,9 @@ type runner struct {
 	stop    stopReason
 	status  api.TaskStatus
 	handle  driver.Handle
+	// cpuSet is the CPU list the task runs on, as last given to its driver
+	// ("" when unpinned or not started).
+	cpuSet string
 	// detachedStop is set once Shutdown took over a detached task.
 	detachedStop bool
 	// exited is set when the goroutine is about to return (or at once for
@@ -225,6 +228,9 @@ func (r *runner) run(ctx context.Context) {
 		if r.markExited() {
 			r.a.finalize(r.id)
 		}
+		if _, excl := r.exclusiveHeld(); excl {
+			r.a.refreshShared() // its CPUs go back to the shared pool
+		}
 	}()
 	st, h := r.snapshot()
 	if h == nil && st.State.Before(api.TaskRunning) {
@@ -290,7 +296,8 @@ func (r *runner) start(ctx context.Context) bool {
 	r.mu.Lock()
 	r.task = t
 	r.mu.Unlock()
-	spec, _, err := buildStartSpec(t, r.a.NodeID(), r.a.cfg.BerthBinary, r.a.store.logsDir(), r.a.cfg.LogMaxBytes)
+	cpus, mems := r.a.pinning(t)
+	spec, _, err := buildStartSpec(t, r.a.NodeID(), r.a.cfg.BerthBinary, r.a.store.logsDir(), r.a.cfg.LogMaxBytes, cpus, mems)
 	if err != nil {
 		return reject(api.TaskRejected, err)
 	}
@@ -334,7 +341,12 @@ func (r *runner) start(ctx context.Context) bool {
 	}
 	r.mu.Lock()
 	r.handle = h
+	r.cpuSet = cpus
 	r.mu.Unlock()
+	if t.Allocation == nil {
+		// The pool may have changed while the task started.
+		r.a.refreshShared()
+	}
 	// Save before reporting: a task the manager sees running must be one a
 	// restarted agent can find again.
 	if err := r.a.store.saveTask(taskRecord{Task: t, Driver: &ds, Status: st}); err != nil {

@@ -14,16 +14,24 @@ import (
 
 	"github.com/berth-project/berth/api"
 	"github.com/berth-project/berth/internal/driver"
+	"github.com/berth-project/berth/internal/topology"
 )
 
 // errInvalidTask marks a task the node cannot run as given.
 var errInvalidTask = errors.New("invalid task")
 
 // normalizeTask fills in the spec defaults of a copy of t and checks it: the
-// task spec must validate, and every named port must have a host port.
+// task spec must validate, every named port must have a host port, and a
+// CPU allocation must be a non-empty CPU list.
 func normalizeTask(t api.Task) (api.Task, error) {
 	t = copyTask(t)
 	s := api.ServiceSpec{Name: t.ServiceName, Task: t.Spec}
+	if t.Unit != "" {
+		// A per-unit task's exclusive CPUs are its unit's: it may name no
+		// count.
+		s.Mode = api.ModePerUnit
+		s.Unit, _, _ = strings.Cut(t.Unit, ":")
+	}
 	s.Normalize()
 	if err := s.Validate(); err != nil {
 		return t, fmt.Errorf("%w: %w", errInvalidTask, err)
@@ -34,6 +42,16 @@ func normalizeTask(t api.Task) (api.Task, error) {
 		if !ok || hp < 1 || hp > 65535 {
 			return t, fmt.Errorf("%w: port %q has no host port allocated", errInvalidTask, p.Name)
 		}
+	}
+	if a := t.Allocation; a != nil {
+		if cpus, err := topology.Parse(a.CPUs); err != nil || cpus.IsEmpty() {
+			return t, fmt.Errorf("%w: CPU allocation %q is not a CPU list", errInvalidTask, a.CPUs)
+		}
+		if _, err := topology.Parse(a.MemNodes); err != nil {
+			return t, fmt.Errorf("%w: memory nodes %q are not a list", errInvalidTask, a.MemNodes)
+		}
+	} else if t.Unit != "" || t.Spec.Resources.Exclusive() {
+		return t, fmt.Errorf("%w: the task needs a CPU allocation (per-unit or exclusive) but was given none", errInvalidTask)
 	}
 	return t, nil
 }
@@ -148,11 +166,16 @@ func resolveProgram(name, pathEnv, workdir, berth string) (string, error) {
 	return "", fmt.Errorf("%w: program %q not found in PATH %s", errInvalidTask, name, pathEnv)
 }
 
-// buildStartSpec turns a normalized task into what its driver needs. It also
-// returns the task's environment, which exec health checks use.
-func buildStartSpec(t api.Task, nodeID, berth, logDir string, logMax int64) (driver.StartSpec, map[string]string, error) {
+// buildStartSpec turns a normalized task into what its driver needs, pinned
+// to cpus and mems (empty: unpinned). It also returns the task's
+// environment, which exec health checks use; a pinned task gets GOMAXPROCS
+// set to its number of CPUs unless its spec sets it.
+func buildStartSpec(t api.Task, nodeID, berth, logDir string, logMax int64, cpus, mems string) (driver.StartSpec, map[string]string, error) {
 	env := taskEnv(t, nodeID)
+	gomaxprocs(env, t.Spec, cpus)
 	spec := driver.StartSpec{
+		CPUSet:      cpus,
+		MemNodes:    mems,
 		TaskID:      t.ID,
 		ServiceName: t.ServiceName,
 		Slot:        t.Slot,

@@ -5,15 +5,18 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/berth-project/berth/api"
 	"github.com/berth-project/berth/internal/ids"
 	"github.com/berth-project/berth/internal/store"
+	"github.com/berth-project/berth/internal/topology"
 )
 
 // DefaultPortRange is the host port range tasks get ports from when an agent
@@ -64,6 +67,94 @@ func (s *Server) getNode(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// nodeTopology draws a node's CPU topology as text: every unit, its CPUs,
+// and which task (service.slot) holds each CPU; reserved CPUs are marked
+// and the shared pool is named at the end. Tasks on the shared pool are
+// not drawn as holders: they share every CPU of the pool.
+func (s *Server) nodeTopology(w http.ResponseWriter, r *http.Request) error {
+	n, err := s.findNode(r, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	if n.Topology == nil {
+		return notFound("node %s (%s) reported no CPU topology: its agent could not read it", n.Hostname, n.ID)
+	}
+	tasks, _, err := s.st.Tasks.List(r.Context())
+	if err != nil {
+		return err
+	}
+	holders, exclusive, shared := topologyHolders(n, tasks)
+	reserved, _ := topology.Parse(n.ReservedCPUs) // checked at registration
+	pool, err := topology.Shared(*n.Topology, reserved, exclusive)
+	var b strings.Builder
+	fmt.Fprintf(&b, "node %s (%s)\n", n.Hostname, n.ID)
+	b.WriteString(topology.Render(*n.Topology, holders))
+	if err == nil {
+		fmt.Fprintf(&b, "shared pool: cpus %s, %d shared tasks\n", orNone(pool.String()), shared)
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(200)
+	_, _ = io.WriteString(w, b.String())
+	return nil
+}
+
+// topologyHolders maps each CPU of node n to the tasks pinned to it (names
+// service.slot, joined by "+" when several per-unit tasks share a unit)
+// and the reserved CPUs to topology.HolderReserved. It also returns the
+// CPUs held by exclusive tasks and how many live tasks run on the shared
+// pool.
+func topologyHolders(n api.Node, tasks []api.Task) (map[int]string, topology.CPUSet, int) {
+	holders := map[int]string{}
+	var exclusive topology.CPUSet
+	shared := 0
+	sort.Slice(tasks, func(i, j int) bool {
+		if tasks[i].ServiceName != tasks[j].ServiceName {
+			return tasks[i].ServiceName < tasks[j].ServiceName
+		}
+		return tasks[i].Slot < tasks[j].Slot
+	})
+	for _, t := range tasks {
+		if t.NodeID != n.ID || t.Status.State == api.TaskPending || t.Status.State.Terminal() {
+			continue
+		}
+		if t.Allocation == nil {
+			shared++
+			continue
+		}
+		cpus, err := topology.Parse(t.Allocation.CPUs)
+		if err != nil {
+			continue
+		}
+		if t.Spec.Resources.Exclusive() {
+			exclusive = exclusive.Union(cpus)
+		}
+		name := t.ServiceName + "." + strconv.Itoa(t.Slot)
+		for _, id := range cpus.List() {
+			if h := holders[id]; h != "" {
+				holders[id] = h + "+" + name
+			} else {
+				holders[id] = name
+			}
+		}
+	}
+	if reserved, err := topology.Parse(n.ReservedCPUs); err == nil {
+		for _, id := range reserved.List() {
+			if holders[id] == "" {
+				holders[id] = topology.HolderReserved
+			}
+		}
+	}
+	return holders, exclusive, shared
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
+}
+
 func validateRegistration(reg *api.NodeRegistration) error {
 	if reg.Hostname == "" || len(reg.Hostname) > 253 {
 		return invalid("hostname", "must be 1 to 253 characters")
@@ -79,6 +170,23 @@ func validateRegistration(reg *api.NodeRegistration) error {
 	}
 	if len(reg.Drivers) == 0 {
 		return invalid("drivers", "a node needs at least one driver")
+	}
+	if reg.Topology == nil {
+		if reg.ReservedCPUs != "" {
+			return invalid("reserved_cpus", "needs the node's topology to check it against")
+		}
+	} else {
+		m, err := topology.NewMachine(*reg.Topology)
+		if err != nil {
+			return invalid("topology", "%s", err.Error())
+		}
+		reserved, err := topology.Parse(reg.ReservedCPUs)
+		if err == nil {
+			err = m.CheckReserved(reserved)
+		}
+		if err != nil {
+			return invalid("reserved_cpus", "%s", err.Error())
+		}
 	}
 	if reg.AgentURL != "" {
 		u, err := url.Parse(reg.AgentURL)
@@ -126,6 +234,7 @@ func (s *Server) registerNode(w http.ResponseWriter, r *http.Request) error {
 		}
 		n.Hostname, n.Address, n.Labels = reg.Hostname, reg.Address, reg.Labels
 		n.Resources, n.Drivers, n.PortRange, n.AgentURL = reg.Resources, reg.Drivers, reg.PortRange, reg.AgentURL
+		n.Topology, n.ReservedCPUs = reg.Topology, reg.ReservedCPUs
 		n.Status, n.LastHeartbeat = api.NodeReady, now
 		rec := store.AgentRecord{NodeID: n.ID, URL: reg.AgentURL, CertSHA256: reg.AgentCertSHA256, Secret: reg.AgentSecret}
 		txn := s.st.Txn()

@@ -92,6 +92,7 @@ func (s *Server) Handler() http.Handler {
 	route("GET /api/v1/tasks/{id}", s.getTask)
 	route("GET /api/v1/nodes", s.listNodes)
 	route("GET /api/v1/nodes/{id}", s.getNode)
+	route("GET /api/v1/nodes/{id}/topology", s.nodeTopology)
 	route("POST /api/v1/nodes/register", s.registerNode)
 	route("GET /api/v1/nodes/{id}/assignments", s.assignments)
 	route("POST /api/v1/nodes/{id}/status", s.nodeStatus)

@@ -152,7 +152,7 @@ func (s *Server) scaleService(w http.ResponseWriter, r *http.Request) error {
 		if svc.Spec.Mode == api.ModeGlobal {
 			return invalid("replicas", "service %s is global: it runs one task on every eligible node and cannot be scaled", svc.Spec.Name)
 		}
-		if svc.Spec.ReplicaCount() == *req.Replicas {
+		if svc.Spec.Replicas != nil && *svc.Spec.Replicas == *req.Replicas {
 			writeJSON(w, 200, svc)
 			return nil
 		}

@@ -635,6 +635,33 @@ func (c *Cgroup) Limits() (Limits, error) {
 	return lim, nil
 }
 
+// SetCPUSet changes the CPUs (and, when mems is not empty, the memory
+// nodes) of a group whose processes may be running: the kernel moves them
+// at once. The group must have a CPU set already (created with one, or
+// opened from one that was); otherwise the error wraps ErrUnavailable.
+func (c *Cgroup) SetCPUSet(cpus, mems string) error {
+	if cpus == "" {
+		return fmt.Errorf("cgroups: SetCPUSet of %s: empty CPU list", c.name)
+	}
+	dir := c.dirs[CPUSet]
+	if c.h.version == V2 {
+		dir = ""
+		if c.h.has(CPUSet) {
+			dir = c.dirs[""]
+		}
+	}
+	if dir == "" {
+		return fmt.Errorf("%w: group %s has no CPU set to change", ErrUnavailable, c.name)
+	}
+	// mems first, as in apply: new CPUs may need new memory nodes.
+	if mems != "" {
+		if err := writeFile(filepath.Join(dir, "cpuset.mems"), mems); err != nil {
+			return err
+		}
+	}
+	return writeFile(filepath.Join(dir, "cpuset.cpus"), cpus)
+}
+
 // AddPID moves process pid (all its threads) into the group in every
 // hierarchy.
 func (c *Cgroup) AddPID(pid int) error {

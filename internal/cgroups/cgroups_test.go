@@ -231,6 +231,15 @@ func TestV2FilesFake(t *testing.T) {
 	if _, err := h.Create("berth/t2", Limits{CPUs: -1}); err == nil {
 		t.Error("Create with negative CPUs succeeded")
 	}
+	if err := c.SetCPUSet("1", ""); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := c.Limits(); got.CPUSet != "1" || got.MemNodes != "0" {
+		t.Errorf("after SetCPUSet(1): %+v", got)
+	}
+	if err := c.SetCPUSet("", "0"); err == nil {
+		t.Error("SetCPUSet with no CPUs succeeded")
+	}
 }
 
 func TestCheckName(t *testing.T) {
@@ -486,5 +495,68 @@ func TestRealV2Unified(t *testing.T) {
 	_ = cmd.Wait()
 	if err := c.Remove(ctx); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestRealSetCPUSet narrows and widens the CPU set of a group whose process
+// runs, and checks what the kernel reports for that process.
+func TestRealSetCPUSet(t *testing.T) {
+	t.Parallel()
+	h := realHierarchy(t)
+	if h.Version() != V1 || h.Mountpoint(CPUSet) == "" {
+		t.Skip("needs a v1 cpuset hierarchy (this machine's layout); v2 is covered by TestV2FilesFake")
+	}
+	all, err := readString(filepath.Join(h.Mountpoint(CPUSet), "cpuset.cpus"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	parent := testParent(t, h)
+	c, err := h.Create(parent+"/t1", Limits{CPUSet: all})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = c.Kill(ctx)
+		_ = c.Remove(ctx)
+	})
+	cmd, _ := startInGroup(t, c, `exec sleep 60`)
+	allowed := func() string {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", cmd.Process.Pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "Cpus_allowed_list:"); ok {
+				return strings.TrimSpace(v)
+			}
+		}
+		t.Fatal("no Cpus_allowed_list")
+		return ""
+	}
+	if got := allowed(); got != all {
+		t.Fatalf("Cpus_allowed_list %q, want %q", got, all)
+	}
+	if err := c.SetCPUSet("0", ""); err != nil {
+		t.Fatal(err)
+	}
+	if got := allowed(); got != "0" {
+		t.Fatalf("after SetCPUSet(0): Cpus_allowed_list %q", got)
+	}
+	if err := c.SetCPUSet(all, "0"); err != nil {
+		t.Fatal(err)
+	}
+	if got := allowed(); got != all {
+		t.Fatalf("after SetCPUSet(%s): Cpus_allowed_list %q", all, got)
+	}
+	// A group without a CPU set cannot have one changed.
+	plain, err := h.Create(parent+"/t2", Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Remove(context.Background())
+	if err := plain.SetCPUSet("0", ""); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("SetCPUSet on a group without cpuset: %v, want ErrUnavailable", err)
 	}
 }

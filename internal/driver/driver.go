@@ -134,3 +134,15 @@ type Stats struct {
 type Statser interface {
 	Stats(ctx context.Context) (Stats, error)
 }
+
+// CPUSetUpdater is an optional extra of a Handle: changing the CPUs a
+// running task may use, without restarting it. The agent uses it to keep
+// tasks on the node's shared pool as exclusive CPUs are taken and freed.
+type CPUSetUpdater interface {
+	// UpdateCPUSet pins the running task to cpus (and to the memory nodes
+	// mems, unless mems is empty: then they stay as they are), in the
+	// kernel's list format. An error wrapping ErrInvalid means this task
+	// cannot be re-pinned at all (it was started without a CPU set, or
+	// the host lacks the means); other errors may be retried.
+	UpdateCPUSet(cpus, mems string) error
+}

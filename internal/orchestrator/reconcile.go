@@ -1,7 +1,9 @@
 // Package orchestrator turns services into tasks: for every service it
 // compares the slots it wants with the tasks that exist, creates
 // replacements, and marks extra or outdated tasks for shutdown. It never
-// places tasks (the scheduler does) and never runs them (agents do).
+// places tasks (the scheduler does; a global task is only created with its
+// node, and a per-unit task with its node and unit, which the scheduler
+// turns into a CPU set) and never runs them (agents do).
 //
 // Reconcile is a pure function of the state and the time; Orchestrator is the
 // loop that feeds it from the store and commits what it returns.
@@ -10,9 +12,12 @@ package orchestrator
 import (
 	"encoding/json"
 	"sort"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/berth-project/berth/api"
+	"github.com/berth-project/berth/internal/topology"
 )
 
 // State is what a reconcile looks at.
@@ -55,10 +60,13 @@ func (o *Options) defaults() {
 // it or says why it cannot.
 const pendingMessage = "waiting to be scheduled"
 
-// slotKey identifies a slot: a replica number, or a node for global services.
+// slotKey identifies a slot: a replica number, a node for global services,
+// or a node and one of its units (with the unit's slot number) for per-unit
+// services.
 type slotKey struct {
 	slot int
 	node string
+	unit string
 }
 
 // Reconcile computes what must change so that the tasks match the services.
@@ -151,19 +159,25 @@ func (r *reconciler) service(svc api.Service, tasks []api.Task) {
 	slots := map[slotKey][]api.Task{}
 	for _, t := range tasks {
 		k := slotKey{slot: t.Slot}
-		if svc.Spec.Mode == api.ModeGlobal {
+		switch svc.Spec.Mode {
+		case api.ModeGlobal:
 			k = slotKey{node: t.NodeID}
+		case api.ModePerUnit:
+			k = slotKey{slot: t.Slot, node: t.NodeID, unit: t.Unit}
 		}
 		slots[k] = append(slots[k], t)
 	}
 	want := map[slotKey]bool{}
-	if svc.Spec.Mode == api.ModeGlobal {
+	switch svc.Spec.Mode {
+	case api.ModeGlobal:
 		for _, n := range r.st.Nodes {
 			if eligible(&n, &svc) {
 				want[slotKey{node: n.ID}] = true
 			}
 		}
-	} else {
+	case api.ModePerUnit:
+		want = r.perUnitSlots(svc, slots)
+	default:
 		for i := 1; i <= svc.Spec.ReplicaCount(); i++ {
 			want[slotKey{slot: i}] = true
 		}
@@ -181,7 +195,10 @@ func (r *reconciler) service(svc api.Service, tasks []api.Task) {
 		if keys[i].slot != keys[j].slot {
 			return keys[i].slot < keys[j].slot
 		}
-		return keys[i].node < keys[j].node
+		if keys[i].node != keys[j].node {
+			return keys[i].node < keys[j].node
+		}
+		return keys[i].unit < keys[j].unit
 	})
 	// One slot at a time moves to a new spec version (start-first,
 	// health-gated); the rolling-update policy refines this.
@@ -200,7 +217,7 @@ func (r *reconciler) service(svc api.Service, tasks []api.Task) {
 					r.shutdown(t, "slot no longer wanted")
 				}
 			}
-			r.gc(ts, svc.Spec.Mode == api.ModeGlobal)
+			r.gc(ts, svc.Spec.Mode == api.ModeGlobal || svc.Spec.Mode == api.ModePerUnit)
 			continue
 		}
 		r.slot(svc, k, ts, &updating)
@@ -354,6 +371,7 @@ func (r *reconciler) create(svc api.Service, k slotKey, attempt int, notBefore t
 		ServiceName:  svc.Spec.Name,
 		Slot:         k.slot,
 		NodeID:       k.node,
+		Unit:         k.unit,
 		SpecVersion:  svc.Version,
 		Spec:         svc.Spec.Task,
 		Placement:    svc.Spec.Placement,
@@ -402,4 +420,97 @@ func eligible(n *api.Node, svc *api.Service) bool {
 		}
 	}
 	return true
+}
+
+// perUnitSlots returns the slots a per-unit service wants: one per unit of
+// kind spec.Unit on every eligible node with a topology (a unit whose CPUs
+// are all reserved is skipped), or, with replicas, that many of them. The
+// chosen ones are spread round robin over the nodes in ID order, each
+// node's units in order; slots that already have a live task are kept first
+// so that scaling or a node joining moves no running task.
+func (r *reconciler) perUnitSlots(svc api.Service, existing map[slotKey][]api.Task) map[slotKey]bool {
+	nodes := make([]*api.Node, 0, len(r.st.Nodes))
+	for id := range r.st.Nodes {
+		n := r.st.Nodes[id]
+		if n.Topology != nil && eligible(&n, &svc) {
+			nodes = append(nodes, &n)
+		}
+	}
+	sort.Slice(nodes, func(i, j int) bool { return nodes[i].ID < nodes[j].ID })
+	perNode := make([][]slotKey, len(nodes))
+	for i, n := range nodes {
+		perNode[i] = unitSlots(n, svc.Spec.Unit)
+	}
+	var order []slotKey // round robin: every node's first unit, then second…
+	for round := 0; ; round++ {
+		added := false
+		for _, ks := range perNode {
+			if round < len(ks) {
+				order = append(order, ks[round])
+				added = true
+			}
+		}
+		if !added {
+			break
+		}
+	}
+	want := map[slotKey]bool{}
+	if svc.Spec.Replicas == nil {
+		for _, k := range order {
+			want[k] = true
+		}
+		return want
+	}
+	n := *svc.Spec.Replicas
+	live := func(k slotKey) bool {
+		for _, t := range existing[k] {
+			if t.DesiredState == api.TaskRunning {
+				return true
+			}
+		}
+		return false
+	}
+	for _, pass := range []bool{true, false} {
+		for _, k := range order {
+			if len(want) == n {
+				return want
+			}
+			if !want[k] && live(k) == pass {
+				want[k] = true
+			}
+		}
+	}
+	return want
+}
+
+// unitSlots lists the slots of node n's units of kind, in unit order. A
+// topology that is invalid gives none.
+func unitSlots(n *api.Node, kind string) []slotKey {
+	units, err := topology.Units(*n.Topology, kind)
+	if err != nil {
+		return nil
+	}
+	reserved, err := topology.Parse(n.ReservedCPUs)
+	if err != nil {
+		return nil
+	}
+	var out []slotKey
+	for _, u := range units {
+		if u.CPUs.IsSubsetOf(reserved) {
+			continue
+		}
+		out = append(out, slotKey{slot: unitSlot(u.ID), node: n.ID, unit: u.ID})
+	}
+	return out
+}
+
+// unitSlot is the slot number of a unit: its number plus one ("core:3" is
+// slot 4), so that it is never 0, the slot of global tasks.
+func unitSlot(unit string) int {
+	_, num, _ := strings.Cut(unit, ":")
+	i, err := strconv.Atoi(num)
+	if err != nil || i < 0 {
+		return 0
+	}
+	return i + 1
 }

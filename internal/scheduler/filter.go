@@ -149,7 +149,8 @@ func staticReason(code uint16, n *api.Node, f *filter, single bool) string {
 
 // explain says why no node can take a task of demand d now: each node is
 // counted under the first check it fails, in the order status, availability,
-// driver, cpu, memory, constraints, ports. The text is cached until the next
+// driver, exclusive CPUs (topology, then free CPUs), cpu, memory,
+// constraints, ports. The text is cached until the next
 // placement changes the answer.
 func (s *scheduler) explain(d *demand) string {
 	if d.reasonSet && d.reasonStamp == s.placed {
@@ -162,6 +163,7 @@ func (s *scheduler) explain(d *demand) string {
 		cpu, mem, ports, fit           int
 		cpuFree, memFree, portsFree    int64
 		cpuFreeSet, memFreeSet, portOK bool
+		noTopo, excl, exclFree         int
 	)
 	for i := range s.nodes {
 		st := &s.nodes[i]
@@ -169,6 +171,13 @@ func (s *scheduler) explain(d *demand) string {
 		switch {
 		case code != codeOK && code < codeConstraint:
 			static[code]++
+		case d.excl > 0 && s.lacksExclusive(d, int32(i)):
+			if s.topoOf(int32(i)).m == nil {
+				noTopo++
+			} else {
+				excl++
+				exclFree = max(exclFree, s.freeExclusive(int32(i), d))
+			}
 		case st.lacksCPU(d.cpu):
 			cpu++
 			if free := st.cpuCap - st.cpu; !cpuFreeSet || free > cpuFree {
@@ -210,6 +219,8 @@ func (s *scheduler) explain(d *demand) string {
 	add(static[codeDrained], "", "", "drained")
 	add(static[codeNotActive], "", "", "not active")
 	add(static[codeNoDriver], "lacks", "lack", "driver "+f.driver)
+	add(noTopo, "has", "have", "no usable CPU topology")
+	add(excl, "lacks", "lack", exclusiveWhat(d)+" (want "+strconv.Itoa(d.excl)+", most free "+strconv.Itoa(exclFree)+")")
 	add(cpu, "lacks", "lack", "cpu (need "+formatCPU(d.cpu)+", most free "+formatCPU(max(cpuFree, 0))+")")
 	add(mem, "lacks", "lack", "memory (need "+api.ByteSize(d.mem).String()+", most free "+api.ByteSize(max(memFree, 0)).String()+")")
 	for i, c := range cons {

@@ -1,7 +1,8 @@
 // Package scheduler decides where tasks run. Schedule is a pure function from
 // a snapshot of the cluster (nodes and the tasks holding resources on them)
-// and the pending tasks to a plan: the node and host ports of each task, or a
-// readable reason why it cannot be placed yet.
+// and the pending tasks to a plan: the node, host ports and (for exclusive
+// and per-unit tasks) CPU set of each task, or a readable reason why it
+// cannot be placed yet.
 //
 // The package must not read or write the store, start goroutines, read the
 // clock or log: watching the store, committing plans with compare-and-swap and
@@ -18,6 +19,7 @@ import (
 	"strings"
 
 	"github.com/berth-project/berth/api"
+	"github.com/berth-project/berth/internal/topology"
 )
 
 // The host port range used on a node whose PortRange is [0, 0].
@@ -44,6 +46,9 @@ type Assignment struct {
 	// Ports maps each of the task's port names to its host port; nil when the
 	// task has no ports.
 	Ports map[string]int
+	// Allocation is the CPU set the task is pinned to: its exclusive CPUs or
+	// its unit's; nil for a task that runs on the node's shared pool.
+	Allocation *api.CPUAllocation
 }
 
 // Unplaced is a pending task that fits no node now.
@@ -74,6 +79,16 @@ type Plan struct {
 // the lowest node ID. Tasks placed earlier in the same call count for later
 // ones. Host ports are probed from a position derived from a hash of the task
 // ID, so that separate Berth instances sharing a machine rarely collide.
+//
+// CPU sets: a task with cpu_policy exclusive also needs a node with a
+// topology on which topology.Machine.Allocate finds it whole CPUs that are
+// online, not reserved (Node.ReservedCPUs) and not pinned by any other task
+// of the snapshot or of this plan; the assignment carries those CPUs. A
+// per-unit task (Unit set, with its NodeID) is pinned to its unit's CPUs
+// minus reserved ones, which must not be held by an exclusive task — nor by
+// any pinned task when it is exclusive itself. A node that cannot give a
+// task its CPUs is ineligible for it, and the reason says how many are
+// free. Tasks without either never look at a topology.
 //
 // Pending task IDs must be unique. The result depends only on the arguments.
 //
@@ -145,6 +160,12 @@ type demand struct {
 	mem    int64 // bytes
 	nports int
 
+	// exclusive is set for cpu_policy exclusive; excl is then the number of
+	// CPUs an unpinned (or global) task gets, and policy its topology.
+	exclusive bool
+	excl      int
+	policy    string
+
 	reason      string
 	reasonStamp uint64
 	reasonSet   bool
@@ -183,6 +204,10 @@ type scheduler struct {
 	placed    uint64  // placements so far in this call
 	svcCount  []int32 // scratch for scan: the scanned service's tasks per node
 	spare     []entry // a finished group's heap, for reuse
+	// topo is each node's CPU state; nil unless a pending task needs CPU
+	// sets (see cpus.go).
+	topo     []*nodeTopo
+	machines map[string]machineEntry
 }
 
 func schedule(snap Snapshot, pending []api.Task, opts options) Plan {
@@ -208,8 +233,9 @@ func schedule(snap Snapshot, pending []api.Task, opts options) Plan {
 		g.svc.left--
 		var n int32
 		var reason string
+		var alloc *api.CPUAllocation
 		if it.node != "" {
-			n, reason = s.pinned(it.node, g)
+			n, reason, alloc = s.pinned(it, g)
 		} else {
 			n, reason = s.pick(g)
 			if g.left--; g.left == 0 && cap(g.heap) > cap(s.spare) {
@@ -220,10 +246,21 @@ func schedule(snap Snapshot, pending []api.Task, opts options) Plan {
 			plan.Unplaced = append(plan.Unplaced, Unplaced{TaskID: it.id, Reason: reason})
 			continue
 		}
+		if it.node == "" && g.demand.excl > 0 {
+			a, err := s.allocate(n, g.demand)
+			if err != nil {
+				// Counting said it fits; only a request Allocate refuses
+				// outright (an unknown topology policy) gets here.
+				plan.Unplaced = append(plan.Unplaced, Unplaced{TaskID: it.id, Reason: "cannot allocate exclusive CPUs: " + err.Error()})
+				continue
+			}
+			alloc = apiAllocation(a)
+		}
 		plan.Assignments = append(plan.Assignments, Assignment{
-			TaskID: it.id,
-			NodeID: s.ids[n],
-			Ports:  s.place(n, it, g),
+			TaskID:     it.id,
+			NodeID:     s.ids[n],
+			Ports:      s.place(n, it, g, alloc),
+			Allocation: alloc,
 		})
 	}
 	return plan
@@ -333,6 +370,7 @@ type item struct {
 	group *group
 	id    string
 	node  string // pinned node, or ""
+	unit  string // per-unit task's unit, or ""
 	ports []api.PortSpec
 }
 
@@ -358,7 +396,7 @@ func (s *scheduler) groupTasks(pending []api.Task, order []int32) []item {
 			}
 		}
 		prev = t
-		items[k] = item{group: g, id: t.ID, node: t.NodeID, ports: t.Spec.Ports}
+		items[k] = item{group: g, id: t.ID, node: t.NodeID, unit: t.Unit, ports: t.Spec.Ports}
 		g.svc.left++
 		if t.NodeID == "" {
 			g.left++
@@ -402,9 +440,16 @@ func (s *scheduler) newGroup(t *api.Task) *group {
 	key.WriteString(strconv.FormatInt(mem, 10))
 	key.WriteByte(0)
 	key.WriteString(strconv.Itoa(nports))
+	writeCPUPolicyKey(&key, t)
 	d := s.demands[key.String()]
 	if d == nil {
 		d = &demand{filter: f, cpu: cpu, mem: mem, nports: nports}
+		if r := t.Spec.Resources; r.Exclusive() {
+			d.exclusive, d.policy = true, r.Topology
+			if t.Unit == "" {
+				d.excl = exclusiveCPUs(r)
+			}
+		}
 		s.demands[key.String()] = d
 	}
 	g.demand = d
@@ -415,7 +460,7 @@ func (s *scheduler) newGroup(t *api.Task) *group {
 func sameGroup(a, b *api.Task) bool {
 	if a.ServiceID != b.ServiceID || driverOf(a) != driverOf(b) ||
 		len(a.Spec.Ports) != len(b.Spec.Ports) ||
-		a.Spec.Resources != b.Spec.Resources {
+		a.Spec.Resources != b.Spec.Resources || (a.Unit == "") != (b.Unit == "") {
 		return false
 	}
 	return slices.Equal(a.Placement.Constraints, b.Placement.Constraints)
@@ -434,6 +479,23 @@ func writeDemandKey(b *strings.Builder, t *api.Task) {
 	b.WriteString(strconv.FormatInt(mem, 10))
 	b.WriteByte(0)
 	b.WriteString(strconv.Itoa(nports))
+	writeCPUPolicyKey(b, t)
+}
+
+// writeCPUPolicyKey separates demands by CPU policy, and per-unit tasks
+// (whose exclusive CPUs come from their unit) from the others.
+func writeCPUPolicyKey(b *strings.Builder, t *api.Task) {
+	r := t.Spec.Resources
+	if !r.Exclusive() && t.Unit == "" {
+		return
+	}
+	b.WriteByte(2)
+	b.WriteString(r.CPUPolicy)
+	b.WriteByte(0)
+	b.WriteString(r.Topology)
+	if t.Unit != "" {
+		b.WriteString("\x00unit")
+	}
 }
 
 // loadTasks charges the snapshot's tasks to their nodes.
@@ -441,8 +503,11 @@ func (s *scheduler) loadTasks(tasks []api.Task, pending []api.Task) {
 	// A pinned pending task has a NodeID and a live status, so a caller may
 	// also list it among the snapshot's tasks: do not count it twice.
 	var pendingPinned map[string]bool
-	anyPorts := false
+	anyPorts, anyCPUSet := false, false
 	for i := range pending {
+		if needsCPUSet(&pending[i]) {
+			anyCPUSet = true
+		}
 		if pending[i].NodeID != "" {
 			if pendingPinned == nil {
 				pendingPinned = map[string]bool{}
@@ -482,6 +547,9 @@ func (s *scheduler) loadTasks(tasks []api.Task, pending []api.Task) {
 			for _, p := range t.Ports {
 				s.snapPorts[n] = append(s.snapPorts[n], p)
 			}
+		}
+		if anyCPUSet && t.Allocation != nil {
+			s.hold(n, t)
 		}
 	}
 	for i := range s.nodes {
@@ -616,14 +684,22 @@ func (s *scheduler) fits(d *demand, n int32) bool {
 	if st.lacksCPU(d.cpu) {
 		return false
 	}
+	if d.excl > 0 && s.lacksExclusive(d, n) {
+		return false
+	}
 	if st.lacksMem(d.mem) {
 		return false
 	}
 	return d.nports == 0 || s.freePorts(n) >= d.nports
 }
 
-// place charges the task to node n and allocates its host ports.
-func (s *scheduler) place(n int32, it *item, g *group) map[string]int {
+// place charges the task to node n, records its CPU allocation (if any)
+// and allocates its host ports.
+func (s *scheduler) place(n int32, it *item, g *group, alloc *api.CPUAllocation) map[string]int {
+	if alloc != nil {
+		cpus, _ := topology.Parse(alloc.CPUs) // made by topology: valid
+		s.takeCPUs(n, topology.Allocation{CPUs: cpus}, g.demand.exclusive)
+	}
 	st := &s.nodes[n]
 	s.total[n]++
 	st.ver++
@@ -647,35 +723,55 @@ func (s *scheduler) place(n int32, it *item, g *group) map[string]int {
 	return ports
 }
 
-// pinned checks the one node a pinned task may go to.
-func (s *scheduler) pinned(node string, g *group) (int32, string) {
+// pinned checks the one node a pinned task may go to, and chooses its CPU
+// allocation when it needs one.
+func (s *scheduler) pinned(it *item, g *group) (int32, string, *api.CPUAllocation) {
 	if g.err != nil {
-		return -1, "invalid placement constraint: " + g.err.Error()
+		return -1, "invalid placement constraint: " + g.err.Error(), nil
 	}
 	if len(s.nodes) == 0 {
-		return -1, "no nodes registered"
+		return -1, "no nodes registered", nil
 	}
+	node := it.node
 	n, ok := s.byID[node]
 	if !ok {
-		return -1, "node " + node + " is not registered"
+		return -1, "node " + node + " is not registered", nil
 	}
 	d := g.demand
 	st := &s.nodes[n]
 	code := d.filter.check(s.api[n])
 	prefix := "node " + node + " "
+	var why string
 	switch {
 	case code != codeOK && code < codeConstraint:
-		return -1, prefix + staticReason(code, s.api[n], d.filter, true)
-	case st.lacksCPU(d.cpu):
-		return -1, prefix + "lacks cpu (need " + formatCPU(d.cpu) + ", free " + formatCPU(max(st.cpuCap-st.cpu, 0)) + ")"
-	case st.lacksMem(d.mem):
-		return -1, prefix + "lacks memory (need " + api.ByteSize(d.mem).String() + ", free " + api.ByteSize(max(st.memCap-st.mem, 0)).String() + ")"
-	case code >= codeConstraint:
-		return -1, prefix + "fails constraint " + d.filter.cons[code-codeConstraint].String()
-	case d.nports > 0 && s.freePorts(n) < d.nports:
-		return -1, prefix + "lacks free ports (need " + strconv.Itoa(d.nports) + ", free " + strconv.Itoa(s.freePorts(n)) + ")"
+		return -1, prefix + staticReason(code, s.api[n], d.filter, true), nil
+	case it.unit == "" && d.excl > 0:
+		why = s.pinnedExclusiveReason(d, n)
 	}
-	return n, ""
+	switch {
+	case why != "":
+		return -1, prefix + why, nil
+	case st.lacksCPU(d.cpu):
+		return -1, prefix + "lacks cpu (need " + formatCPU(d.cpu) + ", free " + formatCPU(max(st.cpuCap-st.cpu, 0)) + ")", nil
+	case st.lacksMem(d.mem):
+		return -1, prefix + "lacks memory (need " + api.ByteSize(d.mem).String() + ", free " + api.ByteSize(max(st.memCap-st.mem, 0)).String() + ")", nil
+	case code >= codeConstraint:
+		return -1, prefix + "fails constraint " + d.filter.cons[code-codeConstraint].String(), nil
+	case d.nports > 0 && s.freePorts(n) < d.nports:
+		return -1, prefix + "lacks free ports (need " + strconv.Itoa(d.nports) + ", free " + strconv.Itoa(s.freePorts(n)) + ")", nil
+	}
+	switch {
+	case it.unit != "":
+		a, why := s.unitAllocation(n, it.unit, d)
+		if why != "" {
+			return -1, prefix + why, nil
+		}
+		return n, "", apiAllocation(a)
+	case d.excl > 0:
+		a, _ := s.allocate(n, d) // pinnedExclusiveReason checked it
+		return n, "", apiAllocation(a)
+	}
+	return n, "", nil
 }
 
 // driverOf is the task's driver, defaulting as api.ServiceSpec.Normalize does.

@@ -48,6 +48,16 @@ type Task struct {
 	stops    int
 	grace    time.Duration
 	released bool
+	cpuSet   string
+	mems     string
+}
+
+// CPUSet returns the CPUs and memory nodes the task runs on: those it was
+// started with, or the last ones given to Handle.UpdateCPUSet.
+func (t *Task) CPUSet() (cpus, mems string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.cpuSet, t.mems
 }
 
 // Name returns the driver's name.
@@ -72,7 +82,7 @@ func (d *Driver) Start(ctx context.Context, spec driver.StartSpec) (driver.Handl
 		d.tasks, d.starts = map[string]*Task{}, map[string]int{}
 	}
 	d.nextPID++
-	t := &Task{Spec: spec, PID: 1000 + d.nextPID, exited: make(chan struct{})}
+	t := &Task{Spec: spec, PID: 1000 + d.nextPID, exited: make(chan struct{}), cpuSet: spec.CPUSet, mems: spec.MemNodes}
 	d.tasks[spec.TaskID] = t
 	d.starts[spec.TaskID]++
 	return &Handle{d: d, t: t}, nil
@@ -162,7 +172,25 @@ type Handle struct {
 	t *Task
 }
 
-var _ driver.Handle = (*Handle)(nil)
+var (
+	_ driver.Handle        = (*Handle)(nil)
+	_ driver.CPUSetUpdater = (*Handle)(nil)
+)
+
+// UpdateCPUSet records new CPUs (and memory nodes, unless mems is empty)
+// for a task that has not ended; see Task.CPUSet.
+func (h *Handle) UpdateCPUSet(cpus, mems string) error {
+	if h.t.Exited() {
+		return fmt.Errorf("fake: task %s: %w", h.t.Spec.TaskID, driver.ErrGone)
+	}
+	h.t.mu.Lock()
+	defer h.t.mu.Unlock()
+	h.t.cpuSet = cpus
+	if mems != "" {
+		h.t.mems = mems
+	}
+	return nil
+}
 
 // State returns the task's saved state.
 func (h *Handle) State() driver.State {

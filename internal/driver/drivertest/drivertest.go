@@ -69,6 +69,11 @@ type Options struct {
 	// pinning.
 	CPUSet string
 
+	// CPUSetUpdate is a second CPU list, different from CPUSet: the suite
+	// moves a task pinned to CPUSet there with driver.CPUSetUpdater (when
+	// the handle has it) and checks it took. Empty skips that case.
+	CPUSetUpdate string
+
 	// OOM says the driver enforces memory limits and reports
 	// Exit.OOMKilled; the suite then runs a task that allocates past its
 	// limit.
@@ -120,6 +125,7 @@ func Run(t *testing.T, newDriver func(t *testing.T) driver.Driver, opts Options)
 		{"Logs", s.testLogs},
 		{"LogsFollow", s.testLogsFollow},
 		{"Limits", s.testLimits},
+		{"UpdateCPUSet", s.testUpdateCPUSet},
 		{"OOMKilled", s.testOOM},
 		{"Stats", s.testStats},
 	}
@@ -767,6 +773,60 @@ func (s *suite) testLimits(t *testing.T) {
 	if err := h.Stop(context.Background(), time.Second); err != nil {
 		t.Fatal(err)
 	}
+}
+
+func (s *suite) testUpdateCPUSet(t *testing.T) {
+	if s.opts.Limits == nil || s.opts.CPUSet == "" || s.opts.CPUSetUpdate == "" {
+		t.Skip("Options.Limits, CPUSet or CPUSetUpdate not set")
+	}
+	e := s.env(t)
+	sp := e.spec("touch", "ready", "forever")
+	sp.CPUSet = s.opts.CPUSet
+	h := e.start(sp)
+	up, ok := h.(driver.CPUSetUpdater)
+	if !ok {
+		t.Skipf("%s handles do not implement driver.CPUSetUpdater", e.d.Name())
+	}
+	e.waitFile("ready")
+	for _, want := range []string{s.opts.CPUSetUpdate, s.opts.CPUSet} {
+		if err := up.UpdateCPUSet(want, ""); err != nil {
+			t.Fatalf("UpdateCPUSet(%s): %v", want, err)
+		}
+		got, err := s.opts.Limits(t, h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.CPUSet != want {
+			t.Errorf("after UpdateCPUSet(%s) the CPU set is %q", want, got.CPUSet)
+		}
+		if s.opts.HostPIDs {
+			if allowed := cpusAllowed(t, h.State().PID); allowed != want {
+				t.Errorf("after UpdateCPUSet(%s) the task's Cpus_allowed_list is %q", want, allowed)
+			}
+		}
+	}
+	if err := h.Stop(context.Background(), time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := up.UpdateCPUSet(s.opts.CPUSetUpdate, ""); err == nil {
+		t.Error("UpdateCPUSet after Stop succeeded")
+	}
+}
+
+// cpusAllowed returns the Cpus_allowed_list of a host process.
+func cpusAllowed(t *testing.T, pid int) string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "Cpus_allowed_list:"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	t.Fatalf("no Cpus_allowed_list in /proc/%d/status", pid)
+	return ""
 }
 
 func (s *suite) testOOM(t *testing.T) {

@@ -217,6 +217,26 @@ func (h *handle) killGroup(ctx context.Context) error {
 	}
 }
 
+// UpdateCPUSet moves the running task to other CPUs by rewriting its
+// cpuset cgroup. A task started without cgroups, or whose group has no CPU
+// set, cannot be moved: the error wraps driver.ErrInvalid.
+func (h *handle) UpdateCPUSet(cpus, mems string) error {
+	if h.cg == nil {
+		return fmt.Errorf("%w: task %s runs without cgroups", driver.ErrInvalid, h.st.TaskID)
+	}
+	if h.isReleased() {
+		return fmt.Errorf("%w: task %s has ended", driver.ErrGone, h.st.TaskID)
+	}
+	err := h.cg.SetCPUSet(cpus, mems)
+	if errors.Is(err, cgroups.ErrUnavailable) {
+		return fmt.Errorf("%w: task %s: %w", driver.ErrInvalid, h.st.TaskID, err)
+	}
+	if err != nil {
+		return fmt.Errorf("process: task %s: %w", h.st.TaskID, err)
+	}
+	return nil
+}
+
 // Stats returns the task's resource use: from its cgroups, or without
 // cgroups from /proc for its first process only.
 func (h *handle) Stats(ctx context.Context) (driver.Stats, error) {

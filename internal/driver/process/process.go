@@ -419,4 +419,6 @@ var (
 	_ driver.Logger  = (*Driver)(nil)
 	_ driver.Handle  = (*handle)(nil)
 	_ driver.Statser = (*handle)(nil)
+
+	_ driver.CPUSetUpdater = (*handle)(nil)
 )

@@ -132,6 +132,10 @@ func TestConformance(t *testing.T) {
 	}
 	if slices.Contains(h.Controllers(), cgroups.CPUSet) {
 		opts.CPUSet = "0"
+		// The update case needs a second CPU.
+		if all, err := os.ReadFile(filepath.Join(h.Mountpoint(cgroups.CPUSet), "cpuset.cpus")); err == nil && strings.TrimSpace(string(all)) != "0" {
+			opts.CPUSetUpdate = strings.TrimSpace(string(all))
+		}
 	}
 	drivertest.Run(t, func(t *testing.T) driver.Driver {
 		d, err := process.New(process.Config{CgroupParent: parent, Cgroups: h, Logger: testLogger(t), LogCheckInterval: 100 * time.Millisecond})

@@ -79,7 +79,7 @@ func (w *Worker) reconcile(ctx context.Context, st *controller.State) (time.Time
 	var assigned []api.Task
 	for _, a := range plan.Assignments {
 		t := st.Tasks[a.TaskID]
-		t.NodeID, t.Ports = a.NodeID, a.Ports
+		t.NodeID, t.Ports, t.Allocation = a.NodeID, a.Ports, a.Allocation
 		t.Status = api.TaskStatus{State: api.TaskAssigned, Message: "assigned to node " + a.NodeID, Timestamp: now}
 		assigned = append(assigned, t)
 	}
