@@ -91,7 +91,6 @@ type result struct {
 	setup
 	replicas   int
 	cpus       []string // each replica's CPU set ("shared" if unpinned)
-	requests   int64
 	errors     int64
 	throughput float64 // requests per second
 	p50, p99   time.Duration

@@ -53,22 +53,6 @@ func down(h []entry, i int) {
 	}
 }
 
-func up(h []entry, i int) {
-	for i > 0 {
-		p := (i - 1) / 2
-		if !h[i].less(&h[p]) {
-			return
-		}
-		h[i], h[p] = h[p], h[i]
-		i = p
-	}
-}
-
-func push(h *[]entry, e entry) {
-	*h = append(*h, e)
-	up(*h, len(*h)-1)
-}
-
 func pop(h *[]entry) {
 	old := *h
 	last := len(old) - 1

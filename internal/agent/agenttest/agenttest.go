@@ -276,7 +276,6 @@ type Manager struct {
 	latest   map[string]api.TaskStatus
 	current  *api.Assignments
 	streams  map[chan api.Assignments]struct{}
-	changed  chan struct{}
 	revision int64
 }
 

@@ -17,7 +17,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -146,7 +145,7 @@ func HelperBinary(tb testing.TB) string {
 	out := filepath.Join(dir, "testprog")
 	goBin, err := exec.LookPath("go")
 	if err != nil {
-		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+		tb.Fatalf("building the helper program needs the go command on PATH: %v", err)
 	}
 	cmd := exec.Command(goBin, "build", "-o", out, "github.com/berth-project/berth/internal/driver/drivertest/testprog")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
