@@ -673,4 +673,3 @@ func waitClosed(t *testing.T, ch <-chan Assignments) {
 		}
 	}
 }
-
