@@ -113,14 +113,16 @@ func (p *reporter) send(ctx context.Context) error {
 func (p *reporter) run(ctx context.Context) {
 	bo := newBackoff(p.a.retryMin, p.maxBackoff)
 	heartbeat := p.a.clock.After(p.a.cfg.HeartbeatInterval)
+	var lastSent time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-heartbeat:
 		case <-p.kick:
-			// Let a burst of changes settle into one report.
-			if !sleepCtx(ctx, p.debounce) {
+			// The first change after a quiet spell goes out at once; a
+			// burst that follows a report settles into the next one.
+			if wait := p.debounce - time.Since(lastSent); wait > 0 && !sleepCtx(ctx, wait) {
 				return
 			}
 			if !p.hasPending() {
@@ -130,6 +132,7 @@ func (p *reporter) run(ctx context.Context) {
 		for {
 			err := p.send(ctx)
 			if err == nil {
+				lastSent = time.Now()
 				bo.reset()
 				p.limiter.ok()
 				// Any report is a heartbeat: the next is due an interval

@@ -314,8 +314,11 @@ func (s *Server) assignments(w http.ResponseWriter, r *http.Request) error {
 			return nil
 		}
 		watch := s.st.Tasks.Watch(ctx, rev)
+		// The first change after a quiet spell goes out at once; changes
+		// within AssignmentDebounce of a send are batched into the next.
 		var debounce <-chan time.Time
 		dirty := false
+		lastSend := time.Time{}
 	follow:
 		for {
 			select {
@@ -341,13 +344,14 @@ func (s *Server) assignments(w http.ResponseWriter, r *http.Request) error {
 				}
 				if !dirty {
 					dirty = true
-					debounce = time.After(s.cfg.AssignmentDebounce)
+					debounce = time.After(max(s.cfg.AssignmentDebounce-time.Since(lastSend), 0))
 				}
 			case <-debounce:
 				dirty, debounce = false, nil
 				if err := send(rev); err != nil {
 					return nil
 				}
+				lastSend = time.Now()
 			}
 		}
 	}
@@ -370,13 +374,70 @@ func (s *Server) nodeStatus(w http.ResponseWriter, r *http.Request) error {
 	if err := s.heartbeat(r, nodeID); err != nil {
 		return err
 	}
-	for _, u := range rep.Tasks {
+	if err := s.applyStatuses(r, nodeID, rep.Tasks); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// applyStatuses records a report's task statuses in one transaction (one
+// disk sync for the batch); if a task changed meanwhile, it falls back to
+// one guarded write per task.
+func (s *Server) applyStatuses(r *http.Request, nodeID string, updates []api.TaskStatusUpdate) error {
+	if len(updates) > 1 && len(updates) <= 100 {
+		txn := s.st.Txn()
+		var changed []*api.Task
+		for _, u := range updates {
+			t, err := s.st.Tasks.Get(r.Context(), u.ID)
+			if errors.Is(err, store.ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			if s.statusApplies(&t, nodeID, u) {
+				s.st.Tasks.TxnUpdate(txn, &t)
+				changed = append(changed, &t)
+			}
+		}
+		err := txn.Commit(r.Context())
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, store.ErrConflict) && !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+	}
+	for _, u := range updates {
 		if err := s.applyStatus(r, nodeID, u); err != nil {
 			return err
 		}
 	}
-	w.WriteHeader(http.StatusNoContent)
 	return nil
+}
+
+// statusApplies sets t's status from u and reports whether it should be
+// written. A task only moves forward: reports on a task the scheduler has
+// not placed yet, on an ended task, that would move it back, that are older
+// than what is stored (a retried report), or that come from a node the task
+// is not on, are ignored.
+func (s *Server) statusApplies(t *api.Task, nodeID string, u api.TaskStatusUpdate) bool {
+	if t.NodeID != nodeID {
+		s.log.Warn("status for a task of another node ignored", "task", t.ID, "from", nodeID, "owner", t.NodeID)
+		return false
+	}
+	cur := t.Status.State
+	if cur == api.TaskPending || cur.Terminal() || u.Status.State.Before(cur) ||
+		(u.Status.State == cur && !u.Status.Timestamp.IsZero() && u.Status.Timestamp.Before(t.Status.Timestamp)) {
+		return false
+	}
+	st := u.Status
+	if st.Timestamp.IsZero() {
+		st.Timestamp = s.now().UTC()
+	}
+	t.Status = st
+	return true
 }
 
 func (s *Server) heartbeat(r *http.Request, nodeID string) error {
@@ -397,9 +458,8 @@ func (s *Server) heartbeat(r *http.Request, nodeID string) error {
 	return nil
 }
 
-// applyStatus records an agent's observation of a task. A task only moves
-// forward: an update that would move it back, or that comes from a node the
-// task is not on, is ignored.
+// applyStatus records an agent's observation of one task (see
+// statusApplies), retrying on conflict.
 func (s *Server) applyStatus(r *http.Request, nodeID string, u api.TaskStatusUpdate) error {
 	for range casRetries {
 		t, err := s.st.Tasks.Get(r.Context(), u.ID)
@@ -409,23 +469,9 @@ func (s *Server) applyStatus(r *http.Request, nodeID string, u api.TaskStatusUpd
 		if err != nil {
 			return err
 		}
-		if t.NodeID != nodeID {
-			s.log.Warn("status for a task of another node ignored", "task", t.ID, "from", nodeID, "owner", t.NodeID)
+		if !s.statusApplies(&t, nodeID, u) {
 			return nil
 		}
-		cur := t.Status.State
-		// Reports on a task the scheduler has not placed yet, on an ended
-		// task, that would move it back, or that are older than what is
-		// stored (a retried report) are ignored.
-		if cur == api.TaskPending || cur.Terminal() || u.Status.State.Before(cur) ||
-			(u.Status.State == cur && !u.Status.Timestamp.IsZero() && u.Status.Timestamp.Before(t.Status.Timestamp)) {
-			return nil
-		}
-		st := u.Status
-		if st.Timestamp.IsZero() {
-			st.Timestamp = s.now().UTC()
-		}
-		t.Status = st
 		err = s.st.Tasks.Update(r.Context(), &t)
 		if errors.Is(err, store.ErrConflict) {
 			continue

@@ -68,3 +68,45 @@ func repeat(s string, n int) string {
 	}
 	return string(b)
 }
+
+// A report of several tasks lands in one batch; a stale one among them is
+// still ignored, and a task of another node is left alone.
+func TestBatchedStatusReport(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	node := api.Node{ID: "n1", Hostname: "h", Status: api.NodeReady, Drivers: []string{"process"}}
+	if err := f.st.Nodes.Create(ctx, &node); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	for _, tk := range []api.Task{
+		{ID: "a", NodeID: "n1", Status: api.TaskStatus{State: api.TaskAssigned}},
+		{ID: "b", NodeID: "n1", Status: api.TaskStatus{State: api.TaskRunning, Health: api.HealthHealthy, Timestamp: now}},
+		{ID: "c", NodeID: "other", Status: api.TaskStatus{State: api.TaskAssigned}},
+	} {
+		if err := f.st.Tasks.Create(ctx, &tk); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rep := api.StatusReport{Tasks: []api.TaskStatusUpdate{
+		{ID: "a", Status: api.TaskStatus{State: api.TaskRunning, PID: 7}},
+		{ID: "b", Status: api.TaskStatus{State: api.TaskRunning, Health: api.HealthStarting, Timestamp: now.Add(-time.Second)}},
+		{ID: "c", Status: api.TaskStatus{State: api.TaskFailed}},
+	}}
+	b, _ := json.Marshal(rep)
+	if resp, body := f.do("POST", "/api/v1/nodes/n1/status", "application/json", testToken, b); resp.StatusCode != 204 {
+		t.Fatalf("report: %d %s", resp.StatusCode, body)
+	}
+	a, _ := f.st.Tasks.Get(ctx, "a")
+	bb, _ := f.st.Tasks.Get(ctx, "b")
+	c, _ := f.st.Tasks.Get(ctx, "c")
+	if a.Status.State != api.TaskRunning || a.Status.PID != 7 {
+		t.Errorf("a: %+v", a.Status)
+	}
+	if bb.Status.Health != api.HealthHealthy {
+		t.Errorf("b: a stale report overwrote it: %+v", bb.Status)
+	}
+	if c.Status.State != api.TaskAssigned {
+		t.Errorf("c: another node's report changed it: %+v", c.Status)
+	}
+}
