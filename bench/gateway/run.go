@@ -140,7 +140,62 @@ type result struct {
 	rps      float64
 	p50, p99 time.Duration
 	requests int64
-	errors   int64 // socket errors + non-2xx/3xx
+	errors   int64   // socket errors + non-2xx/3xx
+	cpuUS    float64 // CPU time of the target's processes per request, µs
+}
+
+// cpuTicks returns the user+system CPU time of pid and its children, in
+// clock ticks (USER_HZ, 100 per second on Linux).
+func cpuTicks(pid int) int64 {
+	total := int64(0)
+	pids := []int{pid}
+	if entries, err := os.ReadDir("/proc"); err == nil {
+		for _, e := range entries {
+			child, err := strconv.Atoi(e.Name())
+			if err != nil {
+				continue
+			}
+			if f := procStat(child); len(f) > 1 && f[1] == strconv.Itoa(pid) {
+				pids = append(pids, child)
+			}
+		}
+	}
+	for _, p := range pids {
+		f := procStat(p)
+		if len(f) < 13 {
+			continue
+		}
+		u, _ := strconv.ParseInt(f[11], 10, 64)
+		s, _ := strconv.ParseInt(f[12], 10, 64)
+		total += u + s
+	}
+	return total
+}
+
+// procStat returns the fields of /proc/pid/stat after the command name
+// (state, ppid, ...).
+func procStat(pid int) []string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return nil
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return nil
+	}
+	return strings.Fields(string(b[i+1:]))
+}
+
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
 }
 
 var (
@@ -264,9 +319,9 @@ func render(tmpl string, data any) (string, error) {
 
 // target is one thing under load.
 type target struct {
-	name  string
-	url   string
-	procs []*proc
+	name string
+	url  string
+	pid  int // whose CPU time (with its children's) is the target's
 }
 
 func runCmd(args []string) error {
@@ -340,15 +395,16 @@ func runCmd(args []string) error {
 		}
 	}
 
-	targets := []*target{{name: "whoami direct", url: "http://" + backends[0] + "/"}}
+	targets := []*target{{name: "whoami direct", url: "http://" + backends[0] + "/", pid: all[0].cmd.Process.Pid}}
 	addGateway := func(name string, extra ...string) error {
 		var line string
 		argv := append([]string{*self, "serve", "-listen", "127.0.0.1:0", "-backends", strings.Join(backends, ",")}, extra...)
-		if _, err := start(strings.ReplaceAll(name, " ", "-"), argv, &line); err != nil {
+		p, err := start(strings.ReplaceAll(strings.ReplaceAll(name, " ", "-"), ",", ""), argv, &line)
+		if err != nil {
 			return err
 		}
 		f := strings.Fields(line)
-		targets = append(targets, &target{name: name, url: "http://" + f[len(f)-1] + "/"})
+		targets = append(targets, &target{name: name, url: "http://" + f[len(f)-1] + "/", pid: p.cmd.Process.Pid})
 		return nil
 	}
 	if err := addGateway("Berth gateway"); err != nil {
@@ -375,10 +431,11 @@ func runCmd(args []string) error {
 	if err := os.WriteFile(hpath, []byte(hcfg), 0o600); err != nil {
 		return err
 	}
-	if _, err := start("haproxy", []string{tools["haproxy"], "-db", "-f", hpath}, nil); err != nil {
+	hp, err := start("haproxy", []string{tools["haproxy"], "-db", "-f", hpath}, nil)
+	if err != nil {
 		return err
 	}
-	targets = append(targets, &target{name: "HAProxy", url: fmt.Sprintf("http://127.0.0.1:%d/", data.Port)})
+	targets = append(targets, &target{name: "HAProxy", url: fmt.Sprintf("http://127.0.0.1:%d/", data.Port), pid: hp.cmd.Process.Pid})
 	if data.Port, err = freePort(); err != nil {
 		return err
 	}
@@ -390,10 +447,11 @@ func runCmd(args []string) error {
 	if err := os.WriteFile(npath, []byte(ncfg), 0o600); err != nil {
 		return err
 	}
-	if _, err := start("nginx", []string{tools["nginx"], "-p", dir, "-c", npath}, nil); err != nil {
+	ng, err := start("nginx", []string{tools["nginx"], "-p", dir, "-c", npath}, nil)
+	if err != nil {
 		return err
 	}
-	targets = append(targets, &target{name: "nginx", url: fmt.Sprintf("http://127.0.0.1:%d/", data.Port)})
+	targets = append(targets, &target{name: "nginx", url: fmt.Sprintf("http://127.0.0.1:%d/", data.Port), pid: ng.cmd.Process.Pid})
 
 	for _, t := range targets {
 		if err := waitHTTP(t.url, 10*time.Second); err != nil {
@@ -407,17 +465,23 @@ func runCmd(args []string) error {
 	}
 
 	ctx := context.Background()
+	loadBefore := loadAvg()
 	results := map[string][]result{}
 	for round := 1; round <= *rounds; round++ {
 		for _, t := range targets {
 			if _, _, err := wrk(ctx, tools["wrk"], t.url, *threads, *conns, *warmup); err != nil {
 				return fmt.Errorf("%s warm-up: %w", t.name, err)
 			}
+			before := cpuTicks(t.pid)
 			r, _, err := wrk(ctx, tools["wrk"], t.url, *threads, *conns, *duration)
 			if err != nil {
 				return fmt.Errorf("%s: %w", t.name, err)
 			}
-			fmt.Printf("round %d  %-30s %10.0f req/s  p50 %-9s p99 %-9s errors %d\n", round, t.name, r.rps, r.p50, r.p99, r.errors)
+			if r.requests > 0 {
+				r.cpuUS = float64(cpuTicks(t.pid)-before) * 1e4 / float64(r.requests) // ticks are 10 ms
+			}
+			fmt.Printf("round %d  %-30s %10.0f req/s  p50 %-9s p99 %-9s cpu %5.1f µs/req  errors %d\n",
+				round, t.name, r.rps, r.p50, r.p99, r.cpuUS, r.errors)
 			results[t.name] = append(results[t.name], r)
 		}
 	}
@@ -429,6 +493,7 @@ func runCmd(args []string) error {
 		"go":      runtime.Version(),
 		"cpus":    strconv.Itoa(runtime.NumCPU()),
 		"cpu":     cpuModel(),
+		"load":    loadBefore + " before, " + loadAvg() + " after",
 	}
 	md := report(targets, results, versions, *threads, *conns, *duration, *warmup, *rounds, hcfg, ncfg, dir)
 	if err := os.WriteFile(*outPath, []byte(md), 0o644); err != nil {
@@ -500,6 +565,7 @@ func report(targets []*target, results map[string][]result, v map[string]string,
 	w("**Everything shares the same %s CPUs** (%s): wrk, the proxy under test and the three `berth whoami`\n", v["cpus"], v["cpu"])
 	w("backends run on one machine at once, so a proxy's throughput is bounded by what the load generator and the\n")
 	w("backends leave it. Linux %s, %s, %s, %s, wrk: %s.\n\n", v["kernel"], v["go"], v["haproxy"], v["nginx"], v["wrk"])
+	w("Load average (1, 5, 15 min) of the machine: %s the runs — other work on the machine shows here.\n\n", v["load"])
 	w("Load: `wrk -t%d -c%d -d%s --latency` on `GET /` (a %s warm-up before each run), %d rounds with the targets in turn;\n",
 		threads, conns, d, warmup, rounds)
 	w("the table shows each target's median round by throughput. Every proxy has the same three backends, round robin,\n")
@@ -507,25 +573,27 @@ func report(targets []*target, results map[string][]result, v map[string]string,
 	w("(except the row that says so). Configs are below.\n\n")
 
 	hap := median(results["HAProxy"])
-	w("| target | req/s | p50 | p99 | req/s vs HAProxy | p99 vs HAProxy | errors |\n")
-	w("|---|---:|---:|---:|---:|---:|---:|\n")
+	w("| target | req/s | p50 | p99 | req/s vs HAProxy | p99 vs HAProxy | CPU µs/req | errors |\n")
+	w("|---|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, t := range targets {
 		r := median(results[t.name])
-		w("| %s | %.0f | %s | %s | %.2f | %.2f | %d |\n", t.name, r.rps, ms(r.p50), ms(r.p99),
-			r.rps/hap.rps, float64(r.p99)/float64(hap.p99), r.errors)
+		w("| %s | %.0f | %s | %s | %.2f | %.2f | %.1f | %d |\n", t.name, r.rps, ms(r.p50), ms(r.p99),
+			r.rps/hap.rps, float64(r.p99)/float64(hap.p99), r.cpuUS, r.errors)
 	}
-	w("\nRatios: above 1.00 in req/s is faster than HAProxy; below 1.00 in p99 is a better tail.\n\n")
-	w("## Every round\n\n| round | target | req/s | p50 | p99 | requests | errors |\n|---:|---|---:|---:|---:|---:|---:|\n")
+	w("\nRatios: above 1.00 in req/s is faster than HAProxy; below 1.00 in p99 is a better tail. CPU µs/req is the\n")
+	w("user+system time of the target's own processes (the proxy, or the one whoami for \"direct\") per request\n")
+	w("(from /proc, 10 ms ticks): what the proxy costs, less sensitive to other load than req/s.\n\n")
+	w("## Every round\n\n| round | target | req/s | p50 | p99 | CPU µs/req | requests | errors |\n|---:|---|---:|---:|---:|---:|---:|---:|\n")
 	for i := 0; i < rounds; i++ {
 		for _, t := range targets {
 			if i < len(results[t.name]) {
 				r := results[t.name][i]
-				w("| %d | %s | %.0f | %s | %s | %d | %d |\n", i+1, t.name, r.rps, ms(r.p50), ms(r.p99), r.requests, r.errors)
+				w("| %d | %s | %.0f | %s | %s | %.1f | %d | %d |\n", i+1, t.name, r.rps, ms(r.p50), ms(r.p99), r.cpuUS, r.requests, r.errors)
 			}
 		}
 	}
 	w("\n## Configs\n\nBerth: `benchgateway serve` — `gateway.New` with an HTTP entrypoint and one route `/` (any host) to the three\n")
-	w("backends, policy round-robin, default options (keep-alive transport, 256 idle connections per backend).\n\n")
+	w("backends, policy round-robin, default options (keep-alive connections to the backends, up to 256 idle per backend).\n\n")
 	w("HAProxy (`haproxy -db -f haproxy.cfg`):\n\n```\n%s```\n\nnginx (`nginx -p DIR -c nginx.conf`):\n\n```\n%s```\n",
 		hcfg, strings.ReplaceAll(ncfg, dir, "DIR"))
 	return b.String()

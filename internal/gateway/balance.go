@@ -37,6 +37,9 @@ type backendState struct {
 	kill       context.Context
 	killCancel context.CancelFunc
 
+	// pool holds idle keep-alive connections to the backend (HTTP).
+	pool connPool
+
 	// Guarded by Gateway.mu.
 	live      bool        // in the config in force
 	killTimer *time.Timer // runs from removal or Drain to kill

@@ -8,8 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
-	"net/http/httputil"
 	"runtime"
 	"strconv"
 	"strings"
@@ -136,10 +134,8 @@ type Gateway struct {
 	// tbl is the routing table in force, swapped whole by Update.
 	tbl atomic.Pointer[table]
 
-	dialer    net.Dialer
-	transport *http.Transport
-	proxy     *httputil.ReverseProxy
-	issued    issuedCache
+	dialer net.Dialer
+	issued issuedCache
 
 	http, https *entrypoint
 	httpsPort   int
@@ -226,24 +222,6 @@ func New(opts Options) (*Gateway, error) {
 	g.ctx, g.cancel = context.WithCancel(context.Background())
 	g.tbl.Store(emptyTable())
 	g.dialer = net.Dialer{Timeout: opts.DialTimeout, KeepAlive: 30 * time.Second}
-	g.transport = &http.Transport{
-		Proxy:                 nil, // never the environment's proxy
-		DialContext:           g.dialBackend,
-		MaxIdleConnsPerHost:   opts.MaxIdleConnsPerHost,
-		IdleConnTimeout:       90 * time.Second,
-		ExpectContinueTimeout: time.Second,
-		DisableCompression:    true, // pass Accept-Encoding through untouched
-		WriteBufferSize:       16 << 10,
-		ReadBufferSize:        16 << 10,
-	}
-	g.proxy = &httputil.ReverseProxy{
-		Rewrite:        g.rewrite,
-		Transport:      &retryTransport{g: g, base: g.transport},
-		ModifyResponse: g.modifyResponse,
-		ErrorHandler:   g.proxyError,
-		BufferPool:     bufferPool{},
-		ErrorLog:       slog.NewLogLogger(g.log.Handler(), slog.LevelDebug),
-	}
 	var err error
 	if opts.HTTPAddr != "" {
 		if g.http, err = g.listenEntrypoint("http", opts.HTTPAddr, false); err != nil {
@@ -430,6 +408,7 @@ func (g *Gateway) startDrain(s *backendState) {
 			g.log.Warn("drain timeout: cutting off backend", "backend", s.ID, "addr", s.Addr, "in_flight", n)
 		}
 		s.killCancel()
+		s.pool.closeIdle()
 		if !s.live {
 			k := backendKey{s.ID, s.Addr}
 			if g.backends[k] == s {
@@ -448,6 +427,7 @@ func (g *Gateway) collect() {
 				s.killTimer.Stop()
 			}
 			s.killCancel()
+			s.pool.closeIdle()
 			delete(g.backends, k)
 		}
 	}
@@ -507,7 +487,7 @@ func (g *Gateway) Close() error {
 	var errs []error
 	for _, ep := range []*entrypoint{g.http, g.https} {
 		if ep != nil {
-			errs = append(errs, ep.srv.Close())
+			errs = append(errs, ep.close())
 		}
 	}
 	for port, p := range g.tcpPorts {
@@ -526,7 +506,6 @@ func (g *Gateway) Close() error {
 	g.mu.Unlock()
 	g.wg.Wait()    // the servers' accept loops are done: no new connections
 	g.conns.Wait() // and the connections they had are closed
-	g.transport.CloseIdleConnections()
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("gateway: close: %w", err)
 	}
@@ -576,25 +555,4 @@ func (g *Gateway) openPorts(pubs []Published) (map[int]*tcpPort, map[int]*udpPor
 		newTCP[p.Port] = &tcpPort{port: p.Port, ln: newLimitListener(ln, g.opts.MaxConns)}
 	}
 	return newTCP, newUDP, nil
-}
-
-// dialError marks an error from connecting to a backend: the request never
-// reached it, so it may be retried elsewhere.
-type dialError struct {
-	addr string
-	err  error
-}
-
-func (e *dialError) Error() string {
-	return fmt.Sprintf("gateway: connect to backend %s: %v", e.addr, e.err)
-}
-func (e *dialError) Unwrap() error { return e.err }
-
-// dialBackend connects to a backend for the HTTP transport.
-func (g *Gateway) dialBackend(ctx context.Context, network, addr string) (net.Conn, error) {
-	c, err := g.dialer.DialContext(ctx, network, addr)
-	if err != nil {
-		return nil, &dialError{addr: addr, err: err}
-	}
-	return c, nil
 }

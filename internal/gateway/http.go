@@ -11,19 +11,16 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
-	"net/http/httputil"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
-// Causes of a proxied request's cancellation.
-var (
-	errRouteTimeout = errors.New("gateway: route timeout")
-	errDrained      = errors.New("gateway: backend drain timeout")
-)
+// The HTTP entrypoints. HTTP/1.x connections are served by the gateway's
+// own loop (h1.go); HTTP/2 connections (h2 by ALPN over TLS, h2c by prior
+// knowledge on the plain entrypoint) are handed to a net/http server. Both
+// route and proxy the same way, through roundTrip.
 
 // hstsValue is the Strict-Transport-Security header of routes with HSTS.
 const hstsValue = "max-age=31536000"
@@ -34,10 +31,12 @@ const statusClientClosed = 499
 
 // entrypoint is the shared HTTP or HTTPS listener.
 type entrypoint struct {
-	name string
-	tls  bool
-	ln   *limitListener
-	srv  *http.Server
+	name   string
+	tls    bool
+	tlsCfg *tls.Config
+	ln     *limitListener
+	h2     *http.Server  // serves the connections handed to it
+	h2ln   *chanListener // through this
 }
 
 func (g *Gateway) listenEntrypoint(name, addr string, isTLS bool) (*entrypoint, error) {
@@ -46,19 +45,26 @@ func (g *Gateway) listenEntrypoint(name, addr string, isTLS bool) (*entrypoint, 
 		return nil, fmt.Errorf("gateway: %s entrypoint: %w", name, err)
 	}
 	ep := &entrypoint{name: name, tls: isTLS, ln: newLimitListener(ln, g.opts.MaxConns)}
+	ep.h2ln = newChanListener(ln.Addr())
 	var protos http.Protocols
-	protos.SetHTTP1(true)
 	if isTLS {
 		protos.SetHTTP2(true)
+		ep.tlsCfg = &tls.Config{
+			MinVersion:     tls.VersionTLS12,
+			GetCertificate: g.getCertificate,
+			NextProtos:     []string{"h2", "http/1.1"},
+		}
 	} else {
 		protos.SetUnencryptedHTTP2(true) // h2c with prior knowledge
 	}
-	ep.srv = &http.Server{
-		Handler:           http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { g.serveHTTP(w, r, isTLS) }),
+	ep.h2 = &http.Server{
+		Handler:           http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { g.serveH2(w, r, isTLS) }),
 		ReadHeaderTimeout: g.opts.ReadHeaderTimeout,
 		IdleTimeout:       g.opts.IdleTimeout,
 		MaxHeaderBytes:    g.opts.MaxHeaderBytes,
 		Protocols:         &protos,
+		TLSConfig:         ep.tlsCfg,
+		ErrorLog:          slog.NewLogLogger(g.log.With("entrypoint", name).Handler(), slog.LevelDebug),
 		ConnState: func(_ net.Conn, st http.ConnState) {
 			switch st {
 			case http.StateNew:
@@ -67,265 +73,330 @@ func (g *Gateway) listenEntrypoint(name, addr string, isTLS bool) (*entrypoint, 
 				g.conns.Done()
 			}
 		},
-		ErrorLog:          slog.NewLogLogger(g.log.With("entrypoint", name).Handler(), slog.LevelDebug),
-	}
-	if isTLS {
-		ep.srv.TLSConfig = &tls.Config{
-			MinVersion:     tls.VersionTLS12,
-			GetCertificate: g.getCertificate,
-		}
 	}
 	return ep, nil
 }
 
 func (g *Gateway) serveEntrypoint(ep *entrypoint) {
-	g.wg.Add(1)
+	g.wg.Add(2)
 	go func() {
 		defer g.wg.Done()
-		var err error
-		if ep.tls {
-			err = ep.srv.ServeTLS(ep.ln, "", "")
-		} else {
-			err = ep.srv.Serve(ep.ln)
+		err := ep.h2.Serve(ep.h2ln)
+		if !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+			g.log.Error("HTTP/2 server stopped", "entrypoint", ep.name, "err", err)
 		}
-		if !errors.Is(err, http.ErrServerClosed) {
-			g.log.Error("entrypoint stopped", "entrypoint", ep.name, "err", err)
+	}()
+	go func() {
+		defer g.wg.Done()
+		var delay time.Duration
+		for {
+			c, err := ep.ln.Accept()
+			if err != nil {
+				if errors.Is(err, net.ErrClosed) {
+					return
+				}
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				g.log.Warn("accept failed", "entrypoint", ep.name, "err", err, "retry_in", delay)
+				select {
+				case <-time.After(delay):
+				case <-g.ctx.Done():
+					return
+				}
+				continue
+			}
+			delay = 0
+			g.wg.Add(1)
+			go func() {
+				defer g.wg.Done()
+				g.serveConn(ep, c)
+			}()
 		}
 	}()
 }
 
-// exchange is the gateway's state of one proxied request. It is reached
-// through the request's context by the ReverseProxy hooks, which all run on
-// the goroutine of serveHTTP.
+// close stops accepting and closes the HTTP/2 connections; HTTP/1
+// connections end with the gateway's context.
+func (ep *entrypoint) close() error {
+	err := ep.ln.Close()
+	ep.h2ln.Close()
+	return errors.Join(err, ep.h2.Close())
+}
+
+// chanListener gives the HTTP/2 server the connections the gateway hands
+// it.
+type chanListener struct {
+	addr   net.Addr
+	ch     chan net.Conn
+	done   chan struct{}
+	closed sync.Once
+}
+
+func newChanListener(addr net.Addr) *chanListener {
+	return &chanListener{addr: addr, ch: make(chan net.Conn), done: make(chan struct{})}
+}
+
+func (l *chanListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ch:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *chanListener) Close() error {
+	l.closed.Do(func() { close(l.done) })
+	return nil
+}
+
+func (l *chanListener) Addr() net.Addr { return l.addr }
+
+// hand passes c to the server; false if it is closed.
+func (l *chanListener) hand(c net.Conn) bool {
+	select {
+	case l.ch <- c:
+		return true
+	case <-l.done:
+		return false
+	}
+}
+
+// exchange is the gateway's state of one proxied request.
 type exchange struct {
 	route    *route
-	backend  *backendState
+	backend  *backendState // counted in flight until the exchange ends
 	tried    []*backendState
-	tls      bool
 	id       string
-	parent   context.Context // the client's
-	cancel   context.CancelCauseFunc
-	stopKill func() bool
-	timer    *time.Timer
-	status   int // set for errors the proxy answers itself
-	err      error
+	deadline time.Time // from the route's timeout
 }
 
-type exchangeKey struct{}
-
-func exchangeOf(ctx context.Context) *exchange {
-	ex, _ := ctx.Value(exchangeKey{}).(*exchange)
-	return ex
-}
-
-// serveHTTP routes and proxies one request from an entrypoint.
-func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request, isTLS bool) {
-	// Counted while its connection is, so that a handler that hijacks
-	// (a WebSocket) is still waited for by Close.
-	g.conns.Add(1)
-	defer g.conns.Done()
-	var lw *logWriter
-	var start time.Time
-	if g.access != nil {
-		start = time.Now()
-		lw = &logWriter{ResponseWriter: w}
-		w = lw
-	}
-	host := hostOnly(r.Host)
+// dispatchBytes routes a request: the route (nil: 404), whether to
+// redirect it to HTTPS, and its backend (nil: 503), counted in flight.
+func (g *Gateway) dispatchBytes(host, path []byte, isTLS bool) (rt *route, redirect bool, b *backendState) {
 	t := g.acquire()
-	rt := t.router.match(host, r.URL.Path)
-	redirect := rt != nil && rt.redirect && !isTLS
-	var b *backendState
+	rt = t.router.matchBytes(host, path)
+	redirect = rt != nil && rt.redirect && !isTLS
 	if rt != nil && !redirect {
 		b = rt.pool.pick(g.now, nil)
 	}
 	t.release()
+	return rt, redirect, b
+}
 
-	id := requestID(r.Header.Get("X-Request-Id"))
-	var ex *exchange
-	if lw != nil {
-		defer func() { g.logAccess(r, lw, ex, rt, id, start) }()
+// init readies ex (which may be reused) for a request.
+func (ex *exchange) init(rt *route, b *backendState, id string) {
+	*ex = exchange{route: rt, backend: b, tried: ex.tried[:0], id: id}
+	if rt.timeout > 0 {
+		ex.deadline = time.Now().Add(rt.timeout)
 	}
+}
+
+// errorStatus maps a failed exchange to the status the client gets.
+func errorStatus(err error) (int, string) {
+	var de *dialError
+	switch {
+	case isTimeout(err):
+		return http.StatusGatewayTimeout, "504 gateway timeout: the backend did not answer in time\n"
+	case errors.As(err, &de):
+		return http.StatusBadGateway, "502 bad gateway: no backend could be reached\n"
+	}
+	return http.StatusBadGateway, "502 bad gateway: the backend did not answer\n"
+}
+
+// Pages of the gateway's own answers.
+const (
+	msgNotFound    = "404 page not found: the Berth gateway has no route for this host and path\n"
+	msgUnavailable = "503 service unavailable: no healthy backend for this route\n"
+)
+
+// serveH2 routes and proxies one HTTP/2 request (net/http's handler).
+func (g *Gateway) serveH2(w http.ResponseWriter, r *http.Request, isTLS bool) {
+	// Counted while its connection is, so that Close waits for it.
+	g.conns.Add(1)
+	defer g.conns.Done()
+	var start time.Time
+	if g.access != nil {
+		start = time.Now()
+	}
+	host := hostOnly(r.Host)
+	rt, redirect, b := g.dispatchBytes([]byte(host), []byte(r.URL.Path), isTLS)
+	id := requestID(r.Header.Get("X-Request-Id"))
+	status, n, backend := 0, int64(0), ""
 	switch {
 	case rt == nil:
-		plainError(w, id, http.StatusNotFound, "404 page not found: the Berth gateway has no route for this host and path\n")
+		status = http.StatusNotFound
+		n = plainError(w, id, status, msgNotFound)
 	case redirect:
-		target := "https://" + joinHostPort(host, g.httpsPort) + r.URL.RequestURI()
+		status = http.StatusPermanentRedirect
 		w.Header()["X-Request-Id"] = []string{id}
-		http.Redirect(w, r, target, http.StatusPermanentRedirect)
+		http.Redirect(w, r, "https://"+joinHostPort(host, g.httpsPort)+r.URL.RequestURI(), status)
 	case b == nil:
-		plainError(w, id, http.StatusServiceUnavailable, "503 service unavailable: no healthy backend for this route\n")
+		status = http.StatusServiceUnavailable
+		n = plainError(w, id, status, msgUnavailable)
 	default:
-		ex = &exchange{route: rt, backend: b, tls: isTLS, id: id, parent: r.Context()}
-		g.proxyTo(w, r, ex)
-	}
-}
-
-// proxyTo proxies r to ex.backend (or, if it refuses, to others). The
-// deferred release runs even when ReverseProxy aborts the handler with a
-// panic.
-func (g *Gateway) proxyTo(w http.ResponseWriter, r *http.Request, ex *exchange) {
-	ctx, cancel := context.WithCancelCause(r.Context())
-	ex.cancel = cancel
-	ex.stopKill = context.AfterFunc(ex.backend.kill, func() { cancel(errDrained) })
-	if d := ex.route.timeout; d > 0 {
-		ex.timer = time.AfterFunc(d, func() { cancel(errRouteTimeout) })
-	}
-	defer func() {
-		if ex.timer != nil {
-			ex.timer.Stop()
-		}
-		ex.stopKill()
-		cancel(nil)
+		ex := &exchange{}
+		ex.init(rt, b, id)
+		status, n = g.proxyH2(w, r, ex, isTLS)
+		backend = ex.backend.ID
 		ex.backend.inflight.Add(-1)
-	}()
-	g.proxy.ServeHTTP(w, r.WithContext(context.WithValue(ctx, exchangeKey{}, ex)))
+	}
+	if g.access != nil {
+		g.logAccess(r.RemoteAddr, r.Proto, r.Method, r.Host, r.URL.Path, id, rt, backend, status, n, start)
+	}
 }
 
-// rewrite is the ReverseProxy's Rewrite hook.
-func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
-	ex := exchangeOf(pr.In.Context())
-	pr.Out.URL.Scheme = "http"
-	pr.Out.URL.Host = ex.backend.Addr
-	if ex.route.strip {
-		stripPrefix(pr.Out.URL, ex.route.prefix)
+func (g *Gateway) proxyH2(w http.ResponseWriter, r *http.Request, ex *exchange, isTLS bool) (int, int64) {
+	o := &outReq{method: r.Method, uri: []byte(requestURI(r, ex.route)), host: []byte(r.Host), header: r.Header,
+		clientIP: []byte(clientIP(r.RemoteAddr)), tls: isTLS, id: ex.id}
+	if r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody {
+		o.body = &bodyReader{r: r.Body, length: r.ContentLength}
 	}
-	// Rewrite dropped the client's X-Forwarded-* headers: the client is
-	// not trusted to say where it comes from.
-	pr.SetXForwarded()
-	pr.Out.Header["X-Request-Id"] = []string{ex.id}
+	resp, c, err := g.roundTrip(ex, o)
+	if err != nil {
+		if r.Context().Err() != nil {
+			return statusClientClosed, 0
+		}
+		g.log.Debug("proxy error", "request_id", ex.id, "service", ex.route.service, "backend", ex.backend.ID, "err", err)
+		status, msg := errorStatus(err)
+		return status, plainError(w, ex.id, status, msg)
+	}
+	if resp.status == http.StatusSwitchingProtocols {
+		g.release(c, false) // HTTP/2 has no upgrades
+		return http.StatusBadGateway, plainError(w, ex.id, http.StatusBadGateway, "502 bad gateway: unexpected upgrade from the backend\n")
+	}
+	h := w.Header()
+	for _, l := range resp.lines {
+		if !l.skip {
+			k := http.CanonicalHeaderKey(string(resp.name(l)))
+			h[k] = append(h[k], string(resp.value(l)))
+		}
+	}
+	h["X-Request-Id"] = []string{ex.id}
+	if isTLS && ex.route.hsts {
+		h["Strict-Transport-Security"] = []string{hstsValue}
+	}
+	if resp.contentLength >= 0 && (!resp.noBody || bodyAllowedLength(resp.status)) {
+		h["Content-Length"] = []string{strconv.FormatInt(resp.contentLength, 10)}
+	}
+	w.WriteHeader(resp.status)
+	var n int64
+	eof := resp.noBody
+	if !resp.noBody {
+		flush := func() { http.NewResponseController(w).Flush() }
+		n, eof, err = copyBody(w, resp.body, c.br, flush, false)
+	}
+	g.release(c, eof && err == nil && !resp.close && o.writerDone())
+	return resp.status, n
 }
 
-// modifyResponse is the ReverseProxy's ModifyResponse hook.
-func (g *Gateway) modifyResponse(res *http.Response) error {
-	ex := exchangeOf(res.Request.Context())
-	if ex == nil {
-		return nil
-	}
-	res.Header["X-Request-Id"] = []string{ex.id}
-	if ex.tls && ex.route.hsts {
-		res.Header["Strict-Transport-Security"] = []string{hstsValue}
-	}
-	return nil
+// bodyAllowedLength reports whether a response without a body may still
+// say how long its body would be (HEAD and 304 answers).
+func bodyAllowedLength(status int) bool {
+	return status >= 200 && status != http.StatusNoContent
 }
 
-// proxyError is the ReverseProxy's ErrorHandler: the backend gave no
-// response.
-func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) {
-	ex := exchangeOf(r.Context())
-	ex.err = err
-	status, msg := http.StatusBadGateway, "502 bad gateway: the backend did not answer\n"
-	switch cause := context.Cause(r.Context()); {
-	case ex.parent.Err() != nil:
-		ex.status = statusClientClosed
-		return // nobody to answer
-	case errors.Is(cause, errRouteTimeout):
-		status, msg = http.StatusGatewayTimeout, "504 gateway timeout: the backend did not answer in time\n"
-	case errors.Is(cause, errDrained):
-		msg = "502 bad gateway: the backend was stopped\n"
+// copyBody copies a response body to the client, chunk-encoded if asked,
+// and flushes whenever the backend has nothing more buffered (so that
+// streamed responses stream). eof says whether the body ended normally.
+func copyBody(dst io.Writer, body io.Reader, backend interface{ Buffered() int }, flush func(), chunked bool) (n int64, eof bool, err error) {
+	buf := getBuffer()
+	defer putBuffer(buf)
+	b := *buf
+	for {
+		nr, er := body.Read(b)
+		if nr > 0 {
+			var ew error
+			if chunked {
+				if _, ew = io.WriteString(dst, strconv.FormatInt(int64(nr), 16)+"\r\n"); ew == nil {
+					if _, ew = dst.Write(b[:nr]); ew == nil {
+						_, ew = dst.Write(crlf)
+					}
+				}
+			} else {
+				_, ew = dst.Write(b[:nr])
+			}
+			if ew != nil {
+				return n, false, ew
+			}
+			n += int64(nr)
+			if er == nil && backend.Buffered() == 0 {
+				flush() // the next read waits for the backend: send what we have
+			}
+		}
+		if er == io.EOF {
+			if chunked {
+				if _, ew := dst.Write(lastChunk); ew != nil {
+					return n, false, ew
+				}
+			}
+			return n, true, nil
+		}
+		if er != nil {
+			return n, false, er
+		}
 	}
-	ex.status = status
-	g.log.Debug("proxy error", "request_id", ex.id, "service", ex.route.service, "backend", ex.backend.ID, "err", err)
-	plainError(w, ex.id, status, msg)
 }
 
-func plainError(w http.ResponseWriter, id string, status int, msg string) {
+var (
+	crlf      = []byte("\r\n")
+	lastChunk = []byte("0\r\n\r\n")
+)
+
+// bodyAllowed reports whether a response with status may have a body.
+func bodyAllowed(status int) bool {
+	return !(status >= 100 && status < 200 || status == http.StatusNoContent || status == http.StatusNotModified)
+}
+
+// requestURI is the request target sent to the backend.
+func requestURI(r *http.Request, rt *route) string {
+	if rt.strip {
+		u := *r.URL
+		stripPrefix(&u, rt.prefix)
+		return u.RequestURI()
+	}
+	if strings.HasPrefix(r.RequestURI, "/") {
+		return r.RequestURI // exactly as the client sent it
+	}
+	return r.URL.RequestURI() // absolute form, or "*"
+}
+
+func clientIP(remoteAddr string) string {
+	host, _, err := net.SplitHostPort(remoteAddr)
+	if err != nil {
+		return remoteAddr
+	}
+	return host
+}
+
+func plainError(w http.ResponseWriter, id string, status int, msg string) int64 {
 	h := w.Header()
 	h["Content-Type"] = []string{"text/plain; charset=utf-8"}
 	h["X-Content-Type-Options"] = []string{"nosniff"}
 	h["X-Request-Id"] = []string{id}
 	w.WriteHeader(status)
-	io.WriteString(w, msg)
+	n, _ := io.WriteString(w, msg)
+	return int64(n)
 }
 
-// retryTransport sends a request to its exchange's backend; when the backend
-// cannot be connected to (the request never reached it) it ejects the backend
-// and tries another.
-type retryTransport struct {
-	g    *Gateway
-	base *http.Transport
+// requestIDBytes is requestID for the HTTP/1 parser's bytes.
+func requestIDBytes(in []byte) string {
+	if validRequestID(in) {
+		return string(in)
+	}
+	return newRequestID()
 }
 
-// RoundTrip implements http.RoundTripper.
-func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	ex := exchangeOf(req.Context())
-	if ex == nil {
-		return t.base.RoundTrip(req)
+func validRequestID(in []byte) bool {
+	if n := len(in); n == 0 || n > 128 {
+		return false
 	}
-	var body *replayBody
-	if req.Body != nil && req.Body != http.NoBody {
-		body = &replayBody{rc: req.Body}
-		req = shallowWithBody(req, body)
-	}
-	for attempt := 1; ; attempt++ {
-		resp, err := t.base.RoundTrip(req)
-		if err == nil {
-			ex.backend.succeeded()
-			if resp.StatusCode == http.StatusSwitchingProtocols && ex.timer != nil {
-				ex.timer.Stop() // the route timeout covers the upgrade, not the session
-			}
-			return resp, nil
-		}
-		var de *dialError
-		if !errors.As(err, &de) {
-			return nil, err
-		}
-		t.g.ejectBackend(ex.backend, err)
-		if attempt >= maxAttempts || (body != nil && body.used.Load()) || req.Context().Err() != nil {
-			return nil, err
-		}
-		ex.tried = append(ex.tried, ex.backend)
-		next := t.g.repick(ex)
-		if next == nil {
-			return nil, err
-		}
-		ex.stopKill()
-		ex.backend.inflight.Add(-1)
-		ex.backend = next
-		cancel := ex.cancel
-		ex.stopKill = context.AfterFunc(next.kill, func() { cancel(errDrained) })
-		req = req.Clone(req.Context())
-		req.URL.Host = next.Addr
-		if body != nil {
-			req.Body = body
+	for _, c := range in {
+		if c <= ' ' || c >= 0x7f || c == '"' || c == '\\' {
+			return false
 		}
 	}
+	return true
 }
-
-// repick selects another backend of ex's route from the table in force.
-func (g *Gateway) repick(ex *exchange) *backendState {
-	t := g.acquire()
-	defer t.release()
-	rt := t.router.byKey[ex.route.key]
-	if rt == nil {
-		return nil
-	}
-	return rt.pool.pick(g.now, ex.tried)
-}
-
-func shallowWithBody(req *http.Request, body io.ReadCloser) *http.Request {
-	r2 := req.WithContext(req.Context()) // a shallow copy
-	r2.Body = body
-	return r2
-}
-
-// replayBody lends a request body to the transport without letting it close
-// it, and tells whether it was read: an unread body can go to another
-// backend.
-type replayBody struct {
-	rc   io.ReadCloser
-	used atomic.Bool
-}
-
-func (b *replayBody) Read(p []byte) (int, error) {
-	if !b.used.Load() {
-		b.used.Store(true)
-	}
-	return b.rc.Read(p)
-}
-
-// Close does nothing: the server closes the request body.
-func (b *replayBody) Close() error { return nil }
 
 // requestID returns the client's X-Request-Id if it is a sane token, else a
 // new random one.
@@ -342,6 +413,10 @@ func requestID(in string) string {
 			return in
 		}
 	}
+	return newRequestID()
+}
+
+func newRequestID() string {
 	var b [16]byte
 	for i := 0; i < 16; i += 8 {
 		v := rand.Uint64()
@@ -362,66 +437,28 @@ func joinHostPort(host string, port int) string {
 	return host + ":" + strconv.Itoa(port)
 }
 
-// logWriter records what was sent, for the access log. Unwrap lets
-// ReverseProxy reach the underlying writer's Flush and Hijack.
-type logWriter struct {
-	http.ResponseWriter
-	status int
-	bytes  int64
-}
-
-func (w *logWriter) WriteHeader(code int) {
-	if w.status == 0 && (code >= 200 || code == http.StatusSwitchingProtocols) {
-		w.status = code
-	}
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *logWriter) Write(p []byte) (int, error) {
-	if w.status == 0 {
-		w.status = http.StatusOK
-	}
-	n, err := w.ResponseWriter.Write(p)
-	w.bytes += int64(n)
-	return n, err
-}
-
-func (w *logWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
-
 // logAccess writes the access log line of a request: no query string, no
 // headers, so no secrets.
-func (g *Gateway) logAccess(r *http.Request, lw *logWriter, ex *exchange, rt *route, id string, start time.Time) {
-	status := lw.status
+func (g *Gateway) logAccess(client, proto, method, host, path, id string, rt *route, backend string, status int, n int64, start time.Time) {
 	attrs := make([]slog.Attr, 0, 12)
 	attrs = append(attrs,
 		slog.String("request_id", id),
-		slog.String("client", r.RemoteAddr),
-		slog.String("proto", r.Proto),
-		slog.String("method", r.Method),
-		slog.String("host", r.Host),
-		slog.String("path", r.URL.Path),
+		slog.String("client", client),
+		slog.String("proto", proto),
+		slog.String("method", method),
+		slog.String("host", host),
+		slog.String("path", path),
 	)
 	if rt != nil {
 		attrs = append(attrs, slog.String("service", rt.service))
 	}
-	if ex != nil {
-		attrs = append(attrs, slog.String("backend", ex.backend.ID), slog.Int("attempts", len(ex.tried)+1))
-		if ex.status == statusClientClosed {
-			status = statusClientClosed
-		}
+	if backend != "" {
+		attrs = append(attrs, slog.String("backend", backend))
 	}
 	attrs = append(attrs,
 		slog.Int("status", status),
-		slog.Int64("bytes", lw.bytes),
+		slog.Int64("bytes", n),
 		slog.Duration("duration", time.Since(start)),
 	)
 	g.access.LogAttrs(context.Background(), slog.LevelInfo, "http request", attrs...)
 }
-
-// bufferPool lends ReverseProxy its copy buffers.
-type bufferPool struct{}
-
-var buffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
-
-func (bufferPool) Get() []byte  { return *buffers.Get().(*[]byte) }
-func (bufferPool) Put(b []byte) { buffers.Put(&b) }

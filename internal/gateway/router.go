@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"net/url"
 	"sort"
 	"strings"
@@ -58,13 +59,18 @@ func newRouter(routes []*route) *router {
 // An exact host is tried first, then the wildcard of its parent domain, then
 // routes for any host; within each the longest matching prefix wins.
 func (rt *router) match(host, path string) *route {
-	if rs, ok := rt.exact[host]; ok {
+	return rt.matchBytes([]byte(host), []byte(path))
+}
+
+// matchBytes is match without allocating.
+func (rt *router) matchBytes(host, path []byte) *route {
+	if rs, ok := rt.exact[string(host)]; ok {
 		if r := matchPath(rs, path); r != nil {
 			return r
 		}
 	}
-	if i := strings.IndexByte(host, '.'); i > 0 {
-		if rs, ok := rt.wild[host[i+1:]]; ok {
+	if i := bytes.IndexByte(host, '.'); i > 0 {
+		if rs, ok := rt.wild[string(host[i+1:])]; ok {
 			if r := matchPath(rs, path); r != nil {
 				return r
 			}
@@ -86,21 +92,22 @@ func (rt *router) names(host string) bool {
 	return false
 }
 
-func matchPath(rs []*route, path string) *route {
+func matchPath(rs []*route, path []byte) *route {
 	for _, r := range rs {
-		if prefixMatch(r.prefix, path) {
+		if prefixMatchBytes(r.prefix, path) {
 			return r
 		}
 	}
 	return nil
 }
 
-// prefixMatch matches whole path segments.
-func prefixMatch(prefix, path string) bool {
+// prefixMatchBytes matches whole path segments.
+func prefixMatchBytes(prefix string, path []byte) bool {
 	if prefix == "/" {
 		return true
 	}
-	return strings.HasPrefix(path, prefix) && (len(path) == len(prefix) || path[len(prefix)] == '/')
+	return len(path) >= len(prefix) && string(path[:len(prefix)]) == prefix &&
+		(len(path) == len(prefix) || path[len(prefix)] == '/')
 }
 
 // stripPrefix removes prefix (which matched u.Path) from u's path, leaving at
@@ -125,6 +132,32 @@ func trimSegment(p, prefix string) string {
 		p = "/" + p
 	}
 	return p
+}
+
+// hostOnlyBytes is hostOnly on bytes; a lower-cased copy goes to *buf.
+func hostOnlyBytes(h []byte, buf *[]byte) []byte {
+	if i := bytes.LastIndexByte(h, ':'); i >= 0 && bytes.IndexByte(h[i:], ']') < 0 {
+		h = h[:i]
+	}
+	if len(h) > 1 && h[0] == '[' && h[len(h)-1] == ']' {
+		h = h[1 : len(h)-1]
+	}
+	if n := len(h); n > 0 && h[n-1] == '.' {
+		h = h[:n-1]
+	}
+	for i := 0; i < len(h); i++ {
+		if c := h[i]; c >= 'A' && c <= 'Z' {
+			b := append((*buf)[:0], h...)
+			for j := i; j < len(b); j++ {
+				if b[j] >= 'A' && b[j] <= 'Z' {
+					b[j] += 'a' - 'A'
+				}
+			}
+			*buf = b
+			return b
+		}
+	}
+	return h
 }
 
 // hostOnly returns the host of a Host header, lower case, without port or

@@ -2,11 +2,13 @@ package gateway
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/httptrace"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -249,5 +251,50 @@ func TestCALoadRoundTrip(t *testing.T) {
 	leafPEM, leafKey, _ := ca.IssuePEM(now, now.Add(time.Hour), "y.test")
 	if _, err := LoadCA(leafPEM, leafKey); err == nil || !strings.Contains(err.Error(), "not a CA") {
 		t.Fatalf("LoadCA of a leaf certificate: %v", err)
+	}
+}
+
+// TestHTTP2ConnectionOutlivesHeaderTimeout: an HTTP/2 connection (TLS and
+// h2c) handed to net/http keeps working past ReadHeaderTimeout.
+func TestHTTP2ConnectionOutlivesHeaderTimeout(t *testing.T) {
+	t.Parallel()
+	ca, _ := NewCA("ca")
+	g := newGateway(t, func(o *Options) {
+		o.ReadHeaderTimeout = 200 * time.Millisecond
+		o.IssueCert = func(n string) (*tls.Certificate, error) { return ca.Issue(n) }
+	})
+	a := httpBackend(t, "a")
+	mustUpdate(t, g, Config{Routes: []Route{{Service: "svc", Host: "h2.test", Backends: []Backend{{ID: "a", Addr: hostPort(a)}}}}})
+	var h2c http.Protocols
+	h2c.SetUnencryptedHTTP2(true)
+	clients := map[string]*http.Client{
+		"https://" + g.HTTPSAddr().String(): tlsClient(ca.Pool(), "h2.test"),
+		"http://" + g.HTTPAddr().String():   {Transport: &http.Transport{Protocols: &h2c}, Timeout: 5 * time.Second},
+	}
+	for base, c := range clients {
+		var conns atomic.Int64
+		trace := &httptrace.ClientTrace{GotConn: func(info httptrace.GotConnInfo) {
+			if !info.Reused {
+				conns.Add(1)
+			}
+		}}
+		for i := 0; i < 2; i++ {
+			if i == 1 {
+				time.Sleep(500 * time.Millisecond) // idle past ReadHeaderTimeout on purpose
+			}
+			req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), "GET", base+"/", nil)
+			req.Host = "h2.test"
+			resp, err := c.Do(req)
+			if err != nil {
+				t.Fatalf("%s request %d: %v", base, i, err)
+			}
+			resp.Body.Close()
+			if resp.ProtoMajor != 2 || resp.StatusCode != 200 {
+				t.Fatalf("%s request %d: %s %d", base, i, resp.Proto, resp.StatusCode)
+			}
+		}
+		if n := conns.Load(); n != 1 {
+			t.Errorf("%s: %d connections for two requests, want 1 (the first was cut)", base, n)
+		}
 	}
 }

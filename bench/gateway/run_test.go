@@ -1,0 +1,35 @@
+package main
+
+import (
+	"testing"
+	"time"
+)
+
+func TestParseWrk(t *testing.T) {
+	out := `Running 15s test @ http://127.0.0.1:8080/
+  2 threads and 64 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     4.20ms    3.10ms  60.12ms   90.00%
+    Req/Sec     7.10k     1.20k   9.80k    70.00%
+  Latency Distribution
+     50%    3.29ms
+     75%    4.80ms
+     90%    7.10ms
+     99%   10.40ms
+  266728 requests in 15.07s, 40.20MB read
+  Socket errors: connect 0, read 2, write 0, timeout 1
+  Non-2xx or 3xx responses: 4
+Requests/sec:  17704.12
+Transfer/sec:      2.67MB
+`
+	r, err := parseWrk(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.rps != 17704.12 || r.p50 != 3290*time.Microsecond || r.p99 != 10400*time.Microsecond || r.requests != 266728 || r.errors != 7 {
+		t.Fatalf("parsed %+v", r)
+	}
+	if _, err := parseWrk("garbage"); err == nil {
+		t.Fatal("garbage parsed")
+	}
+}
