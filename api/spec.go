@@ -325,12 +325,22 @@ func (s *ServiceSpec) Normalize() {
 		one := 1
 		s.Replicas = &one
 	}
+	s.normalizeMesh()
 	t := &s.Task
 	if t.Driver == "" {
 		t.Driver = DriverProcess
 	}
 	if t.StopGracePeriod == 0 {
 		t.StopGracePeriod = Duration(DefaultStopGracePeriod)
+	}
+	if t.Driver == DriverDocker {
+		if t.Pull == "" {
+			t.Pull = PullIfNotPresent
+		}
+		if t.ReadOnly == nil {
+			yes := true
+			t.ReadOnly = &yes
+		}
 	}
 	for i := range t.Ports {
 		if t.Ports[i].Protocol == "" {
@@ -427,6 +437,7 @@ func (s *ServiceSpec) Validate() error {
 	if r.MaxDelay < r.Delay {
 		add("restart.max_delay", "%s is less than restart.delay %s", r.MaxDelay, r.Delay)
 	}
+	s.validateMesh(add)
 	if len(s.Placement.Constraints) > MaxConstraints {
 		add("placement.constraints", "at most %d constraints", MaxConstraints)
 	}
@@ -464,10 +475,20 @@ func (t *TaskSpec) validate(at string, add func(string, string, ...any)) {
 		if t.Image != "" {
 			add(at+".image", "is only for driver docker")
 		}
+		for _, f := range []struct {
+			name string
+			set  bool
+		}{{"pull", t.Pull != ""}, {"read_only", t.ReadOnly != nil}, {"tmpfs", len(t.Tmpfs) > 0},
+			{"cap_add", len(t.CapAdd) > 0}, {"run_as_root", t.RunAsRoot}} {
+			if f.set {
+				add(at+"."+f.name, "is only for driver docker")
+			}
+		}
 	case DriverDocker:
 		if t.Image == "" {
 			add(at+".image", "is required for driver docker")
 		}
+		t.validateDocker(at, add)
 	default:
 		add(at+".driver", "unknown driver %q: use process or docker", truncate(t.Driver))
 	}
@@ -713,4 +734,65 @@ func (c Constraint) Matches(n *Node) bool {
 		return ok && v == c.Value
 	}
 	return !ok || v != c.Value
+}
+
+// Pull policies of the docker driver.
+const (
+	PullIfNotPresent = "if-not-present"
+	PullAlways       = "always"
+	PullNever        = "never"
+)
+
+// MaxTmpfs caps the tmpfs mounts of one task.
+const MaxTmpfs = 32
+
+// capabilities are the Linux capabilities cap_add may name (without CAP_).
+var capabilities = []string{
+	"AUDIT_CONTROL", "AUDIT_READ", "AUDIT_WRITE", "BLOCK_SUSPEND", "BPF", "CHECKPOINT_RESTORE", "CHOWN",
+	"DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "IPC_LOCK", "IPC_OWNER", "KILL", "LEASE",
+	"LINUX_IMMUTABLE", "MAC_ADMIN", "MAC_OVERRIDE", "MKNOD", "NET_ADMIN", "NET_BIND_SERVICE",
+	"NET_BROADCAST", "NET_RAW", "PERFMON", "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYSLOG",
+	"SYS_ADMIN", "SYS_BOOT", "SYS_CHROOT", "SYS_MODULE", "SYS_NICE", "SYS_PACCT", "SYS_PTRACE",
+	"SYS_RAWIO", "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "WAKE_ALARM",
+}
+
+// imageRef is a loose check of an image reference; the driver parses it
+// fully.
+var imageRef = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._/:@+-]*$`)
+
+// validateDocker checks the docker-only fields of a docker task.
+func (t *TaskSpec) validateDocker(at string, add func(string, string, ...any)) {
+	if t.Image != "" && (len(t.Image) > 512 || !imageRef.MatchString(t.Image)) {
+		add(at+".image", "%q is not an image reference such as name:tag", truncate(t.Image))
+	}
+	switch t.Pull {
+	case PullIfNotPresent, PullAlways, PullNever:
+	default:
+		add(at+".pull", "unknown pull policy %q: use %s, %s or %s", truncate(t.Pull), PullIfNotPresent, PullAlways, PullNever)
+	}
+	if len(t.Tmpfs) > MaxTmpfs {
+		add(at+".tmpfs", "at most %d paths", MaxTmpfs)
+	}
+	seen := map[string]bool{}
+	for i, p := range t.Tmpfs {
+		f := fmt.Sprintf("%s.tmpfs[%d]", at, i)
+		switch {
+		case !path.IsAbs(p) || path.Clean(p) != p || strings.ContainsAny(p, ":,\x00"):
+			add(f, "%q must be a clean absolute path", truncate(p))
+		case p == "/":
+			add(f, "the root filesystem cannot be a tmpfs: set read_only: false instead")
+		case seen[p]:
+			add(f, "%q is listed twice", p)
+		}
+		seen[p] = true
+	}
+	for i, c := range t.CapAdd {
+		name := strings.TrimPrefix(strings.ToUpper(c), "CAP_")
+		if !slices.Contains(capabilities, name) {
+			add(fmt.Sprintf("%s.cap_add[%d]", at, i), "unknown capability %q (ALL is not allowed: name each one)", truncate(c))
+		}
+	}
+	if t.Health != nil && len(t.Health.Exec) > 0 {
+		add(at+".health.exec", "is not supported with driver docker yet: use an http or tcp check")
+	}
 }

@@ -54,6 +54,11 @@ type ServiceSpec struct {
 	Restart RestartPolicy `json:"restart,omitempty"`
 	// Placement restricts the nodes the tasks may run on.
 	Placement Placement `json:"placement,omitempty"`
+	// Routes are HTTP routes to the service on every node's gateway.
+	Routes []RouteSpec `json:"routes,omitempty"`
+	// LoadBalancing is how the gateway picks a task: "round-robin"
+	// (default) or "least-outstanding".
+	LoadBalancing string `json:"load_balancing,omitempty"`
 }
 
 // TaskSpec is the template of one task: what to run and how.
@@ -82,6 +87,26 @@ type TaskSpec struct {
 	// StopGracePeriod is how long a task has between SIGTERM and SIGKILL.
 	// Default 10s.
 	StopGracePeriod Duration `json:"stop_grace_period,omitempty"`
+
+	// The fields below are for driver docker only. Containers are hardened
+	// by default; each field that relaxes the hardening says so.
+
+	// Pull says when the image is pulled: "if-not-present" (default),
+	// "always" or "never".
+	Pull string `json:"pull,omitempty"`
+	// ReadOnly makes the container's root filesystem read-only. Default
+	// true; false is a relaxation.
+	ReadOnly *bool `json:"read_only,omitempty"`
+	// Tmpfs are absolute paths that get an empty, writable tmpfs (such as
+	// /tmp), for programs that need to write under a read-only root.
+	Tmpfs []string `json:"tmpfs,omitempty"`
+	// CapAdd are the Linux capabilities the container keeps (such as
+	// NET_BIND_SERVICE); all others are dropped. A relaxation.
+	CapAdd []string `json:"cap_add,omitempty"`
+	// RunAsRoot lets a container whose image runs as root do so when no
+	// User is given; without it such a container runs as nobody
+	// (65534:65534). A relaxation.
+	RunAsRoot bool `json:"run_as_root,omitempty"`
 }
 
 // PortSpec names a port of a task.
@@ -90,6 +115,12 @@ type PortSpec struct {
 	Name string `json:"name"`
 	// Protocol is "tcp" (default) or "udp".
 	Protocol string `json:"protocol,omitempty"`
+	// Publish is the port every node's gateway listens on for this port
+	// (1-65535), balancing across the service's healthy tasks. 0: none.
+	Publish int `json:"publish,omitempty"`
+	// Mode is how Publish is served: "ingress" (default with Publish: the
+	// routing mesh on every node). "host" is reserved.
+	Mode string `json:"mode,omitempty"`
 }
 
 // HealthCheck is a task's health check. Exactly one of HTTP, TCP and Exec is

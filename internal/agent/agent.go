@@ -23,6 +23,7 @@ import (
 
 	"github.com/berth-project/berth/api"
 	"github.com/berth-project/berth/internal/driver"
+	"github.com/berth-project/berth/internal/gateway"
 	"github.com/berth-project/berth/internal/topology"
 )
 
@@ -111,6 +112,9 @@ type Config struct {
 	// pinned to it and it is not in the shared pool. It must name CPUs of
 	// the topology.
 	ReservedCPUs string
+	// Mesh turns on the node's gateway (see mesh.go); nil means none. The
+	// Manager must then be an EndpointsSource.
+	Mesh *MeshConfig
 }
 
 // Agent runs the tasks the manager assigns to one node.
@@ -136,6 +140,9 @@ type Agent struct {
 
 	// cpus is the node's CPU layout and shared pool (see cpus.go).
 	cpus cpuState
+
+	// gw is the node's gateway while Run runs with a MeshConfig.
+	gw atomic.Pointer[gateway.Gateway]
 
 	// Test hooks; nil in production.
 	portFree     func(proto string, port int) error
@@ -251,6 +258,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	defer ls.close()
+	if err := a.startMesh(); err != nil {
+		return err
+	}
+	defer a.stopMesh()
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer func() {
@@ -263,11 +274,17 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := a.register(ctx, ls); err != nil {
 		return nil // ctx ended before the manager answered
 	}
+	a.removeStrays(ctx)
 
 	a.runWG.Add(1)
 	go func() {
 		defer a.runWG.Done()
 		a.rep.run(ctx)
+	}()
+	a.runWG.Add(1)
+	go func() {
+		defer a.runWG.Done()
+		a.followEndpoints(ctx)
 	}()
 
 	a.followAssignments(ctx, ls)

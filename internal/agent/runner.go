@@ -497,6 +497,9 @@ func (r *runner) stopTask(h driver.Handle, waitCh <-chan waitResult, why stopRea
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), grace+stopSlack)
 	defer cancel()
+	if why == stopDesired || why == stopForget {
+		r.a.drainTask(r.task.ID, grace)
+	}
 	r.log.Info("stopping task", "grace", grace)
 	stopErr := h.Stop(sctx, grace)
 	var code *int
@@ -579,4 +582,31 @@ func joinText(a, b string) string {
 		return b
 	}
 	return a + "; " + b
+}
+
+// removeStrays asks every driver that leaves things behind (containers) to
+// remove those of this node that no task known here owns: what an agent
+// that died between starting a task and saving its record left running.
+// It runs once, after recovery and registration and before any new task
+// starts, so every task of this node is in a.runners.
+func (a *Agent) removeStrays(ctx context.Context) {
+	keep := map[string]bool{}
+	a.mu.Lock()
+	for id := range a.runners {
+		keep[id] = true
+	}
+	a.mu.Unlock()
+	for name, d := range a.cfg.Drivers {
+		sr, ok := d.(driver.StrayRemover)
+		if !ok {
+			continue
+		}
+		removed, err := sr.RemoveStrays(ctx, a.NodeID(), keep)
+		if len(removed) > 0 {
+			a.log.Warn("removed stray tasks no task of this node owns", "driver", name, "tasks", removed)
+		}
+		if err != nil {
+			a.log.Error("cannot remove stray tasks", "driver", name, "err", err)
+		}
+	}
 }

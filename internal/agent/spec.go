@@ -61,9 +61,11 @@ func normalizeTask(t api.Task) (api.Task, error) {
 // first and the spec's env may override them; the BERTH_* and PORT*
 // variables come last and cannot be overridden.
 func taskEnv(t api.Task, nodeID string) map[string]string {
-	env := map[string]string{
-		"PATH": TaskPATH,
-		"HOME": homeOf(t.Spec.User),
+	env := map[string]string{}
+	if t.Spec.Driver != api.DriverDocker {
+		// A container's PATH and HOME are its image's, not this host's.
+		env["PATH"] = TaskPATH
+		env["HOME"] = homeOf(t.Spec.User)
 	}
 	for k, v := range t.Spec.Env {
 		env[k] = v
@@ -187,6 +189,19 @@ func buildStartSpec(t api.Task, nodeID, berth, logDir string, logMax int64, cpus
 		MemoryBytes: int64(t.Spec.Resources.Memory),
 		LogDir:      logDir,
 		LogMaxBytes: logMax,
+		NodeID:      nodeID,
+	}
+	for _, p := range t.Spec.Ports {
+		spec.Ports = append(spec.Ports, driver.Port{Name: p.Name, Protocol: p.Protocol, HostPort: t.Ports[p.Name]})
+	}
+	if t.Spec.Driver == api.DriverDocker {
+		spec.Container = driver.ContainerOptions{
+			Pull:           t.Spec.Pull,
+			WritableRootfs: t.Spec.ReadOnly != nil && !*t.Spec.ReadOnly,
+			Tmpfs:          t.Spec.Tmpfs,
+			CapAdd:         t.Spec.CapAdd,
+			RunAsRoot:      t.Spec.RunAsRoot,
+		}
 	}
 	if t.Spec.Image != "" {
 		// A container's command runs inside its image: nothing to resolve.

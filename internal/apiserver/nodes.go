@@ -387,7 +387,6 @@ func (s *Server) nodeStatus(w http.ResponseWriter, r *http.Request) error {
 func (s *Server) applyStatuses(r *http.Request, nodeID string, updates []api.TaskStatusUpdate) error {
 	if len(updates) > 1 && len(updates) <= 100 {
 		txn := s.st.Txn()
-		var changed []*api.Task
 		for _, u := range updates {
 			t, err := s.st.Tasks.Get(r.Context(), u.ID)
 			if errors.Is(err, store.ErrNotFound) {
@@ -398,7 +397,6 @@ func (s *Server) applyStatuses(r *http.Request, nodeID string, updates []api.Tas
 			}
 			if s.statusApplies(&t, nodeID, u) {
 				s.st.Tasks.TxnUpdate(txn, &t)
-				changed = append(changed, &t)
 			}
 		}
 		err := txn.Commit(r.Context())

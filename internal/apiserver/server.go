@@ -96,6 +96,7 @@ func (s *Server) Handler() http.Handler {
 	route("POST /api/v1/nodes/register", s.registerNode)
 	route("GET /api/v1/nodes/{id}/assignments", s.assignments)
 	route("POST /api/v1/nodes/{id}/status", s.nodeStatus)
+	route("GET /api/v1/endpoints", s.streamEndpoints)
 	route("GET /api/v1/info", s.info)
 	mux.Handle("GET /api/v1/openapi.json", s.public(s.openAPI))
 	mux.Handle("GET /docs", s.public(s.docsPage))

@@ -74,6 +74,9 @@ func (s *Server) putService(w http.ResponseWriter, r *http.Request) error {
 	if err := spec.Validate(); err != nil {
 		return err
 	}
+	if err := s.checkMeshClash(r.Context(), spec); err != nil {
+		return err
+	}
 	for range casRetries {
 		svc, created, changed, err := s.writeSpec(r, spec)
 		if errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrExists) {

@@ -49,6 +49,47 @@ type StartSpec struct {
 	LogDir string
 	// LogMaxBytes caps the log files' total size.
 	LogMaxBytes int64
+	// NodeID is the node the task runs on; container drivers label their
+	// containers with it so an agent finds its own (and only its own).
+	NodeID string
+	// Ports are the task's named ports with the host ports allocated to
+	// them. A process binds them itself; a container driver publishes them.
+	Ports []Port
+	// Container holds what only container drivers read.
+	Container ContainerOptions
+}
+
+// Port is a named port of a task and the host port allocated to it.
+type Port struct {
+	Name     string
+	Protocol string // "tcp" or "udp"
+	HostPort int
+}
+
+// ContainerOptions are the settings of a container task. The zero value is
+// the hardened default: read-only root filesystem, no capabilities, never
+// root unless the spec gives a user.
+type ContainerOptions struct {
+	// Pull is "if-not-present" (also for ""), "always" or "never".
+	Pull string
+	// WritableRootfs relaxes the read-only root filesystem.
+	WritableRootfs bool
+	// Tmpfs are paths that get an empty, writable tmpfs.
+	Tmpfs []string
+	// CapAdd are capabilities kept (all others are dropped).
+	CapAdd []string
+	// RunAsRoot lets an image whose user is root run as root when no User is
+	// given (otherwise it runs as nobody, 65534:65534).
+	RunAsRoot bool
+	// Mounts are host paths bind-mounted into the container. The spec has
+	// no volumes yet, so the agent sets none; the conformance suite does.
+	Mounts []Mount
+}
+
+// Mount is a bind mount of a host path into a container.
+type Mount struct {
+	Source, Target string
+	ReadOnly       bool
 }
 
 // State is a task's handle in a form that survives an agent restart. The agent
@@ -128,6 +169,21 @@ type Stats struct {
 	MemoryBytes uint64 `json:"memory_bytes"`
 	// Pids is the number of processes or threads.
 	Pids uint64 `json:"pids"`
+	// Network and block I/O byte counters since start, where the driver
+	// can measure them (the docker driver; zero otherwise).
+	NetRxBytes    uint64 `json:"net_rx_bytes,omitempty"`
+	NetTxBytes    uint64 `json:"net_tx_bytes,omitempty"`
+	BlkReadBytes  uint64 `json:"blk_read_bytes,omitempty"`
+	BlkWriteBytes uint64 `json:"blk_write_bytes,omitempty"`
+}
+
+// StrayRemover is an optional extra of a Driver that leaves things behind
+// that outlive the agent (containers): the agent calls it once after it
+// recovered its tasks and registered, to remove what no task owns.
+type StrayRemover interface {
+	// RemoveStrays removes the containers of node nodeID whose task id is
+	// not in keep, and returns the task ids it removed.
+	RemoveStrays(ctx context.Context, nodeID string, keep map[string]bool) ([]string, error)
 }
 
 // Statser is an optional extra of a Handle: resource usage.

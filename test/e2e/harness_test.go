@@ -63,6 +63,7 @@ type berth struct {
 	dataDir  string
 	cgParent string
 	files    []string // spec files given to `up`
+	upArgs   []string // extra flags given to `up` (set before start)
 	logPath  string   // stdout and stderr of every `up` run
 
 	cmd     *exec.Cmd
@@ -78,12 +79,19 @@ type berth struct {
 // Everything it leaves behind is cleaned up when t ends.
 func startBerth(t *testing.T, files ...string) *berth {
 	t.Helper()
+	return startBerthFlags(t, nil, files...)
+}
+
+// startBerthFlags is startBerth with extra flags for `up`.
+func startBerthFlags(t *testing.T, flags []string, files ...string) *berth {
+	t.Helper()
 	requireRoot(t)
 	b := &berth{
 		t:        t,
 		dataDir:  t.TempDir(),
 		cgParent: "berth-e2e-" + randomHex(6),
 		files:    files,
+		upArgs:   flags,
 		tasks:    map[int]uint64{},
 	}
 	b.logPath = filepath.Join(b.dataDir, "berth-up.log")
@@ -107,6 +115,7 @@ func (b *berth) start() time.Time {
 	}
 	fmt.Fprintf(logf, "==== berth up started at %s\n", time.Now().Format(time.RFC3339Nano))
 	args := []string{"up", "--data-dir", b.dataDir, "--listen", "127.0.0.1:0", "--cgroup-parent", b.cgParent}
+	args = append(args, b.upArgs...)
 	args = append(args, b.files...)
 	cmd := exec.Command(berthBin, args...)
 	cmd.Env = cleanEnv()

@@ -40,15 +40,16 @@ func (d *Driver) logState(path string) *logState {
 	return st
 }
 
-// capLogs rotates the task's log while the handle holds resources.
+// capLogs rotates the task's log while the handle holds resources, and once
+// more when it releases them, so what the task wrote last is capped too.
 func (h *handle) capLogs() {
 	t := time.NewTicker(h.d.cfg.LogCheckInterval)
 	defer t.Stop()
-	for {
+	for last := false; !last; {
 		select {
 		case <-t.C:
 		case <-h.releasedCh:
-			return
+			last = true
 		}
 		st := h.d.logState(h.logf.path)
 		st.mu.Lock()

@@ -1,0 +1,267 @@
+package apiserver
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"sort"
+	"time"
+
+	"github.com/berth-project/berth/api"
+	"github.com/berth-project/berth/internal/store"
+)
+
+// checkMeshClash rejects spec if it publishes a port or routes a host and
+// path that another service already does. It reads the stored services;
+// two deploys racing for the same port can both pass (see ADR 0016).
+func (s *Server) checkMeshClash(ctx context.Context, spec api.ServiceSpec) error {
+	type pubKey struct {
+		proto string
+		port  int
+	}
+	published := map[pubKey]bool{}
+	routes := map[string]bool{}
+	for _, p := range spec.Task.Ports {
+		if p.Publish != 0 {
+			published[pubKey{p.Protocol, p.Publish}] = true
+		}
+	}
+	for _, r := range spec.Routes {
+		routes[api.RouteKey(r)] = true
+	}
+	if len(published) == 0 && len(routes) == 0 {
+		return nil
+	}
+	svcs, _, err := s.st.Services.List(ctx)
+	if err != nil {
+		return err
+	}
+	sort.Slice(svcs, func(i, j int) bool { return svcs[i].Spec.Name < svcs[j].Spec.Name })
+	clash := func(field, format string, args ...any) error {
+		return &api.Error{Code: api.CodeConflict, Status: http.StatusConflict, Field: field, Message: fmt.Sprintf(format, args...)}
+	}
+	for _, other := range svcs {
+		if other.Spec.Name == spec.Name {
+			continue
+		}
+		for _, op := range other.Spec.Task.Ports {
+			if op.Publish == 0 || !published[pubKey{op.Protocol, op.Publish}] {
+				continue
+			}
+			for i, p := range spec.Task.Ports {
+				if p.Publish == op.Publish && p.Protocol == op.Protocol {
+					return clash(fmt.Sprintf("task.ports[%d].publish", i), "%s port %d is already published by service %s", p.Protocol, p.Publish, other.Spec.Name)
+				}
+			}
+		}
+		for _, or := range other.Spec.Routes {
+			if !routes[api.RouteKey(or)] {
+				continue
+			}
+			for i, r := range spec.Routes {
+				if api.RouteKey(r) == api.RouteKey(or) {
+					return clash(fmt.Sprintf("routes[%d]", i), "host %q and path %q are already routed to service %s", r.Host, r.Path, other.Spec.Name)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// backendTask reports whether t should receive traffic: it runs, is meant to
+// keep running, and its health is healthy or it has no check.
+func backendTask(t *api.Task) bool {
+	if t.Status.State != api.TaskRunning || t.DesiredState != api.TaskRunning {
+		return false
+	}
+	switch t.Status.Health {
+	case api.HealthHealthy, api.HealthNone, "":
+		return true
+	}
+	return false
+}
+
+// meshState is what the endpoints stream is computed from.
+type meshState struct {
+	services map[string]api.Service
+	tasks    map[string]api.Task
+	nodes    map[string]api.Node
+}
+
+// endpoints computes the routing state: every service that publishes a
+// port or has a route, with its healthy running tasks.
+func (m *meshState) endpoints(rev int64) api.Endpoints {
+	byService := map[string][]api.EndpointBackend{}
+	for _, t := range m.tasks {
+		if !backendTask(&t) {
+			continue
+		}
+		host := "127.0.0.1"
+		if n, ok := m.nodes[t.NodeID]; ok && n.Address != "" {
+			host = n.Address
+		}
+		byService[t.ServiceName] = append(byService[t.ServiceName], api.EndpointBackend{
+			TaskID: t.ID, NodeID: t.NodeID, Host: host, Ports: t.Ports})
+	}
+	out := api.Endpoints{Revision: rev, Services: []api.ServiceEndpoints{}}
+	for _, svc := range m.services {
+		se := api.ServiceEndpoints{Service: svc.Spec.Name, LoadBalancing: svc.Spec.LoadBalancing, Routes: svc.Spec.Routes}
+		for _, p := range svc.Spec.Task.Ports {
+			if p.Publish != 0 && p.Mode == api.PublishIngress {
+				se.Ports = append(se.Ports, p)
+			}
+		}
+		if len(se.Ports) == 0 && len(se.Routes) == 0 {
+			continue
+		}
+		se.Backends = byService[svc.Spec.Name]
+		if se.Backends == nil {
+			se.Backends = []api.EndpointBackend{}
+		}
+		sort.Slice(se.Backends, func(i, j int) bool { return se.Backends[i].TaskID < se.Backends[j].TaskID })
+		out.Services = append(out.Services, se)
+	}
+	sort.Slice(out.Services, func(i, j int) bool { return out.Services[i].Service < out.Services[j].Service })
+	return out
+}
+
+// listMesh reads services, tasks and nodes, and returns the revision of
+// each list, for its watch.
+func (s *Server) listMesh(ctx context.Context) (*meshState, [3]int64, error) {
+	m := &meshState{services: map[string]api.Service{}, tasks: map[string]api.Task{}, nodes: map[string]api.Node{}}
+	svcs, r1, err := s.st.Services.List(ctx)
+	if err != nil {
+		return nil, [3]int64{}, err
+	}
+	tasks, r2, err := s.st.Tasks.List(ctx)
+	if err != nil {
+		return nil, [3]int64{}, err
+	}
+	nodes, r3, err := s.st.Nodes.List(ctx)
+	if err != nil {
+		return nil, [3]int64{}, err
+	}
+	for _, v := range svcs {
+		m.services[v.Spec.Name] = v
+	}
+	for _, t := range tasks {
+		if !t.Status.State.Terminal() {
+			m.tasks[t.ID] = t
+		}
+	}
+	for _, n := range nodes {
+		m.nodes[n.ID] = n
+	}
+	return m, [3]int64{r1, r2, r3}, nil
+}
+
+// streamEndpoints streams the cluster's routing state as NDJSON: in full
+// at once, then again after every change (the first change after a quiet
+// spell at once, later ones within AssignmentDebounce batched), until the
+// client goes away.
+func (s *Server) streamEndpoints(w http.ResponseWriter, r *http.Request) error {
+	ctx := r.Context()
+	flusher, ok := w.(http.Flusher)
+	if !ok {
+		return errors.New("apiserver: streaming unsupported")
+	}
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(200)
+	enc := json.NewEncoder(w)
+	keepalive := time.NewTicker(15 * time.Second)
+	defer keepalive.Stop()
+	for {
+		m, revs, err := s.listMesh(ctx)
+		if err != nil {
+			return nil // the stream is open; the agent reconnects
+		}
+		rev := max(revs[0], revs[1], revs[2])
+		var last []byte
+		send := func() error {
+			msg := m.endpoints(0)
+			b, _ := json.Marshal(msg.Services)
+			if last != nil && string(b) == string(last) {
+				return nil // nothing the mesh cares about changed
+			}
+			last = b
+			msg.Revision = rev
+			if err := enc.Encode(msg); err != nil {
+				return err
+			}
+			flusher.Flush()
+			return nil
+		}
+		if err := send(); err != nil {
+			return nil
+		}
+		wctx, cancel := context.WithCancel(ctx)
+		svcW := s.st.Services.Watch(wctx, revs[0])
+		taskW := s.st.Tasks.Watch(wctx, revs[1])
+		nodeW := s.st.Nodes.Watch(wctx, revs[2])
+		var debounce <-chan time.Time
+		dirty := false
+		lastSend := time.Time{}
+		changed := func(evRev int64) {
+			rev = max(rev, evRev)
+			if !dirty {
+				dirty = true
+				debounce = time.After(max(s.cfg.AssignmentDebounce-time.Since(lastSend), 0))
+			}
+		}
+	follow:
+		for {
+			select {
+			case <-ctx.Done():
+				cancel()
+				return nil
+			case <-keepalive.C:
+				if _, err := w.Write([]byte("\n")); err != nil {
+					cancel()
+					return nil
+				}
+				flusher.Flush()
+			case ev, ok := <-svcW:
+				if !ok || ev.Err != nil {
+					break follow
+				}
+				if ev.Type == store.Put {
+					m.services[ev.Key] = ev.Object
+				} else {
+					delete(m.services, ev.Key)
+				}
+				changed(ev.Revision)
+			case ev, ok := <-taskW:
+				if !ok || ev.Err != nil {
+					break follow
+				}
+				if ev.Type == store.Put && !ev.Object.Status.State.Terminal() {
+					m.tasks[ev.Key] = ev.Object
+				} else {
+					delete(m.tasks, ev.Key)
+				}
+				changed(ev.Revision)
+			case ev, ok := <-nodeW:
+				if !ok || ev.Err != nil {
+					break follow
+				}
+				if ev.Type == store.Put {
+					m.nodes[ev.Key] = ev.Object
+				} else {
+					delete(m.nodes, ev.Key)
+				}
+				changed(ev.Revision)
+			case <-debounce:
+				dirty, debounce = false, nil
+				if err := send(); err != nil {
+					cancel()
+					return nil
+				}
+				lastSend = time.Now()
+			}
+		}
+		cancel() // list again
+	}
+}
