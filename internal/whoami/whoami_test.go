@@ -135,7 +135,9 @@ func TestServe(t *testing.T) {
 	code, body = get(t, in.url+"/cpu?ms=30")
 	var cpu struct{ CPUMs, ElapsedMs int64 }
 	_ = json.Unmarshal([]byte(strings.NewReplacer("cpu_ms", "CPUMs", "elapsed_ms", "ElapsedMs").Replace(body)), &cpu)
-	if code != 200 || cpu.CPUMs < 30 || cpu.ElapsedMs < 30 {
+	// The thread CPU clock may be accounted in ticks, so wall time can read
+	// a little below the CPU time burnt; it cannot be far below.
+	if code != 200 || cpu.CPUMs < 30 || cpu.ElapsedMs < 25 {
 		t.Errorf("cpu: %d %q", code, body)
 	}
 	code, body = get(t, in.url+"/sleep?ms=20")
