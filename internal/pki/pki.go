@@ -94,44 +94,11 @@ func LoadOrCreateCA(dir, name string) (*CA, error) {
 // IP addresses), issuing a new one when there is none, it expires within
 // RenewBefore, or it does not cover every host.
 func (ca *CA) ServerCertificate(hosts []string) (tls.Certificate, error) {
-	certPEM, err1 := os.ReadFile(filepath.Join(ca.dir, serverFile))
-	keyPEM, err2 := os.ReadFile(filepath.Join(ca.dir, serverKeyFile))
-	if err1 == nil && err2 == nil {
-		cert, _, err := parsePair(certPEM, keyPEM)
-		if err == nil && time.Until(cert.NotAfter) > RenewBefore && covers(cert, hosts) && cert.CheckSignatureFrom(ca.Cert) == nil {
-			return tls.X509KeyPair(certPEM, keyPEM)
-		}
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	certFile, keyFile, err := ca.leaf(serverFile, serverKeyFile, "berth-api", hosts, x509.ExtKeyUsageServerAuth)
 	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("pki: %w", err)
-	}
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber: serial(),
-		Subject:      pkix.Name{CommonName: "berth-api", Organization: []string{"Berth"}},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(ServerLifetime),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	for _, h := range hosts {
-		if ip := net.ParseIP(h); ip != nil {
-			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
-		} else if h != "" {
-			tmpl.DNSNames = append(tmpl.DNSNames, h)
-		}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.key)
-	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("pki: %w", err)
-	}
-	certPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	if err := writePair(ca.dir, serverFile, serverKeyFile, certPEM, key); err != nil {
 		return tls.Certificate{}, err
 	}
-	keyDER, _ := x509.MarshalECPrivateKey(key)
-	return tls.X509KeyPair(certPEM, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}))
+	return tls.LoadX509KeyPair(certFile, keyFile)
 }
 
 // MemberCertificate issues (or reuses) the certificate an embedded etcd
@@ -139,7 +106,15 @@ func (ca *CA) ServerCertificate(hosts []string) (tls.Certificate, error) {
 // is valid for both server and client authentication on hosts. It returns
 // the paths of the certificate and key files in the CA's directory.
 func (ca *CA) MemberCertificate(hosts []string) (certFile, keyFile string, err error) {
-	certFile, keyFile = filepath.Join(ca.dir, "etcd.pem"), filepath.Join(ca.dir, "etcd-key.pem")
+	return ca.leaf("etcd.pem", "etcd-key.pem", "berth-etcd", hosts, x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth)
+}
+
+// leaf returns the paths of a certificate signed by ca for hosts, kept in
+// the CA's directory under certName and keyName. The one there is reused
+// while it is signed by ca, covers every host and is not due for renewal;
+// otherwise a new key and certificate replace it.
+func (ca *CA) leaf(certName, keyName, cn string, hosts []string, usage ...x509.ExtKeyUsage) (certFile, keyFile string, err error) {
+	certFile, keyFile = filepath.Join(ca.dir, certName), filepath.Join(ca.dir, keyName)
 	certPEM, err1 := os.ReadFile(certFile)
 	keyPEM, err2 := os.ReadFile(keyFile)
 	if err1 == nil && err2 == nil {
@@ -155,11 +130,11 @@ func (ca *CA) MemberCertificate(hosts []string) (certFile, keyFile string, err e
 	now := time.Now()
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(),
-		Subject:      pkix.Name{CommonName: "berth-etcd", Organization: []string{"Berth"}},
+		Subject:      pkix.Name{CommonName: cn, Organization: []string{"Berth"}},
 		NotBefore:    now.Add(-time.Hour),
 		NotAfter:     now.Add(ServerLifetime),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		ExtKeyUsage:  usage,
 	}
 	for _, h := range hosts {
 		if ip := net.ParseIP(h); ip != nil {
@@ -173,7 +148,7 @@ func (ca *CA) MemberCertificate(hosts []string) (certFile, keyFile string, err e
 		return "", "", fmt.Errorf("pki: %w", err)
 	}
 	certPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	if err := writePair(ca.dir, "etcd.pem", "etcd-key.pem", certPEM, key); err != nil {
+	if err := writePair(ca.dir, certName, keyName, certPEM, key); err != nil {
 		return "", "", err
 	}
 	return certFile, keyFile, nil
