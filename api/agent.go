@@ -1,5 +1,7 @@
 package api
 
+import "time"
+
 // NodeRegistration is what an agent sends when it starts: who it is and what
 // it offers. The manager answers with the stored Node.
 type NodeRegistration struct {
@@ -45,4 +47,33 @@ type TaskStatusUpdate struct {
 // StatusReport is an agent's heartbeat with the tasks whose status changed.
 type StatusReport struct {
 	Tasks []TaskStatusUpdate `json:"tasks,omitempty"`
+}
+
+// ResourceStats is a sample of a task's resource use, as its driver
+// measures it.
+type ResourceStats struct {
+	Time time.Time `json:"time"`
+	// CPUNanos is the CPU time used since the task started.
+	CPUNanos uint64 `json:"cpu_nanos"`
+	// MemoryBytes is the memory in use now.
+	MemoryBytes uint64 `json:"memory_bytes"`
+	// Pids is the number of processes (or threads) of the task.
+	Pids uint64 `json:"pids"`
+	// Network and block I/O byte counters since start, where the driver
+	// measures them (the docker driver).
+	NetRxBytes    uint64 `json:"net_rx_bytes,omitempty"`
+	NetTxBytes    uint64 `json:"net_tx_bytes,omitempty"`
+	BlkReadBytes  uint64 `json:"blk_read_bytes,omitempty"`
+	BlkWriteBytes uint64 `json:"blk_write_bytes,omitempty"`
+}
+
+// TaskStats is one task's resource use, as GET /services/{name}/stats
+// answers it. Error says why a task has no sample.
+type TaskStats struct {
+	TaskID  string         `json:"task_id"`
+	Service string         `json:"service"`
+	Slot    int            `json:"slot"`
+	NodeID  string         `json:"node"`
+	Stats   *ResourceStats `json:"stats,omitempty"`
+	Error   string         `json:"error,omitempty"`
 }

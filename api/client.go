@@ -226,6 +226,14 @@ func (c *Client) ServiceLogs(ctx context.Context, name string, tail int, follow 
 	return resp.Body, nil
 }
 
+// ServiceStats returns a sample of the resource use of each of a service's
+// running tasks, measured by their agents.
+func (c *Client) ServiceStats(ctx context.Context, name string) ([]TaskStats, error) {
+	var out []TaskStats
+	err := c.doJSON(ctx, http.MethodGet, "/services/"+url.PathEscape(name)+"/stats", nil, nil, &out)
+	return out, err
+}
+
 // ListTasks returns tasks, filtered by service name and node id when they
 // are not empty.
 func (c *Client) ListTasks(ctx context.Context, service, node string) ([]Task, error) {

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -23,7 +24,54 @@ func newServiceCmd(e *env) *cobra.Command {
 		newServiceScaleCmd(e),
 		newServiceRmCmd(e),
 		newServiceLogsCmd(e),
+		newServiceStatsCmd(e),
 	)
+	return cmd
+}
+
+func newServiceStatsCmd(e *env) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "stats NAME",
+		Short: "Show the resource use of a service's running tasks",
+		Long: `Show a sample of the CPU time, memory and processes of each running task of a
+service, measured by the task's agent through its driver (cgroups for the
+process driver; the engine's stats for the docker driver, with network and
+block I/O).`,
+		Args: exactArgs(1),
+	}
+	out := addOutputFlag(cmd)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		if err := checkOutput(*out); err != nil {
+			return err
+		}
+		c, err := e.apiClient()
+		if err != nil {
+			return err
+		}
+		stats, err := c.ServiceStats(cmd.Context(), args[0])
+		if err != nil {
+			return err
+		}
+		if *out == outputJSON {
+			return writeJSONList(e.stdout, stats)
+		}
+		tb := newTable(e.stdout, "ID", "SLOT", "CPU TIME", "MEMORY", "PIDS", "NET RX/TX", "BLOCK R/W", "ERROR")
+		for _, st := range stats {
+			if st.Stats == nil {
+				tb.row(shortID(st.TaskID), strconv.Itoa(st.Slot), "-", "-", "-", "-", "-", st.Error)
+				continue
+			}
+			x := st.Stats
+			tb.row(shortID(st.TaskID), strconv.Itoa(st.Slot),
+				time.Duration(x.CPUNanos).Round(time.Millisecond).String(),
+				api.ByteSize(x.MemoryBytes).String(),
+				strconv.FormatUint(x.Pids, 10),
+				api.ByteSize(x.NetRxBytes).String()+"/"+api.ByteSize(x.NetTxBytes).String(),
+				api.ByteSize(x.BlkReadBytes).String()+"/"+api.ByteSize(x.BlkWriteBytes).String(),
+				"-")
+		}
+		return tb.flush()
+	}
 	return cmd
 }
 

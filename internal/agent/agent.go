@@ -485,6 +485,22 @@ func (a *Agent) reported(updates []api.TaskStatusUpdate) {
 	}
 }
 
+// taskHandle returns the driver handle of a task running on this node, or
+// nil.
+func (a *Agent) taskHandle(id string) driver.Handle {
+	a.mu.Lock()
+	r := a.runners[id]
+	a.mu.Unlock()
+	if r == nil {
+		return nil
+	}
+	st, h := r.snapshot()
+	if st.State.Terminal() {
+		return nil
+	}
+	return h
+}
+
 // finalize forgets a task that is over: its saved state goes, a tombstone
 // keeps its logs findable.
 func (a *Agent) finalize(id string) {

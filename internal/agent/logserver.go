@@ -148,6 +148,7 @@ func selfSignedCert(hostname, host string, now time.Time) (tls.Certificate, stri
 func (s *logServer) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/tasks/{id}/logs", s.logs)
+	mux.HandleFunc("GET /v1/tasks/{id}/stats", s.stats)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, api.CodeNotFound, "no such route")
 	})
@@ -165,6 +166,36 @@ func (s *logServer) auth(next http.Handler) http.Handler {
 			return
 		}
 		next.ServeHTTP(w, r)
+	})
+}
+
+// stats answers a running task's resource use: GET /v1/tasks/{id}/stats.
+func (s *logServer) stats(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	var h driver.Handle
+	if validTaskID(id) {
+		h = s.a.taskHandle(id)
+	}
+	if h == nil {
+		writeError(w, http.StatusNotFound, api.CodeNotFound, fmt.Sprintf("no running task %q on this node", id))
+		return
+	}
+	st, ok := h.(driver.Statser)
+	if !ok {
+		writeError(w, http.StatusNotImplemented, "not_implemented", "the task's driver does not measure resource use")
+		return
+	}
+	sample, err := st.Stats(r.Context())
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, api.CodeInternal, err.Error())
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	_ = json.NewEncoder(w).Encode(api.ResourceStats{
+		Time: sample.Time, CPUNanos: sample.CPUNanos, MemoryBytes: sample.MemoryBytes, Pids: sample.Pids,
+		NetRxBytes: sample.NetRxBytes, NetTxBytes: sample.NetTxBytes,
+		BlkReadBytes: sample.BlkReadBytes, BlkWriteBytes: sample.BlkWriteBytes,
 	})
 }
 

@@ -8,12 +8,14 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -201,4 +203,73 @@ func (l *lineWriter) line(s string) {
 	if l.flush != nil {
 		l.flush()
 	}
+}
+
+// serviceStats asks each running task's agent for a sample of its resource
+// use; nothing about it is stored.
+func (s *Server) serviceStats(w http.ResponseWriter, r *http.Request) error {
+	svc, err := s.lookupService(r)
+	if err != nil {
+		return err
+	}
+	tasks, _, err := s.st.Tasks.List(r.Context())
+	if err != nil {
+		return err
+	}
+	var live []api.Task
+	for _, t := range tasks {
+		if t.ServiceID == svc.ID && t.NodeID != "" && t.Status.State == api.TaskRunning {
+			live = append(live, t)
+		}
+	}
+	sortTasks(live)
+	out := make([]api.TaskStats, len(live))
+	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 16)
+	for i, t := range live {
+		out[i] = api.TaskStats{TaskID: t.ID, Service: t.ServiceName, Slot: t.Slot, NodeID: t.NodeID}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			st, err := s.taskStats(ctx, t)
+			if err != nil {
+				out[i].Error = err.Error()
+				return
+			}
+			out[i].Stats = st
+		}()
+	}
+	wg.Wait()
+	writeJSON(w, 200, out)
+	return nil
+}
+
+func (s *Server) taskStats(ctx context.Context, t api.Task) (*api.ResourceStats, error) {
+	rec, err := s.st.Agents.Get(ctx, t.NodeID)
+	if err != nil || rec.URL == "" {
+		return nil, errors.New("the node's agent serves no stats")
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rec.URL+"/v1/tasks/"+url.PathEscape(t.ID)+"/stats", nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+rec.Secret)
+	resp, err := s.agents.get(rec).Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return nil, fmt.Errorf("agent answered %d: %s", resp.StatusCode, strings.TrimSpace(string(b)))
+	}
+	var st api.ResourceStats
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&st); err != nil {
+		return nil, fmt.Errorf("agent answered: %w", err)
+	}
+	return &st, nil
 }

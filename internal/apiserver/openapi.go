@@ -34,6 +34,7 @@ var operations = []operation{
 	{Method: "DELETE", Path: "/api/v1/services/{name}", Summary: "Remove a service; its tasks are stopped", Status: 204},
 	{Method: "GET", Path: "/api/v1/services/{name}/tasks", Summary: "List a service's tasks (all=true includes ended ones)", Response: typeOf[[]api.Task](), Params: []string{"all"}},
 	{Method: "GET", Path: "/api/v1/services/{name}/logs", Summary: "A service's task output, one prefixed line each", Stream: "text/plain", Params: []string{"tail", "follow"}},
+	{Method: "GET", Path: "/api/v1/services/{name}/stats", Summary: "Resource use of a service's running tasks, sampled by their agents", Response: typeOf[[]api.TaskStats]()},
 	{Method: "GET", Path: "/api/v1/tasks", Summary: "List tasks", Response: typeOf[[]api.Task](), Params: []string{"service", "node", "all"}},
 	{Method: "GET", Path: "/api/v1/tasks/{id}", Summary: "Get a task", Response: typeOf[api.Task]()},
 	{Method: "GET", Path: "/api/v1/nodes", Summary: "List nodes", Response: typeOf[[]api.Node]()},

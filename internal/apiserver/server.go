@@ -88,6 +88,7 @@ func (s *Server) Handler() http.Handler {
 	route("DELETE /api/v1/services/{name}", s.deleteService)
 	route("GET /api/v1/services/{name}/tasks", s.serviceTasks)
 	route("GET /api/v1/services/{name}/logs", s.serviceLogs)
+	route("GET /api/v1/services/{name}/stats", s.serviceStats)
 	route("GET /api/v1/tasks", s.listTasks)
 	route("GET /api/v1/tasks/{id}", s.getTask)
 	route("GET /api/v1/nodes", s.listNodes)

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -114,6 +115,21 @@ restart: {condition: any, delay: 500ms}
 		out := b.cli(nil, "service", "logs", web)
 		if n := strings.Count(out.stdout, "listening on"); out.code != 0 || n < 3 {
 			return fmt.Errorf("service logs: %d start lines: %v", n, out)
+		}
+		return nil
+	})
+
+	// Stats flow from the engine's stats API through the agent to the API.
+	eventually(t, 20*time.Second, func() error {
+		out := b.cli(nil, "service", "stats", web, "-o", "json")
+		var stats []api.TaskStats
+		if err := json.Unmarshal([]byte(out.stdout), &stats); err != nil || len(stats) < 3 {
+			return fmt.Errorf("service stats: %v (%d rows)", out, len(stats))
+		}
+		for _, st := range stats {
+			if st.Stats == nil || st.Stats.MemoryBytes == 0 || st.Stats.Pids == 0 {
+				return fmt.Errorf("task %s: no plausible sample: %+v %q", st.TaskID, st.Stats, st.Error)
+			}
 		}
 		return nil
 	})

@@ -4,10 +4,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -18,15 +20,22 @@ type meshWho struct {
 	PID int `json:"pid"`
 }
 
-// meshPort returns a TCP port that was free a moment ago.
+// meshPort returns a TCP port that was free a moment ago, from 61000-64999:
+// above the kernel's ephemeral range (where outgoing connections take their
+// ports) and above the range Berth gives tasks, so that neither the tests
+// running beside this one nor their tasks take it meanwhile.
 func meshPort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 200 {
+		p := 61000 + rand.IntN(4000)
+		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
+		if err == nil {
+			l.Close()
+			return p
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Fatal("no free port in 61000-64999")
+	return 0
 }
 
 // TestMeshPublishedPort runs three whoami replicas behind a published port:

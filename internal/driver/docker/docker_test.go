@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	mrand "math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -326,14 +327,21 @@ func TestHardening(t *testing.T) {
 	}
 }
 
+// freePort returns a port that is free now, from 61000-64999: above the
+// kernel's ephemeral range (where outgoing connections take ports from ":0")
+// and above the range Berth gives tasks.
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 200 {
+		p := 61000 + mrand.IntN(4000)
+		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
+		if err == nil {
+			l.Close()
+			return p
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Fatal("no free port in 61000-64999")
+	return 0
 }
 
 func readFile(t *testing.T, p string) string {
