@@ -298,29 +298,5 @@ func readLogFiles(dir, id string, tail int) (io.ReadCloser, error) {
 	if !found {
 		return nil, fmt.Errorf("agent: no log files of task %s: %w", id, os.ErrNotExist)
 	}
-	return io.NopCloser(bytes.NewReader(lastLines(all, tail))), nil
-}
-
-// lastLines returns the last n lines of b (all of b when n < 0). A final
-// line without a newline counts as a line.
-func lastLines(b []byte, n int) []byte {
-	if n < 0 {
-		return b
-	}
-	if n == 0 {
-		return nil
-	}
-	end := len(b)
-	if end > 0 && b[end-1] == '\n' {
-		end--
-	}
-	for i := end - 1; i >= 0; i-- {
-		if b[i] == '\n' {
-			n--
-			if n == 0 {
-				return b[i+1:]
-			}
-		}
-	}
-	return b
+	return io.NopCloser(bytes.NewReader(driver.LastLines(all, tail))), nil
 }

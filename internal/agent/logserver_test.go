@@ -149,25 +149,6 @@ func TestSelfSignedCert(t *testing.T) {
 	}
 }
 
-func TestLastLines(t *testing.T) {
-	for _, c := range []struct {
-		in   string
-		n    int
-		want string
-	}{
-		{"a\nb\nc\n", 2, "b\nc\n"},
-		{"a\nb\nc", 2, "b\nc"},
-		{"a\nb\n", 5, "a\nb\n"},
-		{"a\nb\n", -1, "a\nb\n"},
-		{"a\nb\n", 0, ""},
-		{"", 3, ""},
-	} {
-		if got := string(lastLines([]byte(c.in), c.n)); got != c.want {
-			t.Errorf("lastLines(%q, %d) = %q, want %q", c.in, c.n, got, c.want)
-		}
-	}
-}
-
 // After an agent restart the driver no longer knows an ended task; its log
 // files on disk are served instead.
 func TestLogsOfEndedTaskAfterRestart(t *testing.T) {

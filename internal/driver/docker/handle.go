@@ -315,30 +315,7 @@ func readSaved(dir, task string, tail int) (io.ReadCloser, error) {
 	if err != nil {
 		return nil, err
 	}
-	return io.NopCloser(bytes.NewReader(lastLines(b, tail))), nil
-}
-
-// lastLines returns the last n lines of b (all when n < 0).
-func lastLines(b []byte, n int) []byte {
-	if n < 0 {
-		return b
-	}
-	if n == 0 {
-		return nil
-	}
-	end := len(b)
-	if end > 0 && b[end-1] == '\n' {
-		end--
-	}
-	for i := end - 1; i >= 0; i-- {
-		if b[i] == '\n' {
-			n--
-			if n == 0 {
-				return b[i+1:]
-			}
-		}
-	}
-	return b
+	return io.NopCloser(bytes.NewReader(driver.LastLines(b, tail))), nil
 }
 
 var (

@@ -9,6 +9,8 @@ import (
 	"os"
 	"sync"
 	"time"
+
+	"github.com/berth-project/berth/internal/driver"
 )
 
 // logFile is a task's log: path (the task writes it) and path.1 (the
@@ -147,29 +149,6 @@ func readFrom(p string, off int64) ([]byte, error) {
 	return b, nil
 }
 
-// lastLines returns the last n lines of b (a final line without a newline
-// counts); all of b when n < 0.
-func lastLines(b []byte, n int) []byte {
-	if n < 0 {
-		return b
-	}
-	if n == 0 {
-		return nil
-	}
-	end := len(b)
-	if end > 0 && b[end-1] == '\n' {
-		end--
-	}
-	for i := end - 1; i >= 0; i-- {
-		if b[i] == '\n' {
-			if n--; n == 0 {
-				return b[i+1:]
-			}
-		}
-	}
-	return b
-}
-
 func emptyReader() io.ReadCloser { return io.NopCloser(bytes.NewReader(nil)) }
 
 // openLogs reads the log files: the last tail lines of .1 and the log, then,
@@ -188,7 +167,7 @@ func openLogs(ctx context.Context, path string, st *logState, tail int, follow b
 	if err != nil {
 		return nil, err
 	}
-	hist := lastLines(append(old, cur...), tail)
+	hist := driver.LastLines(append(old, cur...), tail)
 	if !follow {
 		return io.NopCloser(bytes.NewReader(hist)), nil
 	}
