@@ -1,11 +1,13 @@
 package main
 
 import (
-	"io"
+	"context"
 	"sort"
 	"strconv"
 
 	"github.com/spf13/cobra"
+
+	"github.com/berth-project/berth/api"
 )
 
 func newNodeCmd(e *env) *cobra.Command {
@@ -61,44 +63,16 @@ func formatCPUs(n float64) string {
 }
 
 func newNodeInspectCmd(e *env) *cobra.Command {
-	return &cobra.Command{
-		Use:   "inspect NODE",
-		Short: "Show a node as JSON (by id or hostname)",
-		Args:  exactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := e.apiClient()
-			if err != nil {
-				return err
-			}
-			n, err := c.GetNode(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			return writeJSON(e.stdout, n)
-		},
-	}
+	return newShowCmd(e, "inspect NODE", "Show a node as JSON (by id or hostname)",
+		func(ctx context.Context, c *api.Client, node string) (any, error) { return c.GetNode(ctx, node) })
 }
 
 func newNodeTopologyCmd(e *env) *cobra.Command {
-	return &cobra.Command{
-		Use:   "topology NODE",
-		Short: "Draw a node's CPU topology and which task holds each CPU",
-		Long: `Draw the CPU topology of a node (by id or hostname): its sockets, NUMA nodes
+	cmd := newShowCmd(e, "topology NODE", "Draw a node's CPU topology and which task holds each CPU",
+		func(ctx context.Context, c *api.Client, node string) (any, error) { return c.NodeTopology(ctx, node) })
+	cmd.Long = `Draw the CPU topology of a node (by id or hostname): its sockets, NUMA nodes
 with their memory, L3 groups, cores and CPUs, and for each CPU the task pinned
 to it (service.slot), "reserved" for CPUs kept for the system, or "-". Tasks
-on the shared pool are not drawn per CPU; the last line names the pool.`,
-		Args: exactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := e.apiClient()
-			if err != nil {
-				return err
-			}
-			text, err := c.NodeTopology(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			_, err = io.WriteString(e.stdout, text)
-			return err
-		},
-	}
+on the shared pool are not drawn per CPU; the last line names the pool.`
+	return cmd
 }

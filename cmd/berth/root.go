@@ -192,6 +192,31 @@ func groupRunE(cmd *cobra.Command, args []string) error {
 	return usageErrorf("%s; run '%s --help'", msg, cmd.CommandPath())
 }
 
+// newShowCmd returns a command that fetches one object named by its only
+// argument and prints it: a string as it is, anything else as indented JSON.
+func newShowCmd(e *env, use, short string, get func(ctx context.Context, c *api.Client, arg string) (any, error)) *cobra.Command {
+	return &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := e.apiClient()
+			if err != nil {
+				return err
+			}
+			v, err := get(cmd.Context(), c, args[0])
+			if err != nil {
+				return err
+			}
+			if text, ok := v.(string); ok {
+				_, err = io.WriteString(e.stdout, text)
+				return err
+			}
+			return writeJSON(e.stdout, v)
+		},
+	}
+}
+
 // newGroupCmd returns a command that holds subcommands.
 func newGroupCmd(use, short string, aliases ...string) *cobra.Command {
 	return &cobra.Command{Use: use, Short: short, Aliases: aliases, Args: cobra.ArbitraryArgs, RunE: groupRunE}

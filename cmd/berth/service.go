@@ -140,22 +140,8 @@ func newServiceLsCmd(e *env) *cobra.Command {
 }
 
 func newServiceInspectCmd(e *env) *cobra.Command {
-	return &cobra.Command{
-		Use:   "inspect NAME",
-		Short: "Show a service as JSON",
-		Args:  exactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := e.apiClient()
-			if err != nil {
-				return err
-			}
-			svc, err := c.GetService(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			return writeJSON(e.stdout, svc)
-		},
-	}
+	return newShowCmd(e, "inspect NAME", "Show a service as JSON",
+		func(ctx context.Context, c *api.Client, name string) (any, error) { return c.GetService(ctx, name) })
 }
 
 func newServicePsCmd(e *env) *cobra.Command {
