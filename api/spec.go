@@ -326,6 +326,7 @@ func (s *ServiceSpec) Normalize() {
 		s.Replicas = &one
 	}
 	s.normalizeMesh()
+	s.normalizeUpdate()
 	t := &s.Task
 	if t.Driver == "" {
 		t.Driver = DriverProcess
@@ -438,6 +439,7 @@ func (s *ServiceSpec) Validate() error {
 		add("restart.max_delay", "%s is less than restart.delay %s", r.MaxDelay, r.Delay)
 	}
 	s.validateMesh(add)
+	s.validateUpdate(add)
 	if len(s.Placement.Constraints) > MaxConstraints {
 		add("placement.constraints", "at most %d constraints", MaxConstraints)
 	}

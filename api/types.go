@@ -59,6 +59,10 @@ type ServiceSpec struct {
 	// LoadBalancing is how the gateway picks a task: "round-robin"
 	// (default) or "least-outstanding".
 	LoadBalancing string `json:"load_balancing,omitempty"`
+	// Update says how tasks move to a new version of the spec.
+	Update *UpdatePolicy `json:"update,omitempty"`
+	// Rollback says how tasks move back to the previous version.
+	Rollback *UpdatePolicy `json:"rollback,omitempty"`
 }
 
 // TaskSpec is the template of one task: what to run and how.
@@ -209,6 +213,12 @@ type Service struct {
 	Version   uint64    `json:"version"`
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
+	// PreviousSpec is the spec of the version the latest update started
+	// from: the target of an automatic rollback. Nil before the first update.
+	PreviousSpec *ServiceSpec `json:"previous_spec,omitempty"`
+	// UpdateStatus is the state of the latest update or rollback; nil
+	// before the first.
+	UpdateStatus *UpdateStatus `json:"update_status,omitempty"`
 	// Revision is the store's modification revision of this object, used for
 	// compare-and-swap. Set by the store on read; ignored on write.
 	Revision int64 `json:"revision,omitempty"`
