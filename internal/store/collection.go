@@ -70,7 +70,12 @@ func (c *Collection[T]) Get(ctx context.Context, key string) (T, error) {
 // List returns every object and the store revision it was read at; watch
 // from that revision to miss nothing.
 func (c *Collection[T]) List(ctx context.Context) ([]T, int64, error) {
-	resp, err := c.s.cli.Get(ctx, c.prefix, clientv3.WithPrefix())
+	return c.ListPrefix(ctx, "")
+}
+
+// ListPrefix is List of the objects whose key starts with sub, in key order.
+func (c *Collection[T]) ListPrefix(ctx context.Context, sub string) ([]T, int64, error) {
+	resp, err := c.s.cli.Get(ctx, c.prefix+sub, clientv3.WithPrefix())
 	if err != nil {
 		return nil, 0, fmt.Errorf("store: list %s: %w", c.prefix, err)
 	}

@@ -78,7 +78,19 @@ type Store struct {
 	// Agents holds what the manager needs to call a node's agent (its URL,
 	// pinned certificate and secret); never served by the API.
 	Agents *Collection[AgentRecord]
+	// Versions keeps the last versions of every service's spec, keyed by
+	// VersionKey.
+	Versions *Collection[api.ServiceVersion]
 }
+
+// VersionKey is the key of a service version in Versions: the service name
+// and the zero-padded version, so that a prefix list is in version order.
+func VersionKey(service string, version uint64) string {
+	return fmt.Sprintf("%s/%020d", service, version)
+}
+
+// VersionPrefix is the key prefix of every kept version of a service.
+func VersionPrefix(service string) string { return service + "/" }
 
 // AgentRecord is the private part of a node's registration.
 type AgentRecord struct {
@@ -148,6 +160,8 @@ func (s *Store) collections() {
 	s.Nodes = newCollection(s, "nodes/", nodeKey, nodeRev)
 	s.Agents = newCollection(s, "agents/", func(a *AgentRecord) string { return a.NodeID },
 		func(a *AgentRecord) *int64 { return &a.Revision })
+	s.Versions = newCollection(s, "versions/", func(v *api.ServiceVersion) string { return VersionKey(v.Service, v.Version) },
+		func(v *api.ServiceVersion) *int64 { return &v.Revision })
 }
 
 // Fenced returns a view of the store whose every write also checks that l
