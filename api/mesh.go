@@ -17,9 +17,11 @@ const (
 	// balances across the healthy running tasks of the service (the routing
 	// mesh). It is the default when Publish is set.
 	PublishIngress = "ingress"
-	// PublishHost would bind the published port on each task's own node,
-	// without the mesh. It is reserved: validation rejects it until the
-	// scheduler can allocate a fixed host port.
+	// PublishHost binds the published port on each task's own node, without
+	// the mesh: the scheduler gives the task exactly that host port, so a
+	// node runs at most one task of the service per host-mode port, and the
+	// gateways do not listen on it. The port may lie outside the node's task
+	// port range.
 	PublishHost = "host"
 )
 
@@ -58,15 +60,18 @@ type RouteSpec struct {
 	HSTS bool `json:"hsts,omitempty"`
 }
 
-// ServiceEndpoints is what the routing mesh needs to know about one service:
-// what it publishes and routes, and where its healthy running tasks are.
+// ServiceEndpoints is what the routing mesh and service discovery need to
+// know about one service: its ports and routes, and where its healthy
+// running tasks are. Every service is listed, with or without ports.
 type ServiceEndpoints struct {
 	// Service is the service's name.
 	Service string `json:"service"`
 	// LoadBalancing is the service's policy (LBRoundRobin or
 	// LBLeastOutstanding).
 	LoadBalancing string `json:"load_balancing"`
-	// Ports are the task's ports published in ingress mode.
+	// Ports are all the task's ports, as in the spec: the gateway listens
+	// for those published in ingress mode (Publish set, Mode
+	// PublishIngress), DNS gives every one an SRV record.
 	Ports []PortSpec `json:"ports,omitempty"`
 	// Routes are the service's HTTP routes.
 	Routes []RouteSpec `json:"routes,omitempty"`
@@ -138,11 +143,9 @@ func (s *ServiceSpec) validateMesh(add func(string, string, ...any)) {
 			add(f+".publish", "port %d is not between 1 and 65535", p.Publish)
 		}
 		switch p.Mode {
-		case PublishIngress:
-		case PublishHost:
-			add(f+".mode", "mode host is not supported yet: use ingress")
+		case PublishIngress, PublishHost:
 		default:
-			add(f+".mode", "unknown mode %q: use %s", truncate(p.Mode), PublishIngress)
+			add(f+".mode", "unknown mode %q: use %s or %s", truncate(p.Mode), PublishIngress, PublishHost)
 		}
 		k := pubKey{p.Protocol, p.Publish}
 		if j, dup := published[k]; dup {

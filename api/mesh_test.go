@@ -80,7 +80,10 @@ func TestMeshValidationNamesTheField(t *testing.T) {
 	for _, c := range []struct{ ports, field string }{
 		{"[{name: http, publish: 70000}]", "task.ports[0].publish"},
 		{"[{name: http, publish: -1}]", "task.ports[0].publish"},
-		{"[{name: http, publish: 80, mode: host}]", "task.ports[0].mode"},
+		{"[{name: http, publish: 80, mode: Host}]", "task.ports[0].mode"},
+		{"[{name: http, mode: host}]", "task.ports[0].mode"},
+		{"[{name: a, publish: 80, mode: host}, {name: b, publish: 80}]", "task.ports[1].publish"},
+		{"[{name: a, publish: 0, mode: host}]", "task.ports[0].mode"},
 		{"[{name: http, publish: 80, mode: mesh}]", "task.ports[0].mode"},
 		{"[{name: http, mode: ingress}]", "task.ports[0].mode"},
 		{"[{name: a, publish: 80}, {name: b, publish: 80}]", "task.ports[1].publish"},
@@ -100,6 +103,36 @@ func TestMeshValidationNamesTheField(t *testing.T) {
 	s = parseMesh(t, base+"routes: [{port: http, host: '*.ok.test'}, {port: http, host: 'Shop.Test', path: /a}]\n")
 	if err := s.Validate(); errors.As(err, &ve) {
 		t.Fatal(err)
+	}
+}
+
+func TestHostModePortsValidate(t *testing.T) {
+	s := parseMesh(t, `name: dns
+task:
+  command: [x]
+  ports:
+    - {name: dns, protocol: udp, publish: 53, mode: host}
+    - {name: dns-tcp, publish: 53, mode: host}
+    - {name: http, publish: 18080}
+    - {name: admin}
+routes: [{port: dns-tcp}]
+`)
+	if err := s.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	p := s.Task.Ports
+	if p[0].Mode != PublishHost || p[1].Mode != PublishHost || p[2].Mode != PublishIngress || p[3].Mode != "" {
+		t.Fatalf("modes %+v", p)
+	}
+	again := s
+	again.Normalize()
+	if !equalJSON(t, s, again) {
+		t.Fatal("Normalize changed a host-mode spec")
+	}
+	// The message names both modes.
+	bad := parseMesh(t, "name: web\ntask:\n  command: [x]\n  ports: [{name: a, publish: 80, mode: mesh}]\n")
+	if err := bad.Validate(); err == nil || !strings.Contains(err.Error(), "use ingress or host") {
+		t.Fatalf("unknown mode: %v", err)
 	}
 }
 

@@ -794,7 +794,4 @@ func (t *TaskSpec) validateDocker(at string, add func(string, string, ...any)) {
 			add(fmt.Sprintf("%s.cap_add[%d]", at, i), "unknown capability %q (ALL is not allowed: name each one)", truncate(c))
 		}
 	}
-	if t.Health != nil && len(t.Health.Exec) > 0 {
-		add(at+".health.exec", "is not supported with driver docker yet: use an http or tcp check")
-	}
 }

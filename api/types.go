@@ -123,7 +123,8 @@ type PortSpec struct {
 	// (1-65535), balancing across the service's healthy tasks. 0: none.
 	Publish int `json:"publish,omitempty"`
 	// Mode is how Publish is served: "ingress" (default with Publish: the
-	// routing mesh on every node). "host" is reserved.
+	// routing mesh on every node) or "host" (the task binds Publish itself
+	// on its own node, without the mesh).
 	Mode string `json:"mode,omitempty"`
 }
 

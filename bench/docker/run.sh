@@ -5,6 +5,8 @@
 #   berth   `berth deploy` of a docker-driver service (Berth's docker driver)
 #   swarm   `docker service create --replicas N` in Docker Swarm mode
 #   run     N × `docker run -d` in a shell loop
+#   floor   N × create+start through the engine's API at once, nothing else
+#           (bench/docker/floor): what the engine alone needs
 #
 # "Running" is the same for all three: N containers of that way in
 # `docker ps --filter status=running`. The image is built locally FROM
@@ -39,7 +41,7 @@ cleanup() {
 		docker service rm bench-swarm >/dev/null 2>&1
 		docker swarm leave --force >/dev/null 2>&1
 	fi
-	ids=$(docker ps -aq --filter label=berth-bench=run; docker ps -aq --filter label=io.berth.service=bench-berth)
+	ids=$(docker ps -aq --filter label=berth-bench=run; docker ps -aq --filter label=berth-bench=floor; docker ps -aq --filter label=io.berth.service=bench-berth)
 	[ -n "$ids" ] && docker rm -f $ids >/dev/null 2>&1
 	docker rmi -f "$TAG" >/dev/null 2>&1
 	rm -rf "$WORK"
@@ -85,6 +87,7 @@ if [ -n "${BERTH:-}" ]; then # a prebuilt berth, for the host and the image
 else
 	go build -o "$WORK/berth" ./cmd/berth
 fi
+go build -o "$WORK/floor" ./bench/docker/floor
 if [ -n "${BERTH_STATIC:-}" ]; then
 	cp "$BERTH_STATIC" "$WORK/ctx/berth"
 else
@@ -108,7 +111,7 @@ task:
 restart: {condition: any}
 EOF
 
-declare -a T_BERTH T_SWARM T_RUN
+declare -a T_BERTH T_SWARM T_RUN T_FLOOR
 for round in $(seq 1 "$ROUNDS"); do
 	echo "==> round $round"
 
@@ -154,11 +157,16 @@ for round in $(seq 1 "$ROUNDS"); do
 	T_RUN+=("$(elapsed "$t0" "$t1")")
 	echo "run:   ${T_RUN[-1]}s"
 	docker rm -f $(docker ps -aq --filter label=berth-bench=run) >/dev/null
+
+	# The engine alone: N create+start calls at once from one Go client.
+	T_FLOOR+=("$("$WORK/floor" -image "$TAG" -n "$N" -label berth-bench=floor)")
+	echo "floor: ${T_FLOOR[-1]}s"
+	docker rm -f $(docker ps -aq --filter label=berth-bench=floor) >/dev/null
 done
 
 median() { printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
-mb=$(median "${T_BERTH[@]}"); ms=$(median "${T_SWARM[@]}"); mr=$(median "${T_RUN[@]}")
+mb=$(median "${T_BERTH[@]}"); ms=$(median "${T_SWARM[@]}"); mr=$(median "${T_RUN[@]}"); mf=$(median "${T_FLOOR[@]}")
 echo "==> medians over $ROUNDS rounds, $N replicas"
-echo "berth $mb s   swarm $ms s   docker run loop $mr s"
-awk -v b="$mb" -v s="$ms" -v r="$mr" 'BEGIN { printf "berth/swarm %.2f   berth/run-loop %.2f\n", b / s, b / r }'
-echo "all rounds: berth ${T_BERTH[*]} | swarm ${T_SWARM[*]} | run ${T_RUN[*]}"
+echo "berth $mb s   swarm $ms s   docker run loop $mr s   engine floor $mf s"
+awk -v b="$mb" -v s="$ms" -v r="$mr" -v f="$mf" 'BEGIN { printf "berth/swarm %.2f   berth/run-loop %.2f   berth/floor %.2f   swarm/floor %.2f\n", b / s, b / r, b / f, s / f }'
+echo "all rounds: berth ${T_BERTH[*]} | swarm ${T_SWARM[*]} | run ${T_RUN[*]} | floor ${T_FLOOR[*]}"

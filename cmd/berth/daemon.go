@@ -63,7 +63,7 @@ func (f *agentFlags) add(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.portRange, "port-range", "20000-32767", "host ports tasks get their ports from (FIRST-LAST)")
 	cmd.Flags().StringVar(&f.cgroupParent, "cgroup-parent", "berth", "cgroup under which each task gets its own")
 	cmd.Flags().StringVar(&f.logListen, "log-listen", "127.0.0.1:0", "address of the agent's log server")
-	cmd.Flags().StringVar(&f.dockerHost, "docker-host", "", "Docker Engine address for the docker driver (default: DOCKER_HOST or the default socket); the driver is on when the engine answers at start")
+	cmd.Flags().StringVar(&f.dockerHost, "docker-host", "", "Docker Engine address for the docker driver (default: DOCKER_HOST or the default socket); the driver is offered while the engine answers, checked every 10s")
 	cmd.Flags().StringVar(&f.meshBind, "mesh-bind", agent.DefaultMeshBind, `host the routing mesh's published ports listen on (0.0.0.0: every interface; "off": no mesh on this node)`)
 	cmd.Flags().StringVar(&f.meshHTTP, "mesh-http", "", "host:port of the mesh's HTTP entrypoint for service routes (empty: none)")
 	cmd.Flags().StringVar(&f.reservedCPUs, "reserved-cpus", "", "CPUs kept for the system, such as 0 or 0-1,8: no task is pinned to them (must exist on this machine)")
@@ -105,24 +105,16 @@ func (f *agentFlags) config(dataDir string, log *slog.Logger) (agent.Config, err
 	return cfg, nil
 }
 
-// dockerDriver returns the docker driver if a Docker Engine answers at
-// host (or DOCKER_HOST, or the default socket), or nil: a node without an
-// engine runs process tasks only, and does not offer the docker driver.
+// dockerDriver returns the docker driver, or nil if no client can be made.
+// The agent offers it only while a Docker Engine answers at host (or
+// DOCKER_HOST, or the default socket) and checks again every few seconds, so
+// an engine that starts after Berth is used without a restart.
 func dockerDriver(host string, log *slog.Logger) *docker.Driver {
 	d, err := docker.New(docker.Config{Host: host, Logger: log})
 	if err != nil {
 		log.Warn("the docker driver is off", "err", err)
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	defer cancel()
-	v, err := d.Ping(ctx)
-	if err != nil {
-		log.Info("no Docker Engine answers: the docker driver is off", "err", err)
-		_ = d.Close()
-		return nil
-	}
-	log.Info("docker driver on", "engine", d.Client().DaemonHost(), "api_version", v)
 	return d
 }
 

@@ -87,6 +87,9 @@ type Config struct {
 	// Drivers run tasks, keyed by driver name; each key must equal the
 	// driver's Name(). At least one is required.
 	Drivers map[string]driver.Driver
+	// DriverProbeInterval is how often drivers whose backend may be away
+	// (the Docker Engine) are checked (default DefaultDriverProbeInterval).
+	DriverProbeInterval time.Duration
 	// PortRange is the first and last host port tasks may get (default
 	// 20000–32767).
 	PortRange [2]int
@@ -140,6 +143,8 @@ type Agent struct {
 
 	// cpus is the node's CPU layout and shared pool (see cpus.go).
 	cpus cpuState
+	// drivers tracks which drivers are up (see drivers.go).
+	drivers driverSet
 
 	// gw is the node's gateway while Run runs with a MeshConfig.
 	gw atomic.Pointer[gateway.Gateway]
@@ -271,10 +276,16 @@ func (a *Agent) Run(ctx context.Context) error {
 
 	a.recoverTasks(ctx)
 
+	a.probeDrivers(ctx)
 	if err := a.register(ctx, ls); err != nil {
 		return nil // ctx ended before the manager answered
 	}
 	a.removeStrays(ctx)
+	a.runWG.Add(1)
+	go func() {
+		defer a.runWG.Done()
+		a.watchDrivers(ctx, ls)
+	}()
 
 	a.runWG.Add(1)
 	go func() {

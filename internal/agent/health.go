@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -14,11 +13,11 @@ import (
 	"os/user"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
 	"github.com/berth-project/berth/api"
+	"github.com/berth-project/berth/internal/driver"
 )
 
 // healthEvent is a change of a task's health, from its checker to its runner.
@@ -58,7 +57,7 @@ func policyOf(h api.HealthCheck) healthPolicy {
 func (a *Agent) startHealth(ctx context.Context, r *runner, st api.TaskStatus) <-chan healthEvent {
 	t := r.task
 	hc := *t.Spec.Health
-	check := a.healthProbe(t)
+	check := a.healthProbe(t, r.handle)
 	initial := st.Health
 	if initial != api.HealthHealthy {
 		initial = api.HealthStarting
@@ -136,7 +135,9 @@ func runHealth(ctx context.Context, clock Clock, p healthPolicy, check func(cont
 }
 
 // healthProbe returns the function that runs one check of t's health check.
-func (a *Agent) healthProbe(t api.Task) func(context.Context) error {
+// An exec check runs inside the task when its handle can (a container), on
+// the host otherwise.
+func (a *Agent) healthProbe(t api.Task, handle driver.Handle) func(context.Context) error {
 	h := t.Spec.Health
 	switch {
 	case h.HTTP != nil:
@@ -145,6 +146,9 @@ func (a *Agent) healthProbe(t api.Task) func(context.Context) error {
 		return tcpProbe(t.Ports[h.TCP.Port])
 	case len(h.Exec) > 0:
 		env := taskEnv(t, a.NodeID())
+		if ex, ok := handle.(driver.Execer); ok {
+			return containerExecProbe(ex, h.Exec, env)
+		}
 		argv, err := expandCommand(h.Exec, env, t.Spec.Workdir, a.cfg.BerthBinary)
 		if err != nil {
 			return func(context.Context) error { return fmt.Errorf("exec check: %w", err) }
@@ -210,6 +214,30 @@ func tcpProbe(port int) func(context.Context) error {
 	}
 }
 
+// containerExecProbe runs an exec check inside the task's container: ${VAR}
+// references are expanded from the task's environment, which the container
+// already has, and the program is looked up in the container, not on the
+// host.
+func containerExecProbe(ex driver.Execer, cmd []string, env map[string]string) func(context.Context) error {
+	argv := make([]string, len(cmd))
+	for i, a := range cmd {
+		argv[i] = api.ExpandVars(a, env)
+	}
+	return func(ctx context.Context) error {
+		code, out, err := ex.Exec(ctx, argv, nil)
+		if err != nil {
+			return fmt.Errorf("%s: %w", argv[0], err)
+		}
+		if code == 0 {
+			return nil
+		}
+		if text := strings.TrimSpace(out); text != "" {
+			return fmt.Errorf("%s exited with code %d: %s", argv[0], code, text)
+		}
+		return fmt.Errorf("%s exited with code %d", argv[0], code)
+	}
+}
+
 // execProbe runs argv in its own process group, which is killed when the
 // check times out.
 func execProbe(argv, env []string, dir string, cred *syscall.Credential) func(context.Context) error {
@@ -220,7 +248,7 @@ func execProbe(argv, env []string, dir string, cred *syscall.Credential) func(co
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: cred}
 		cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 		cmd.WaitDelay = time.Second
-		out := &tailBuffer{max: 512}
+		out := &driver.TailWriter{Max: 512}
 		cmd.Stdout, cmd.Stderr = out, out
 		err := cmd.Run()
 		if err == nil {
@@ -274,27 +302,4 @@ func credentialOf(spec string) (*syscall.Credential, error) {
 		return nil, nil
 	}
 	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
-}
-
-// tailBuffer keeps the last max bytes written to it.
-type tailBuffer struct {
-	max int
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *tailBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.buf.Write(p)
-	if extra := b.buf.Len() - b.max; extra > 0 {
-		b.buf.Next(extra)
-	}
-	return len(p), nil
-}
-
-func (b *tailBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

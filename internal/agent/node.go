@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"runtime"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -18,11 +17,7 @@ import (
 
 // registration describes this node to the manager.
 func (a *Agent) registration(ls *logServer, nodeID string) api.NodeRegistration {
-	drivers := make([]string, 0, len(a.cfg.Drivers))
-	for name := range a.cfg.Drivers {
-		drivers = append(drivers, name)
-	}
-	sort.Strings(drivers)
+	drivers := a.availableDrivers()
 	res := nodeResources(a.log)
 	if n, ok := a.nodeCPUs(); ok {
 		res.CPUs = n

@@ -202,3 +202,16 @@ type CPUSetUpdater interface {
 	// the host lacks the means); other errors may be retried.
 	UpdateCPUSet(cpus, mems string) error
 }
+
+// Execer is an optional extra of a Handle whose task runs in its own
+// filesystem (a container): running a command inside the task, as the
+// agent's exec health checks do. A Handle without it runs exec checks on the
+// host, as the task itself runs.
+type Execer interface {
+	// Exec runs argv (with env added to the task's environment) inside the
+	// task as the task's user and waits for it, or for ctx, whichever ends
+	// first. It returns the command's exit code and the last bytes of its
+	// combined output; err is for a command that could not be run or
+	// waited for at all.
+	Exec(ctx context.Context, argv, env []string) (exitCode int, output string, err error)
+}

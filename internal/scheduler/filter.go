@@ -1,6 +1,7 @@
 package scheduler
 
 import (
+	"slices"
 	"strconv"
 	"strings"
 
@@ -150,8 +151,9 @@ func staticReason(code uint16, n *api.Node, f *filter, single bool) string {
 // explain says why no node can take a task of demand d now: each node is
 // counted under the first check it fails, in the order status, availability,
 // driver, exclusive CPUs (topology, then free CPUs), cpu, memory,
-// constraints, ports. The text is cached until the next
-// placement changes the answer.
+// constraints, host-mode ports (the first one taken), ports. When host-mode
+// ports are all that keeps the task off every node, the text says so
+// plainly. The text is cached until the next placement changes the answer.
 func (s *scheduler) explain(d *demand) string {
 	if d.reasonSet && d.reasonStamp == s.placed {
 		return d.reason
@@ -164,6 +166,8 @@ func (s *scheduler) explain(d *demand) string {
 		cpuFree, memFree, portsFree    int64
 		cpuFreeSet, memFreeSet, portOK bool
 		noTopo, excl, exclFree         int
+		hostTaken                      = make([]int, len(d.host))
+		anyHost                        bool
 	)
 	for i := range s.nodes {
 		st := &s.nodes[i]
@@ -190,13 +194,21 @@ func (s *scheduler) explain(d *demand) string {
 			}
 		case code >= codeConstraint:
 			cons[code-codeConstraint]++
-		case d.nports > 0 && s.freePorts(int32(i)) < d.nports:
-			ports++
-			if free := int64(s.freePorts(int32(i))); !portOK || free > portsFree {
-				portsFree, portOK = free, true
-			}
 		default:
-			fit++ // unreachable while the heaps are right
+			ok, inRange, taken := s.hostFit(d, int32(i))
+			free := int64(s.freePorts(int32(i)) - inRange)
+			switch {
+			case !ok:
+				hostTaken[slices.Index(d.host, taken)]++
+				anyHost = true
+			case d.nports > 0 && free < int64(d.nports):
+				ports++
+				if free = max(free, 0); !portOK || free > portsFree {
+					portsFree, portOK = free, true
+				}
+			default:
+				fit++ // unreachable while the heaps are right
+			}
 		}
 	}
 	var parts []string
@@ -226,13 +238,32 @@ func (s *scheduler) explain(d *demand) string {
 	for i, c := range cons {
 		add(c, "fails", "fail", "constraint "+f.cons[i].String())
 	}
+	hostParts := len(parts)
+	for i, c := range hostTaken {
+		add(c, "has", "have", "host port "+d.host[i].String()+" taken")
+	}
+	hostParts = len(parts) - hostParts
 	add(ports, "lacks", "lack", "free ports (need "+strconv.Itoa(d.nports)+", most free "+strconv.FormatInt(portsFree, 10)+")")
 	add(fit, "fits", "fit", "but was not chosen")
 	noun := " nodes: "
 	if len(s.nodes) == 1 {
 		noun = " node: "
 	}
-	d.reason = "no suitable node (" + strconv.Itoa(len(s.nodes)) + noun + strings.Join(parts, ", ") + ")"
+	switch {
+	case anyHost && hostParts == len(parts) && hostParts == 1:
+		// Every node is eligible but for this one port: say that first.
+		var taken hostPort
+		for i, c := range hostTaken {
+			if c > 0 {
+				taken = d.host[i]
+			}
+		}
+		d.reason = "host port " + taken.String() + " is taken on every eligible node (" + strconv.Itoa(len(s.nodes)) + strings.TrimSuffix(noun, ": ") + ")"
+	case anyHost && hostParts == len(parts):
+		d.reason = "host ports are taken on every eligible node (" + strconv.Itoa(len(s.nodes)) + noun + strings.Join(parts, ", ") + ")"
+	default:
+		d.reason = "no suitable node (" + strconv.Itoa(len(s.nodes)) + noun + strings.Join(parts, ", ") + ")"
+	}
 	d.reasonStamp, d.reasonSet = s.placed, true
 	return d.reason
 }

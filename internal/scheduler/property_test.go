@@ -67,6 +67,17 @@ func genCluster(t *rapid.T) (Snapshot, []api.Task) {
 			}
 			tk.Ports[fmt.Sprint(k)] = 30000 + rapid.IntRange(0, 99).Draw(t, "held port")
 		}
+		if rapid.IntRange(0, 3).Draw(t, "holds a host port") == 0 {
+			hp := genHostPort(t, "h")
+			tk.Spec.Ports = append(tk.Spec.Ports, hp)
+			if tk.Ports == nil {
+				tk.Ports = map[string]int{}
+			}
+			tk.Ports["h"] = hp.Publish
+			if rapid.IntRange(0, 4).Draw(t, "held elsewhere") == 0 {
+				tk.Ports["h"]++ // not its published number: an allocated port
+			}
+		}
 		snap.Tasks = append(snap.Tasks, tk)
 	}
 	// Constraint sets shared between tasks, so groups repeat.
@@ -93,7 +104,19 @@ func genCluster(t *rapid.T) (Snapshot, []api.Task) {
 			Status:    api.TaskStatus{State: api.TaskPending},
 		}
 		for k := range rapid.IntRange(0, 2).Draw(t, "port count") {
-			tk.Spec.Ports = append(tk.Spec.Ports, api.PortSpec{Name: fmt.Sprintf("p%d", k), Protocol: "tcp"})
+			p := api.PortSpec{Name: fmt.Sprintf("p%d", k), Protocol: "tcp"}
+			if rapid.IntRange(0, 2).Draw(t, "host mode") == 0 {
+				p = genHostPort(t, p.Name)
+				for _, q := range tk.Spec.Ports {
+					if q.Mode == api.PublishHost && q.Publish == p.Publish && q.Protocol == p.Protocol {
+						p.Protocol = "udp" // validation allows each once
+						if q.Protocol == "udp" {
+							p.Protocol = "tcp"
+						}
+					}
+				}
+			}
+			tk.Spec.Ports = append(tk.Spec.Ports, p)
 		}
 		if rapid.IntRange(0, 6).Draw(t, "pinned") == 0 {
 			if len(snap.Nodes) > 0 && rapid.Bool().Draw(t, "known node") {
@@ -108,6 +131,17 @@ func genCluster(t *rapid.T) (Snapshot, []api.Task) {
 		pending = append(pending, tk)
 	}
 	return snap, pending
+}
+
+// genHostPort draws a port published in host mode: a number in some nodes'
+// port ranges or outside all of them, over tcp or udp.
+func genHostPort(t *rapid.T, name string) api.PortSpec {
+	return api.PortSpec{
+		Name:     name,
+		Protocol: rapid.SampledFrom([]string{"tcp", "tcp", "udp"}).Draw(t, "host proto"),
+		Publish:  rapid.SampledFrom([]int{30000, 30002, 30011, 30050, 18080, 53}).Draw(t, "host port"),
+		Mode:     api.PublishHost,
+	}
 }
 
 // TestScheduleMatchesReference: the optimized scheduler, with every heap
@@ -176,16 +210,38 @@ func TestScheduleInvariants(t *testing.T) {
 		for i := range pending {
 			byID[pending[i].ID] = &pending[i]
 		}
+		type hostKey struct {
+			proto string
+			port  int
+		}
 		type load struct {
 			cpu float64
 			mem api.ByteSize
 			// A task reserving cpu (memory) was placed here.
 			chargedCPU, chargedMem bool
-			ports                  map[int]string
+			ports                  map[int]string     // allocated: the number for every protocol
+			host                   map[hostKey]string // host mode: the number for one protocol
 		}
 		loads := map[string]*load{}
 		for id := range nodes {
-			loads[id] = &load{ports: map[int]string{}}
+			loads[id] = &load{ports: map[int]string{}, host: map[hostKey]string{}}
+		}
+		hostSpec := func(tk *api.Task, name string) (api.PortSpec, bool) {
+			for _, p := range tk.Spec.Ports {
+				if p.Name == name && p.Mode == api.PublishHost && p.Publish > 0 {
+					return p, true
+				}
+			}
+			return api.PortSpec{}, false
+		}
+		holder := func(l *load, p int) (string, bool) {
+			for _, k := range []hostKey{{"tcp", p}, {"udp", p}} {
+				if id, ok := l.host[k]; ok {
+					return id, true
+				}
+			}
+			id, ok := l.ports[p]
+			return id, ok
 		}
 		for _, tk := range snap.Tasks {
 			l := loads[tk.NodeID]
@@ -194,8 +250,12 @@ func TestScheduleInvariants(t *testing.T) {
 			}
 			l.cpu += tk.Spec.Resources.CPUs
 			l.mem += tk.Spec.Resources.Memory
-			for _, p := range tk.Ports {
-				l.ports[p] = tk.ID
+			for name, p := range tk.Ports {
+				if hs, ok := hostSpec(&tk, name); ok && hs.Publish == p {
+					l.host[hostKey{hs.Protocol, p}] = tk.ID
+				} else {
+					l.ports[p] = tk.ID
+				}
 			}
 		}
 		for _, a := range plan.Assignments {
@@ -248,11 +308,33 @@ func TestScheduleInvariants(t *testing.T) {
 			if n.PortRange == [2]int{} {
 				lo, hi = 20000, 32767
 			}
+			// Host-mode ports: exactly the published number, held by
+			// nothing else for that protocol.
 			for name, p := range a.Ports {
+				hs, ok := hostSpec(tk, name)
+				if !ok {
+					continue
+				}
+				k := hostKey{hs.Protocol, hs.Publish}
+				if p != hs.Publish {
+					t.Fatalf("task %s host port %s=%d, published %d", tk.ID, name, p, hs.Publish)
+				}
+				if other, dup := l.host[k]; dup {
+					t.Fatalf("host port %v on %s given to %s and %s", k, n.ID, other, tk.ID)
+				}
+				if other, dup := l.ports[p]; dup {
+					t.Fatalf("host port %v on %s given to %s, which %s holds", k, n.ID, tk.ID, other)
+				}
+				l.host[k] = tk.ID
+			}
+			for name, p := range a.Ports {
+				if _, ok := hostSpec(tk, name); ok {
+					continue
+				}
 				if p < lo || p > hi {
 					t.Fatalf("task %s port %s=%d outside %d-%d", tk.ID, name, p, lo, hi)
 				}
-				if other, dup := l.ports[p]; dup {
+				if other, dup := holder(l, p); dup {
 					t.Fatalf("port %d on %s given to %s and %s", p, n.ID, other, tk.ID)
 				}
 				l.ports[p] = tk.ID

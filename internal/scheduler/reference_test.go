@@ -29,16 +29,31 @@ func referenceSchedule(snap Snapshot, pending []api.Task) Plan {
 	}
 	slices.SortStableFunc(nodes, func(a, b *api.Node) int { return strings.Compare(a.ID, b.ID) })
 
+	// Ports: a number allocated from a node's range (dyn) is taken for
+	// both protocols; a host-mode port (host) only for its own.
+	type hostKey struct {
+		proto string
+		port  int
+	}
 	type usage struct {
 		tasks    int
 		cpu, mem int64
 		svc      map[string]int
-		ports    map[int]bool
+		dyn      map[int]bool
+		host     map[hostKey]bool
 	}
 	use := map[string]*usage{}
 	for _, n := range nodes {
-		use[n.ID] = &usage{svc: map[string]int{}, ports: map[int]bool{}}
+		use[n.ID] = &usage{svc: map[string]int{}, dyn: map[int]bool{}, host: map[hostKey]bool{}}
 	}
+	isHost := func(p api.PortSpec) bool { return p.Mode == "host" && p.Publish >= 1 && p.Publish <= 65535 }
+	protoOf := func(p api.PortSpec) string {
+		if p.Protocol == "udp" {
+			return "udp"
+		}
+		return "tcp"
+	}
+	taken := func(u *usage, p int) bool { return u.dyn[p] || u.host[hostKey{"tcp", p}] || u.host[hostKey{"udp", p}] }
 	pinnedIDs := map[string]bool{}
 	for _, t := range pending {
 		if t.NodeID != "" {
@@ -62,8 +77,21 @@ func referenceSchedule(snap Snapshot, pending []api.Task) Plan {
 		u.cpu += milli(t.Spec.Resources.CPUs)
 		u.mem += mem(t)
 		u.svc[t.ServiceID]++
-		for _, p := range t.Ports {
-			u.ports[p] = true
+		for name, p := range t.Ports {
+			if p < 1 || p > 65535 {
+				continue
+			}
+			kind := ""
+			for _, sp := range t.Spec.Ports {
+				if sp.Name == name && isHost(sp) && sp.Publish == p {
+					kind = protoOf(sp)
+				}
+			}
+			if kind == "" {
+				u.dyn[p] = true
+			} else {
+				u.host[hostKey{kind, p}] = true
+			}
 		}
 	}
 	rng := func(n *api.Node) (int, int) {
@@ -78,8 +106,16 @@ func referenceSchedule(snap Snapshot, pending []api.Task) Plan {
 	}
 	freePorts := func(n *api.Node) int {
 		lo, hi := rng(n)
+		u := use[n.ID]
+		held := map[int]bool{}
+		for p := range u.dyn {
+			held[p] = true
+		}
+		for k := range u.host {
+			held[k.port] = true
+		}
 		free := hi - lo + 1
-		for p := range use[n.ID].ports {
+		for p := range held {
 			if p >= lo && p <= hi {
 				free--
 			}
@@ -121,7 +157,17 @@ func referenceSchedule(snap Snapshot, pending []api.Task) Plan {
 		if driver == "" {
 			driver = "process"
 		}
-		cpu, memNeed, nports := milli(t.Spec.Resources.CPUs), mem(t), len(t.Spec.Ports)
+		cpu, memNeed := milli(t.Spec.Resources.CPUs), mem(t)
+		var hostPorts []hostKey
+		nports := 0
+		for _, p := range t.Spec.Ports {
+			if isHost(p) {
+				hostPorts = append(hostPorts, hostKey{protoOf(p), p.Publish})
+			} else {
+				nports++
+			}
+		}
+		hostName := func(h hostKey) string { return fmt.Sprintf("%s/%d", h.proto, h.port) }
 		cpuCap := func(n *api.Node) int64 { return milli(n.Resources.CPUs) }
 		memCap := func(n *api.Node) int64 { return max(int64(n.Resources.Memory), 0) }
 
@@ -164,8 +210,21 @@ func referenceSchedule(snap Snapshot, pending []api.Task) Plan {
 					return fmt.Sprintf("constraint %d", k), 0
 				}
 			}
-			if nports > 0 && freePorts(n) < nports {
-				return "ports", int64(freePorts(n))
+			for k, h := range hostPorts {
+				if u.dyn[h.port] || u.host[h] {
+					return fmt.Sprintf("host %d", k), 0
+				}
+			}
+			// Host-mode ports in the range leave fewer numbers to allocate.
+			lo, hi := rng(n)
+			claimed := map[int]bool{}
+			for _, h := range hostPorts {
+				if h.port >= lo && h.port <= hi && !taken(u, h.port) {
+					claimed[h.port] = true
+				}
+			}
+			if free := freePorts(n) - len(claimed); nports > 0 && free < nports {
+				return "ports", int64(max(free, 0))
 			}
 			return "", 0
 		}
@@ -200,6 +259,10 @@ func referenceSchedule(snap Snapshot, pending []api.Task) Plan {
 				unplaced(p + fmt.Sprintf("lacks memory (need %s, free %s)", api.ByteSize(memNeed), api.ByteSize(max(free, 0))))
 			case cat == "ports":
 				unplaced(p + fmt.Sprintf("lacks free ports (need %d, free %d)", nports, free))
+			case strings.HasPrefix(cat, "host"):
+				var k int
+				fmt.Sscanf(cat, "host %d", &k)
+				unplaced(p + "has host port " + hostName(hostPorts[k]) + " taken")
 			case strings.HasPrefix(cat, "constraint"):
 				var k int
 				fmt.Sscanf(cat, "constraint %d", &k)
@@ -262,12 +325,34 @@ func referenceSchedule(snap Snapshot, pending []api.Task) Plan {
 					cat := fmt.Sprintf("constraint %d", k)
 					add(cat, verb(cat, "fails", "fail")+" constraint "+c.String())
 				}
+				before := len(parts)
+				hostCats := 0
+				for k, h := range hostPorts {
+					cat := fmt.Sprintf("host %d", k)
+					add(cat, verb(cat, "has", "have")+" host port "+hostName(h)+" taken")
+					hostCats += count[cat]
+				}
+				onlyHost := hostCats > 0 && before == 0
 				add("ports", fmt.Sprintf("%s free ports (need %d, most free %d)", verb("ports", "lacks", "lack"), nports, mostFree["ports"]))
+				onlyHost = onlyHost && count["ports"] == 0
 				noun := "nodes"
 				if len(nodes) == 1 {
 					noun = "node"
 				}
-				unplaced(fmt.Sprintf("no suitable node (%d %s: %s)", len(nodes), noun, strings.Join(parts, ", ")))
+				switch {
+				case onlyHost && len(parts) == 1:
+					var h hostKey
+					for k := range hostPorts {
+						if count[fmt.Sprintf("host %d", k)] > 0 {
+							h = hostPorts[k]
+						}
+					}
+					unplaced(fmt.Sprintf("host port %s is taken on every eligible node (%d %s)", hostName(h), len(nodes), noun))
+				case onlyHost:
+					unplaced(fmt.Sprintf("host ports are taken on every eligible node (%d %s: %s)", len(nodes), noun, strings.Join(parts, ", ")))
+				default:
+					unplaced(fmt.Sprintf("no suitable node (%d %s: %s)", len(nodes), noun, strings.Join(parts, ", ")))
+				}
 				continue
 			}
 		}
@@ -278,17 +363,28 @@ func referenceSchedule(snap Snapshot, pending []api.Task) Plan {
 		u.mem += memNeed
 		u.svc[t.ServiceID]++
 		a := Assignment{TaskID: t.ID, NodeID: chosen.ID}
-		if nports > 0 {
+		if len(t.Spec.Ports) > 0 {
 			a.Ports = map[string]int{}
+			for _, p := range t.Spec.Ports {
+				if isHost(p) {
+					a.Ports[p.Name] = p.Publish
+					u.host[hostKey{protoOf(p), p.Publish}] = true
+				}
+			}
+		}
+		if nports > 0 {
 			lo, hi := rng(chosen)
 			size := hi - lo + 1
 			pos := int(hashID(t.ID) % uint64(size))
 			for _, p := range t.Spec.Ports {
-				for u.ports[lo+pos%size] {
+				if isHost(p) {
+					continue
+				}
+				for taken(u, lo+pos%size) {
 					pos++
 				}
 				a.Ports[p.Name] = lo + pos%size
-				u.ports[lo+pos%size] = true
+				u.dyn[lo+pos%size] = true
 				pos = pos%size + 1
 			}
 		}

@@ -73,6 +73,14 @@ type Plan struct {
 // admits anything) and has a free host port for each of the task's ports. A
 // task whose NodeID is already set (global mode) may only go to that node.
 //
+// Host ports: a port published in host mode (api.PublishHost) gets exactly
+// its published number, which may lie outside the node's range, and needs a
+// node where no task holds that number for its protocol; every other port
+// is allocated from the node's range and holds its number for both
+// protocols. So a node runs at most one task per host-mode port, and the
+// extra tasks of a service with more replicas than eligible nodes stay
+// unplaced ("host port tcp/18080 is taken on every eligible node").
+//
 // Tasks are placed in order of service ID, slot and task ID. Among eligible
 // nodes Schedule picks the one with the fewest tasks of the same service,
 // then the fewest tasks overall, then the lowest reserved CPU fraction, then
@@ -158,7 +166,9 @@ type demand struct {
 	filter *filter
 	cpu    int64 // milli-CPUs
 	mem    int64 // bytes
-	nports int
+	nports int   // ports allocated from the node's range
+	// host are the host-mode ports: their numbers exactly, in spec order.
+	host []hostPort
 
 	// exclusive is set for cpu_policy exclusive; excl is then the number of
 	// CPUs an unpinned (or global) task gets, and policy its topology.
@@ -200,10 +210,10 @@ type scheduler struct {
 	services  map[string]*service
 	filters   map[string]*filter
 	demands   map[string]*demand
-	snapPorts [][]int // host ports held per node; only when a pending task has ports
-	placed    uint64  // placements so far in this call
-	svcCount  []int32 // scratch for scan: the scanned service's tasks per node
-	spare     []entry // a finished group's heap, for reuse
+	snapPorts [][]heldPort // host ports held per node; only when a pending task has ports
+	placed    uint64       // placements so far in this call
+	svcCount  []int32      // scratch for scan: the scanned service's tasks per node
+	spare     []entry      // a finished group's heap, for reuse
 	// topo is each node's CPU state; nil unless a pending task needs CPU
 	// sets (see cpus.go).
 	topo     []*nodeTopo
@@ -440,10 +450,11 @@ func (s *scheduler) newGroup(t *api.Task) *group {
 	key.WriteString(strconv.FormatInt(mem, 10))
 	key.WriteByte(0)
 	key.WriteString(strconv.Itoa(nports))
+	writeHostPortsKey(&key, t)
 	writeCPUPolicyKey(&key, t)
 	d := s.demands[key.String()]
 	if d == nil {
-		d = &demand{filter: f, cpu: cpu, mem: mem, nports: nports}
+		d = &demand{filter: f, cpu: cpu, mem: mem, nports: nports, host: hostPorts(t)}
 		if r := t.Spec.Resources; r.Exclusive() {
 			d.exclusive, d.policy = true, r.Topology
 			if t.Unit == "" {
@@ -459,7 +470,7 @@ func (s *scheduler) newGroup(t *api.Task) *group {
 // sameGroup reports whether b belongs to a's group.
 func sameGroup(a, b *api.Task) bool {
 	if a.ServiceID != b.ServiceID || driverOf(a) != driverOf(b) ||
-		len(a.Spec.Ports) != len(b.Spec.Ports) ||
+		!samePorts(a.Spec.Ports, b.Spec.Ports) ||
 		a.Spec.Resources != b.Spec.Resources || (a.Unit == "") != (b.Unit == "") {
 		return false
 	}
@@ -479,6 +490,7 @@ func writeDemandKey(b *strings.Builder, t *api.Task) {
 	b.WriteString(strconv.FormatInt(mem, 10))
 	b.WriteByte(0)
 	b.WriteString(strconv.Itoa(nports))
+	writeHostPortsKey(b, t)
 	writeCPUPolicyKey(b, t)
 }
 
@@ -519,7 +531,7 @@ func (s *scheduler) loadTasks(tasks []api.Task, pending []api.Task) {
 		}
 	}
 	if anyPorts {
-		s.snapPorts = make([][]int, len(s.nodes))
+		s.snapPorts = make([][]heldPort, len(s.nodes))
 	}
 	var lastSvcID string
 	var lastSvc *service
@@ -543,10 +555,8 @@ func (s *scheduler) loadTasks(tasks []api.Task, pending []api.Task) {
 		if lastSvc != nil {
 			lastSvc.counts[n]++
 		}
-		if anyPorts {
-			for _, p := range t.Ports {
-				s.snapPorts[n] = append(s.snapPorts[n], p)
-			}
+		if anyPorts && len(t.Ports) > 0 {
+			s.snapPorts[n] = heldPorts(s.snapPorts[n], t)
 		}
 		if anyCPUSet && t.Allocation != nil {
 			s.hold(n, t)
@@ -690,7 +700,8 @@ func (s *scheduler) fits(d *demand, n int32) bool {
 	if st.lacksMem(d.mem) {
 		return false
 	}
-	return d.nports == 0 || s.freePorts(n) >= d.nports
+	ok, inRange, _ := s.hostFit(d, n)
+	return ok && (d.nports == 0 || s.freePorts(n)-inRange >= d.nports)
 }
 
 // place charges the task to node n, records its CPU allocation (if any)
@@ -713,13 +724,28 @@ func (s *scheduler) place(n int32, it *item, g *group, alloc *api.CPUAllocation)
 	}
 	ps := s.portSet(n)
 	ports := make(map[string]int, len(it.ports))
-	pos := int(hashID(it.id) % uint64(ps.size))
-	for _, p := range it.ports {
-		i := ps.take(pos)
-		ports[p.Name] = ps.lo + i
-		pos = i + 1
+	// Host-mode ports first: the allocated ones must not take their
+	// numbers.
+	for i := range it.ports {
+		if p := &it.ports[i]; isHostPort(p) {
+			if ps.hold(int32(p.Publish), protoBit(p.Protocol)) {
+				st.freePorts--
+			}
+			ports[p.Name] = p.Publish
+		}
 	}
-	st.freePorts -= int32(len(it.ports))
+	if g.demand.nports == 0 {
+		return ports
+	}
+	pos := int(hashID(it.id) % uint64(ps.size))
+	for i := range it.ports {
+		if p := &it.ports[i]; !isHostPort(p) {
+			i := ps.take(pos)
+			ports[p.Name] = ps.lo + i
+			pos = i + 1
+		}
+	}
+	st.freePorts -= int32(g.demand.nports)
 	return ports
 }
 
@@ -757,8 +783,13 @@ func (s *scheduler) pinned(it *item, g *group) (int32, string, *api.CPUAllocatio
 		return -1, prefix + "lacks memory (need " + api.ByteSize(d.mem).String() + ", free " + api.ByteSize(max(st.memCap-st.mem, 0)).String() + ")", nil
 	case code >= codeConstraint:
 		return -1, prefix + "fails constraint " + d.filter.cons[code-codeConstraint].String(), nil
-	case d.nports > 0 && s.freePorts(n) < d.nports:
-		return -1, prefix + "lacks free ports (need " + strconv.Itoa(d.nports) + ", free " + strconv.Itoa(s.freePorts(n)) + ")", nil
+	}
+	ok, inRange, taken := s.hostFit(d, n)
+	switch free := s.freePorts(n) - inRange; {
+	case !ok:
+		return -1, prefix + "has host port " + taken.String() + " taken", nil
+	case d.nports > 0 && free < d.nports:
+		return -1, prefix + "lacks free ports (need " + strconv.Itoa(d.nports) + ", free " + strconv.Itoa(max(free, 0)) + ")", nil
 	}
 	switch {
 	case it.unit != "":
@@ -782,9 +813,16 @@ func driverOf(t *api.Task) string {
 	return t.Spec.Driver
 }
 
-// needs returns what a task reserves: milli-CPUs, bytes and host ports.
+// needs returns what a task reserves: milli-CPUs, bytes and host ports to
+// allocate from the node's range (its host-mode ports are not counted).
 func needs(t *api.Task) (cpu, mem int64, nports int) {
-	return milliCPUs(t.Spec.Resources.CPUs), max(int64(t.Spec.Resources.Memory), 0), len(t.Spec.Ports)
+	nports = len(t.Spec.Ports)
+	for i := range t.Spec.Ports {
+		if isHostPort(&t.Spec.Ports[i]) {
+			nports--
+		}
+	}
+	return milliCPUs(t.Spec.Resources.CPUs), max(int64(t.Spec.Resources.Memory), 0), nports
 }
 
 // milliCPUs converts CPUs to whole milli-CPUs so that sums are exact.

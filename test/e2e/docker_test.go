@@ -25,7 +25,7 @@ import (
 // TestDocker runs services on the real Docker Engine through `berth up`:
 // three replicas of a locally built image come up healthy and hardened, a
 // container killed behind Berth's back is replaced, an exclusive task gets
-// its CPU set, logs flow, a bad image is a task error that says which, and
+// its CPU set and passes an exec health check run inside its container, logs flow, a bad image is a task error that says which, and
 // after kill -9 and a restart Berth adopts the containers without
 // restarting them.
 func TestDocker(t *testing.T) {
@@ -63,7 +63,8 @@ restart: {condition: any, delay: 500ms}
   image: %s
   pull: never
   ports: [{name: http}]
-  health: {http: {port: http, path: /healthz}, interval: 500ms}
+  # An exec check runs inside the container (/berth exists only there).
+  health: {exec: [/berth, whoami, --help], interval: 500ms}
   resources: {cpus: 1, cpu_policy: exclusive, memory: 64MiB}
   stop_grace_period: 2s
 `, tag))

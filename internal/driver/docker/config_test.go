@@ -160,7 +160,7 @@ func TestSpecValidation(t *testing.T) {
 		{"tmpfs twice", api.TaskSpec{Driver: "docker", Image: "app", Tmpfs: []string{"/a", "/a"}}, "task.tmpfs[1]"},
 		{"cap ALL", api.TaskSpec{Driver: "docker", Image: "app", CapAdd: []string{"ALL"}}, "task.cap_add[0]"},
 		{"cap unknown", api.TaskSpec{Driver: "docker", Image: "app", CapAdd: []string{"NET_BIND", "CHOWN"}}, "task.cap_add[0]"},
-		{"exec health", api.TaskSpec{Driver: "docker", Image: "app", Health: &api.HealthCheck{Exec: []string{"true"}}}, "task.health.exec"},
+		{"exec health runs in the container", api.TaskSpec{Driver: "docker", Image: "app", Health: &api.HealthCheck{Exec: []string{"/bin/check"}}}, ""},
 		{"docker field on process", api.TaskSpec{Driver: "process", Command: []string{"x"}, RunAsRoot: true}, "task.run_as_root"},
 		{"read_only on process", api.TaskSpec{Driver: "process", Command: []string{"x"}, ReadOnly: &no}, "task.read_only"},
 	} {
@@ -193,4 +193,42 @@ func fieldIn(err error, field string) bool {
 		}
 	}
 	return false
+}
+
+// TestContainerConfigHostModePorts: a host-mode port reaches the driver as
+// its published number, which may lie outside the node's task port range and
+// may be shared by tcp and udp; each is bound as it is, on the publish
+// address, with the container port equal to it.
+func TestContainerConfigHostModePorts(t *testing.T) {
+	sp := baseSpec()
+	sp.Ports = []driver.Port{
+		{Name: "http", Protocol: "tcp", HostPort: 18080},
+		{Name: "dns", Protocol: "udp", HostPort: 53},
+		{Name: "dns-tcp", Protocol: "tcp", HostPort: 53},
+		{Name: "admin", HostPort: 20001}, // allocated from the range; tcp by default
+	}
+	cfg, hc, err := containerConfig(sp, "", "10.0.0.7", 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := nat.PortMap{
+		"18080/tcp": {{HostIP: "10.0.0.7", HostPort: "18080"}},
+		"53/udp":    {{HostIP: "10.0.0.7", HostPort: "53"}},
+		"53/tcp":    {{HostIP: "10.0.0.7", HostPort: "53"}},
+		"20001/tcp": {{HostIP: "10.0.0.7", HostPort: "20001"}},
+	}
+	if len(hc.PortBindings) != len(want) || len(cfg.ExposedPorts) != len(want) {
+		t.Fatalf("bindings %v, exposed %v", hc.PortBindings, cfg.ExposedPorts)
+	}
+	for p, b := range want {
+		if got := hc.PortBindings[p]; !slices.Equal(got, b) {
+			t.Errorf("binding %s = %v, want %v", p, got, b)
+		}
+		if _, ok := cfg.ExposedPorts[p]; !ok {
+			t.Errorf("%s not exposed", p)
+		}
+	}
+	if hc.NetworkMode != "bridge" {
+		t.Errorf("network mode %q: host-mode ports must not mean the host's network namespace", hc.NetworkMode)
+	}
 }
