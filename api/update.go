@@ -228,3 +228,11 @@ func (s *ServiceSpec) Warnings() []string {
 	}
 	return out
 }
+
+// CanarySlotBase is the slot number below every canary's: the orchestrator
+// runs canary i (from 1) in slot CanarySlotBase+i, above any replica's slot,
+// so that a canary is told from a replica by its slot alone.
+const CanarySlotBase = MaxReplicas
+
+// IsCanarySlot reports whether slot is a canary's (see CanarySlotBase).
+func IsCanarySlot(slot int) bool { return slot > CanarySlotBase }

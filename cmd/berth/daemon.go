@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -34,12 +35,22 @@ type managerFlags struct {
 	listen    string
 	etcd      []string
 	advertise []string
+	history   int
+}
+
+// check refuses nonsensical manager flags.
+func (f *managerFlags) check() error {
+	if f.history < 2 {
+		return usageErrorf("--version-history %d: keep at least 2 versions (the current one and one to roll back to)", f.history)
+	}
+	return nil
 }
 
 func (f *managerFlags) add(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.listen, "listen", manager.DefaultListen, "address of the HTTPS API (host:port; port 0 picks a free one)")
 	cmd.Flags().StringSliceVar(&f.etcd, "etcd-endpoints", nil, "use this external etcd cluster instead of the embedded one (comma-separated URLs)")
 	cmd.Flags().StringSliceVar(&f.advertise, "advertise", nil, "extra host names or addresses for the API certificate")
+	cmd.Flags().IntVar(&f.history, "version-history", api.DefaultVersionHistory, "how many versions of each service to keep for history and rollback (at least 2)")
 }
 
 // agentFlags are the flags of commands that run an agent.
@@ -54,7 +65,15 @@ type agentFlags struct {
 	dockerHost   string
 	meshBind     string
 	meshHTTP     string
+	meshHTTPS    string
+	dns          string
 }
+
+// Default ports of the mesh entrypoints, on the --mesh-bind host.
+const (
+	defaultMeshHTTP  = "7480"
+	defaultMeshHTTPS = "7481"
+)
 
 func (f *agentFlags) add(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.hostname, "hostname", "", "the node's name (default: the machine's host name)")
@@ -65,7 +84,9 @@ func (f *agentFlags) add(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.logListen, "log-listen", "127.0.0.1:0", "address of the agent's log server")
 	cmd.Flags().StringVar(&f.dockerHost, "docker-host", "", "Docker Engine address for the docker driver (default: DOCKER_HOST or the default socket); the driver is offered while the engine answers, checked every 10s")
 	cmd.Flags().StringVar(&f.meshBind, "mesh-bind", agent.DefaultMeshBind, `host the routing mesh's published ports listen on (0.0.0.0: every interface; "off": no mesh on this node)`)
-	cmd.Flags().StringVar(&f.meshHTTP, "mesh-http", "", "host:port of the mesh's HTTP entrypoint for service routes (empty: none)")
+	cmd.Flags().StringVar(&f.meshHTTP, "mesh-http", defaultMeshHTTP, `the mesh's HTTP entrypoint for service routes: HOST:PORT, or a PORT on the --mesh-bind host (default 127.0.0.1:7480; "off": none)`)
+	cmd.Flags().StringVar(&f.meshHTTPS, "mesh-https", defaultMeshHTTPS, `the mesh's HTTPS entrypoint for service routes: HOST:PORT, or a PORT on the --mesh-bind host (default 127.0.0.1:7481; "off": none)`)
+	cmd.Flags().StringVar(&f.dns, "dns", agent.DefaultDNSAddr, `host:port where the agent answers DNS for <service>.berth ("off": no DNS on this node)`)
 	cmd.Flags().StringVar(&f.reservedCPUs, "reserved-cpus", "", "CPUs kept for the system, such as 0 or 0-1,8: no task is pinned to them (must exist on this machine)")
 }
 
@@ -73,7 +94,18 @@ func (f *agentFlags) config(dataDir string, log *slog.Logger) (agent.Config, err
 	cfg := agent.Config{DataDir: dataDir, Hostname: f.hostname, Address: f.address, LogListen: f.logListen, Logger: log,
 		ReservedCPUs: f.reservedCPUs}
 	if f.meshBind != "off" {
-		cfg.Mesh = &agent.MeshConfig{BindAddr: f.meshBind, HTTPAddr: f.meshHTTP}
+		httpAddr, err := meshEntrypoint("--mesh-http", f.meshHTTP, f.meshBind)
+		if err != nil {
+			return cfg, err
+		}
+		httpsAddr, err := meshEntrypoint("--mesh-https", f.meshHTTPS, f.meshBind)
+		if err != nil {
+			return cfg, err
+		}
+		cfg.Mesh = &agent.MeshConfig{BindAddr: f.meshBind, HTTPAddr: httpAddr, HTTPSAddr: httpsAddr}
+	}
+	if f.dns != agent.DNSOff {
+		cfg.DNS = &agent.DNSConfig{Addr: f.dns}
 	}
 	if len(f.labels) > 0 {
 		cfg.Labels = map[string]string{}
@@ -103,6 +135,33 @@ func (f *agentFlags) config(dataDir string, log *slog.Logger) (agent.Config, err
 		cfg.Drivers[dd.Name()] = dd
 	}
 	return cfg, nil
+}
+
+// meshEntrypoint resolves the value of a mesh entrypoint flag: "off" (or
+// empty) is none, a bare port is that port on the bind host, anything else
+// must be HOST:PORT.
+func meshEntrypoint(flag, v, bind string) (string, error) {
+	v = strings.TrimSpace(v)
+	if v == "" || v == "off" {
+		return "", nil
+	}
+	if bind == "" {
+		bind = agent.DefaultMeshBind
+	}
+	if p, err := strconv.Atoi(v); err == nil {
+		if p < 0 || p > 65535 {
+			return "", usageErrorf("%s %q: port must be between 0 and 65535", flag, v)
+		}
+		return net.JoinHostPort(bind, v), nil
+	}
+	_, port, err := net.SplitHostPort(v)
+	if err != nil {
+		return "", usageErrorf("%s %q: want HOST:PORT, a port number, or off", flag, v)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+		return "", usageErrorf("%s %q: port must be a number between 0 and 65535", flag, v)
+	}
+	return v, nil
 }
 
 // dockerDriver returns the docker driver, or nil if no client can be made.
@@ -152,8 +211,11 @@ it again on the same data directory: running tasks are adopted, not restarted.`,
 				return err
 			}
 			ctx := cmd.Context()
+			if err := mf.check(); err != nil {
+				return err
+			}
 			m, err := manager.Start(ctx, manager.Config{DataDir: dataDir, Listen: mf.listen, EtcdEndpoints: mf.etcd,
-				AdvertiseHosts: mf.advertise, Version: version, Logger: log})
+				AdvertiseHosts: mf.advertise, VersionHistory: mf.history, Version: version, Logger: log})
 			if err != nil {
 				return err
 			}
@@ -233,8 +295,11 @@ func newServerCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if err := mf.check(); err != nil {
+				return err
+			}
 			m, err := manager.Start(cmd.Context(), manager.Config{DataDir: dataDirOf(cmd), Listen: mf.listen,
-				EtcdEndpoints: mf.etcd, AdvertiseHosts: mf.advertise, Version: version, Logger: log})
+				EtcdEndpoints: mf.etcd, AdvertiseHosts: mf.advertise, VersionHistory: mf.history, Version: version, Logger: log})
 			if err != nil {
 				return err
 			}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -23,6 +24,8 @@ type deployDoc struct {
 
 func newDeployCmd(e *env) *cobra.Command {
 	var files []string
+	var wait bool
+	var timeout, poll time.Duration
 	cmd := &cobra.Command{
 		Use:   "deploy -f FILE [-f FILE...]",
 		Short: "Create or update services from spec files",
@@ -30,11 +33,20 @@ func newDeployCmd(e *env) *cobra.Command {
 
 Each file holds one service spec; its name field names the service. A file
 "-" is read from standard input. All files are read and checked before any
-service is changed.`,
+service is changed. Warnings about an accepted spec go to standard error.
+
+With --wait, each service is followed until its rolling update completes (or,
+for a new service or a change that replaces no task, until its tasks run): a
+progress bar on a terminal, a line per change otherwise. The command fails if
+an update pauses or is rolled back, or on --timeout. An update whose canaries
+wait for 'berth service promote' ends the wait successfully.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(files) == 0 {
 				return usageErrorf("deploy needs at least one -f FILE")
+			}
+			if timeout <= 0 || poll <= 0 {
+				return usageErrorf("--timeout and --poll-interval must be positive")
 			}
 			docs, err := readSpecDocs(e.stdin, files)
 			if err != nil {
@@ -52,23 +64,36 @@ service is changed.`,
 				if prev, err := c.GetService(ctx, d.name); err == nil {
 					before = prev.Version
 				}
-				svc, created, err := c.DeployService(ctx, d.name, d.data, d.contentType)
+				res, err := c.Deploy(ctx, d.name, d.data, d.contentType)
 				if err != nil {
 					return err
 				}
+				for _, w := range res.Warnings {
+					fmt.Fprintf(e.stderr, "berth: warning: service %s: %s\n", d.name, oneLine(w))
+				}
 				what := "updated"
 				switch {
-				case created:
+				case res.Created:
 					what = "created"
-				case before != 0 && svc.Version == before:
+				case before != 0 && res.Version == before:
 					what = "unchanged"
 				}
-				fmt.Fprintf(e.stdout, "service %s %s (version %d)\n", d.name, what, svc.Version)
+				fmt.Fprintf(e.stdout, "service %s %s (version %d)\n", d.name, what, res.Version)
+				if wait {
+					w := &waiter{c: c, out: e.stdout, interval: poll, timeout: timeout, bar: isTerminal(e.stdout)}
+					if err := w.wait(ctx, res); err != nil {
+						return err
+					}
+				}
 			}
 			return nil
 		},
 	}
 	cmd.Flags().StringArrayVarP(&files, "file", "f", nil, `spec file, YAML or JSON ("-" for standard input); repeatable`)
+	cmd.Flags().BoolVar(&wait, "wait", false, "follow each service until its update completes; fail if it pauses or rolls back")
+	cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Minute, "with --wait, how long to wait for each service")
+	cmd.Flags().DurationVar(&poll, "poll-interval", defaultPollInterval, "with --wait, how often to read the service")
+	_ = cmd.Flags().MarkHidden("poll-interval")
 	return cmd
 }
 

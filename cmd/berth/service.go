@@ -25,6 +25,7 @@ func newServiceCmd(e *env) *cobra.Command {
 		newServiceRmCmd(e),
 		newServiceLogsCmd(e),
 		newServiceStatsCmd(e),
+		newServiceHistoryCmd(e), newServiceRollbackCmd(e), newServicePromoteCmd(e), newServiceUpdateCmd(e),
 	)
 	return cmd
 }

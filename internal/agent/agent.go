@@ -118,6 +118,9 @@ type Config struct {
 	// Mesh turns on the node's gateway (see mesh.go); nil means none. The
 	// Manager must then be an EndpointsSource.
 	Mesh *MeshConfig
+	// DNS turns on the node's DNS server for service discovery (see
+	// dns.go); nil means none.
+	DNS *DNSConfig
 }
 
 // Agent runs the tasks the manager assigns to one node.
@@ -148,6 +151,10 @@ type Agent struct {
 
 	// gw is the node's gateway while Run runs with a MeshConfig.
 	gw atomic.Pointer[gateway.Gateway]
+	// mesh is what the gateway's config is made of (see meshtls.go).
+	mesh meshState
+	// dns is the node's DNS server while Run runs with a DNSConfig.
+	dns atomic.Pointer[nodeDNS]
 
 	// Test hooks; nil in production.
 	portFree     func(proto string, port int) error
@@ -267,6 +274,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	defer a.stopMesh()
+	if err := a.startDNS(); err != nil {
+		return err
+	}
+	defer a.stopDNS()
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer func() {

@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/berth-project/berth/api"
@@ -17,8 +20,15 @@ import (
 // network before its operator chooses to.
 const DefaultMeshBind = "127.0.0.1"
 
+// MeshAddrFile is the file in the agent's data directory where a running
+// gateway writes the addresses its entrypoints listen on, one per line:
+// "http HOST:PORT" and "https HOST:PORT" (a line only for an entrypoint that
+// is on). It is removed when the gateway stops. Tools and tests that let
+// the system pick the ports (":0") read the chosen ones here.
+const MeshAddrFile = "mesh.addr"
+
 // MeshConfig turns on the node's gateway: the routing mesh's published ports
-// and its HTTP entrypoint.
+// and its HTTP and HTTPS entrypoints.
 type MeshConfig struct {
 	// BindAddr is the host published ports listen on (default
 	// DefaultMeshBind; "0.0.0.0" for every interface).
@@ -26,6 +36,11 @@ type MeshConfig struct {
 	// HTTPAddr is host:port of the HTTP entrypoint for routes; empty means
 	// none.
 	HTTPAddr string
+	// HTTPSAddr is host:port of the HTTPS entrypoint for routes; empty
+	// means none. It serves uploaded certificates by SNI (when the Manager
+	// is a GatewayCertsSource) and, for route hosts none covers,
+	// certificates from the gateway CA (when it is a GatewayCertSigner).
+	HTTPSAddr string
 	// DrainTimeout bounds how long requests to a removed backend may go on
 	// (default gateway.DefaultDrainTimeout).
 	DrainTimeout time.Duration
@@ -59,22 +74,43 @@ func (a *Agent) startMesh() error {
 	if bind == "" {
 		bind = DefaultMeshBind
 	}
-	gw, err := gateway.New(gateway.Options{
+	opts := gateway.Options{
 		BindAddr:     bind,
 		HTTPAddr:     mc.HTTPAddr,
+		HTTPSAddr:    mc.HTTPSAddr,
 		DrainTimeout: mc.DrainTimeout,
 		Logger:       a.log.WithGroup("gateway"),
-	})
+	}
+	if signer, ok := a.m.(GatewayCertSigner); ok && mc.HTTPSAddr != "" {
+		ci := &certIssuer{signer: signer, exact: a.mesh.routeHost, now: time.Now}
+		opts.IssueCert = ci.issue
+	}
+	gw, err := gateway.New(opts)
 	if err != nil {
 		return fmt.Errorf("agent: mesh: %w", err)
 	}
 	a.gw.Store(gw)
+	var lines []string
+	attrs := []any{"bind", bind}
+	if addr := gw.HTTPAddr(); addr != nil {
+		lines = append(lines, "http "+addr.String())
+		attrs = append(attrs, "http", addr.String())
+	}
+	if addr := gw.HTTPSAddr(); addr != nil {
+		lines = append(lines, "https "+addr.String())
+		attrs = append(attrs, "https", addr.String())
+	}
+	a.log.Info("mesh gateway listening", attrs...)
+	if err := writeFileAtomic(filepath.Join(a.cfg.DataDir, MeshAddrFile), []byte(strings.Join(lines, "\n")+"\n")); err != nil {
+		a.log.Warn("cannot write the mesh address file", "err", err)
+	}
 	return nil
 }
 
 // stopMesh closes the gateway.
 func (a *Agent) stopMesh() {
 	if gw := a.gw.Swap(nil); gw != nil {
+		_ = os.Remove(filepath.Join(a.cfg.DataDir, MeshAddrFile))
 		_ = gw.Close()
 	}
 }
@@ -88,13 +124,36 @@ func (a *Agent) MeshHTTPAddr() net.Addr {
 	return nil
 }
 
+// MeshHTTPSAddr is the address of the gateway's HTTPS entrypoint while Run
+// runs, or nil.
+func (a *Agent) MeshHTTPSAddr() net.Addr {
+	if gw := a.gw.Load(); gw != nil {
+		return gw.HTTPSAddr()
+	}
+	return nil
+}
+
 // followEndpoints holds the endpoints stream open, reconnecting with
-// back-off, and updates the gateway on every message.
+// back-off, and updates the gateway on every message. With an HTTPS
+// entrypoint it also follows the uploaded certificates (followCertificates)
+// until it returns.
 func (a *Agent) followEndpoints(ctx context.Context) {
 	gw := a.gw.Load()
 	src, _ := a.m.(EndpointsSource)
-	if gw == nil || src == nil {
+	if (gw == nil && a.dns.Load() == nil) || src == nil {
 		return
+	}
+	if certs, ok := a.m.(GatewayCertsSource); ok && gw != nil && gw.HTTPSAddr() != nil {
+		cctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			a.followCertificates(cctx, gw, certs)
+		}()
+		defer func() {
+			cancel()
+			<-done
+		}()
 	}
 	var limit logLimiter
 	limit.every = 30 * time.Second
@@ -119,7 +178,10 @@ func (a *Agent) followEndpoints(ctx context.Context) {
 				}
 				bo.reset()
 				limit.ok()
-				a.applyEndpoints(gw, e)
+				if gw != nil {
+					a.applyEndpoints(gw, e)
+				}
+				a.updateDNS(e)
 			}
 		}
 		if ctx.Err() == nil {
@@ -129,23 +191,37 @@ func (a *Agent) followEndpoints(ctx context.Context) {
 	}
 }
 
-// applyEndpoints updates the gateway. If the whole config is refused (a
-// port that cannot be opened, say), services are added one at a time and
-// each one the gateway refuses is left out and logged, so that one bad
-// service does not freeze the routing of all the others.
+// applyEndpoints updates the gateway with the routing state e and the
+// uploaded certificates last received (see updateGatewayLocked).
 func (a *Agent) applyEndpoints(gw *gateway.Gateway, e api.Endpoints) {
+	a.mesh.mu.Lock()
+	defer a.mesh.mu.Unlock()
+	a.mesh.last = e
+	a.mesh.setHosts(e)
+	a.updateGatewayLocked(gw)
+}
+
+// updateGatewayLocked gives the gateway the last routing state and
+// certificates; a.mesh.mu is held. If the whole config is refused (a port
+// that cannot be opened, say), services are added one at a time and each
+// one the gateway refuses is left out and logged, so that one bad service
+// does not freeze the routing of all the others.
+func (a *Agent) updateGatewayLocked(gw *gateway.Gateway) {
+	e := a.mesh.last
 	cfg := meshConfig(e.Services)
+	cfg.Certs = a.mesh.certs
 	err := gw.Update(cfg)
 	if err == nil {
 		return
 	}
 	a.log.Warn("gateway refused the routing state; applying it service by service", "err", err)
-	var ok gateway.Config
+	ok := gateway.Config{Certs: a.mesh.certs}
 	for _, se := range e.Services {
 		one := meshConfig([]api.ServiceEndpoints{se})
 		try := gateway.Config{
 			Published: append(ok.Published[:len(ok.Published):len(ok.Published)], one.Published...),
 			Routes:    append(ok.Routes[:len(ok.Routes):len(ok.Routes)], one.Routes...),
+			Certs:     ok.Certs,
 		}
 		if err := gw.Update(try); err != nil {
 			a.log.Error("gateway refused a service; it gets no traffic on this node", "service", se.Service, "err", err)

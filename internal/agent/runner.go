@@ -301,6 +301,7 @@ func (r *runner) start(ctx context.Context) bool {
 	if err != nil {
 		return reject(api.TaskRejected, err)
 	}
+	r.a.taskDNS(t, &spec)
 	if err := checkPorts(t, r.a.portFree); err != nil {
 		return reject(api.TaskFailed, err)
 	}

@@ -255,3 +255,18 @@ func portFree(proto string, port int) error {
 		return l.Close()
 	}
 }
+
+// setDNSEnv tells a task where the node's DNS server is: BERTH_DNS=addr
+// (host:port) in its environment. Like every BERTH_* variable it replaces
+// one the spec sets.
+func setDNSEnv(spec *driver.StartSpec, addr string) {
+	env := spec.Env[:0:0]
+	for _, kv := range spec.Env {
+		if !strings.HasPrefix(kv, "BERTH_DNS=") {
+			env = append(env, kv)
+		}
+	}
+	env = append(env, "BERTH_DNS="+addr)
+	sort.Strings(env)
+	spec.Env = env
+}

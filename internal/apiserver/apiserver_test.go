@@ -193,6 +193,23 @@ func TestBadInputIsRejectedWithFieldAndChangesNothing(t *testing.T) {
 		{"status unknown state", "POST", "/api/v1/nodes/x/status", "application/json", testToken, []byte(`{"tasks":[{"id":"t","status":{"state":"exploded"}}]}`), 400, "tasks[0].status.state"},
 		{"status unknown node", "POST", "/api/v1/nodes/x/status", "application/json", testToken, []byte(`{}`), 404, ""},
 		{"tasks bad all", "GET", "/api/v1/services/hello/tasks?all=maybe", "", testToken, nil, 400, "all"},
+		{"update negative parallelism", "PUT", "/api/v1/services/hello", "application/yaml", testToken, spec("restart:", "update: {parallelism: -1}\nrestart:"), 400, "update.parallelism"},
+		{"update negative delay", "PUT", "/api/v1/services/hello", "application/yaml", testToken, spec("restart:", "update: {delay: -1s}\nrestart:"), 400, "update.delay"},
+		{"update failure ratio over 1", "PUT", "/api/v1/services/hello", "application/yaml", testToken, spec("restart:", "update: {max_failure_ratio: 1.5}\nrestart:"), 400, "update.max_failure_ratio"},
+		{"rollback failure ratio negative", "PUT", "/api/v1/services/hello", "application/yaml", testToken, spec("restart:", "rollback: {max_failure_ratio: -0.1}\nrestart:"), 400, "rollback.max_failure_ratio"},
+		{"update unknown order", "PUT", "/api/v1/services/hello", "application/yaml", testToken, spec("restart:", "update: {order: random}\nrestart:"), 400, "update.order"},
+		{"update unknown failure action", "PUT", "/api/v1/services/hello", "application/yaml", testToken, spec("restart:", "update: {failure_action: panic}\nrestart:"), 400, "update.failure_action"},
+		{"rollback that rolls back", "PUT", "/api/v1/services/hello", "application/yaml", testToken, spec("restart:", "rollback: {failure_action: rollback}\nrestart:"), 400, "rollback.failure_action"},
+		{"negative canary", "PUT", "/api/v1/services/hello", "application/yaml", testToken, spec("restart:", "update: {canary: -1}\nrestart:"), 400, "update.canary"},
+		{"auto promote without canary", "PUT", "/api/v1/services/hello", "application/yaml", testToken, spec("restart:", "update: {auto_promote: true}\nrestart:"), 400, "update.auto_promote"},
+		{"update parallelism as word", "PUT", "/api/v1/services/hello", "application/yaml", testToken, spec("restart:", "update: {parallelism: all}\nrestart:"), 400, "update.parallelism"},
+		{"rollback without previous version", "POST", "/api/v1/services/hello/rollback", "", testToken, nil, 409, ""},
+		{"rollback to unknown version", "POST", "/api/v1/services/hello/rollback", "application/json", testToken, []byte(`{"to":7}`), 404, "to"},
+		{"rollback bad body", "POST", "/api/v1/services/hello/rollback", "application/json", testToken, []byte(`{"to":"last"}`), 400, "to"},
+		{"rollback unknown service", "POST", "/api/v1/services/nope/rollback", "", testToken, nil, 404, ""},
+		{"promote without canaries", "POST", "/api/v1/services/hello/promote", "", testToken, nil, 409, ""},
+		{"resume without pause", "POST", "/api/v1/services/hello/resume", "", testToken, nil, 409, ""},
+		{"versions of unknown service", "GET", "/api/v1/services/nope/versions", "", testToken, nil, 404, ""},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -14,9 +14,11 @@ import (
 )
 
 // checkMeshClash rejects spec if it publishes a port or routes a host and
-// path that another service already does. It reads the stored services;
-// two deploys racing for the same port can both pass (see ADR 0016).
-func (s *Server) checkMeshClash(ctx context.Context, spec api.ServiceSpec) error {
+// path that another service already does. It returns the revision it listed
+// the services at (0 when spec claims nothing and no list was needed): the
+// write of spec must be guarded by it (Collection.TxnUnchangedSince), so
+// that two deploys racing for the same port cannot both pass (ADR 0019).
+func (s *Server) checkMeshClash(ctx context.Context, spec api.ServiceSpec) (int64, error) {
 	type pubKey struct {
 		proto string
 		port  int
@@ -32,11 +34,11 @@ func (s *Server) checkMeshClash(ctx context.Context, spec api.ServiceSpec) error
 		routes[api.RouteKey(r)] = true
 	}
 	if len(published) == 0 && len(routes) == 0 {
-		return nil
+		return 0, nil
 	}
-	svcs, _, err := s.st.Services.List(ctx)
+	svcs, rev, err := s.st.Services.List(ctx)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	sort.Slice(svcs, func(i, j int) bool { return svcs[i].Spec.Name < svcs[j].Spec.Name })
 	clash := func(field, format string, args ...any) error {
@@ -52,7 +54,7 @@ func (s *Server) checkMeshClash(ctx context.Context, spec api.ServiceSpec) error
 			}
 			for i, p := range spec.Task.Ports {
 				if p.Publish == op.Publish && p.Protocol == op.Protocol {
-					return clash(fmt.Sprintf("task.ports[%d].publish", i), "%s port %d is already published by service %s", p.Protocol, p.Publish, other.Spec.Name)
+					return 0, clash(fmt.Sprintf("task.ports[%d].publish", i), "%s port %d is already published by service %s", p.Protocol, p.Publish, other.Spec.Name)
 				}
 			}
 		}
@@ -62,12 +64,12 @@ func (s *Server) checkMeshClash(ctx context.Context, spec api.ServiceSpec) error
 			}
 			for i, r := range spec.Routes {
 				if api.RouteKey(r) == api.RouteKey(or) {
-					return clash(fmt.Sprintf("routes[%d]", i), "host %q and path %q are already routed to service %s", r.Host, r.Path, other.Spec.Name)
+					return 0, clash(fmt.Sprintf("routes[%d]", i), "host %q and path %q are already routed to service %s", r.Host, r.Path, other.Spec.Name)
 				}
 			}
 		}
 	}
-	return nil
+	return rev, nil
 }
 
 // backendTask reports whether t should receive traffic: it runs, is meant to
@@ -90,8 +92,9 @@ type meshState struct {
 	nodes    map[string]api.Node
 }
 
-// endpoints computes the routing state: every service that publishes a
-// port or has a route, with its healthy running tasks.
+// endpoints computes the routing and discovery state: every service, with
+// all its task ports (the gateway picks the published ones, DNS names them
+// all), its routes and its healthy running tasks.
 func (m *meshState) endpoints(rev int64) api.Endpoints {
 	byService := map[string][]api.EndpointBackend{}
 	for _, t := range m.tasks {
@@ -107,15 +110,8 @@ func (m *meshState) endpoints(rev int64) api.Endpoints {
 	}
 	out := api.Endpoints{Revision: rev, Services: []api.ServiceEndpoints{}}
 	for _, svc := range m.services {
-		se := api.ServiceEndpoints{Service: svc.Spec.Name, LoadBalancing: svc.Spec.LoadBalancing, Routes: svc.Spec.Routes}
-		for _, p := range svc.Spec.Task.Ports {
-			if p.Publish != 0 && p.Mode == api.PublishIngress {
-				se.Ports = append(se.Ports, p)
-			}
-		}
-		if len(se.Ports) == 0 && len(se.Routes) == 0 {
-			continue
-		}
+		se := api.ServiceEndpoints{Service: svc.Spec.Name, LoadBalancing: svc.Spec.LoadBalancing,
+			Ports: svc.Spec.Task.Ports, Routes: svc.Spec.Routes}
 		se.Backends = byService[svc.Spec.Name]
 		if se.Backends == nil {
 			se.Backends = []api.EndpointBackend{}

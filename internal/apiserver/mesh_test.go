@@ -3,6 +3,8 @@ package apiserver
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"reflect"
 	"testing"
 	"time"
 
@@ -133,26 +135,38 @@ func TestEndpointsStream(t *testing.T) {
 			}
 		}
 	}
+	// Every service is listed, sorted by name: "plain" has no ports and no
+	// tasks, and still gets DNS names.
 	backends := func(e api.Endpoints) string {
-		if len(e.Services) != 1 {
+		if len(e.Services) != 2 || e.Services[0].Service != "plain" || e.Services[1].Service != "web" {
 			return "?"
 		}
 		s := ""
-		for _, b := range e.Services[0].Backends {
+		for _, b := range e.Services[1].Backends {
 			s += b.TaskID + "@" + b.Host + " "
 		}
 		return s
 	}
 	e := next(func(api.Endpoints) bool { return true })
-	if len(e.Services) != 1 || e.Services[0].Service != "web" || e.Services[0].LoadBalancing != api.LBLeastOutstanding ||
-		len(e.Services[0].Ports) != 1 || e.Services[0].Ports[0].Publish != 18080 {
+	if len(e.Services) != 2 {
 		t.Fatalf("first message: %+v", e)
+	}
+	if p := e.Services[0]; p.Service != "plain" || len(p.Ports) != 0 || p.Backends == nil || len(p.Backends) != 0 {
+		t.Fatalf("first message, plain: %+v", p)
+	}
+	// web has all its task ports: the published one and the one only DNS
+	// names.
+	web := e.Services[1]
+	if web.Service != "web" || web.LoadBalancing != api.LBLeastOutstanding || len(web.Ports) != 2 ||
+		web.Ports[0].Name != "http" || web.Ports[0].Publish != 18080 || web.Ports[0].Mode != api.PublishIngress ||
+		web.Ports[1].Name != "admin" || web.Ports[1].Publish != 0 || web.Ports[1].Protocol != "tcp" {
+		t.Fatalf("first message, web: %+v", web)
 	}
 	if got := backends(e); got != "t1@10.0.0.1 t2@127.0.0.1 " {
 		t.Fatalf("backends %q", got)
 	}
-	if e.Services[0].Backends[0].Ports["http"] != 31000 {
-		t.Fatalf("ports %+v", e.Services[0].Backends[0])
+	if b := web.Backends[0]; b.Ports["http"] != 31000 || b.Ports["admin"] != 31001 {
+		t.Fatalf("ports %+v", b)
 	}
 	// t3 becomes healthy, t1 is told to shut down: both show within the
 	// debounce, measured from the write.
@@ -181,5 +195,52 @@ func TestEndpointsStream(t *testing.T) {
 	if resp, _ := f.do("DELETE", "/api/v1/services/web", "", testToken, nil); resp.StatusCode != 204 {
 		t.Fatalf("delete: %d", resp.StatusCode)
 	}
-	next(func(e api.Endpoints) bool { return len(e.Services) == 0 })
+	next(func(e api.Endpoints) bool { return len(e.Services) == 1 && e.Services[0].Service == "plain" })
+}
+
+// endpoints lists every service with all its task ports, whatever their
+// mode, and the healthy running tasks only.
+func TestEndpointsListEveryService(t *testing.T) {
+	ports := []api.PortSpec{
+		{Name: "http", Protocol: "tcp", Publish: 18080, Mode: api.PublishIngress},
+		{Name: "direct", Protocol: "udp", Publish: 18081, Mode: api.PublishHost},
+		{Name: "metrics", Protocol: "tcp"},
+	}
+	m := &meshState{
+		services: map[string]api.Service{
+			"web":    {Spec: api.ServiceSpec{Name: "web", LoadBalancing: api.LBRoundRobin, Task: api.TaskSpec{Ports: ports}}},
+			"batch":  {Spec: api.ServiceSpec{Name: "batch", LoadBalancing: api.LBRoundRobin}},
+			"routed": {Spec: api.ServiceSpec{Name: "routed", Routes: []api.RouteSpec{{Path: "/", Port: "http"}}}},
+		},
+		tasks: map[string]api.Task{
+			"w1": {ID: "w1", ServiceName: "web", NodeID: "n1", DesiredState: api.TaskRunning,
+				Ports: map[string]int{"http": 20001, "direct": 18081, "metrics": 20002}, Status: api.TaskStatus{State: api.TaskRunning, Health: api.HealthHealthy}},
+			"w2": {ID: "w2", ServiceName: "web", NodeID: "n1", DesiredState: api.TaskRunning,
+				Status: api.TaskStatus{State: api.TaskRunning, Health: api.HealthUnhealthy}},
+			"b1": {ID: "b1", ServiceName: "batch", NodeID: "n2", DesiredState: api.TaskRunning,
+				Status: api.TaskStatus{State: api.TaskRunning}},
+		},
+		nodes: map[string]api.Node{"n1": {ID: "n1", Address: "10.0.0.1"}},
+	}
+	e := m.endpoints(7)
+	var names []string
+	for _, s := range e.Services {
+		names = append(names, s.Service)
+	}
+	if e.Revision != 7 || fmt.Sprint(names) != "[batch routed web]" {
+		t.Fatalf("services %v (revision %d)", names, e.Revision)
+	}
+	batch, routed, web := e.Services[0], e.Services[1], e.Services[2]
+	if len(batch.Ports) != 0 || len(batch.Backends) != 1 || batch.Backends[0].Host != "127.0.0.1" {
+		t.Errorf("batch: %+v", batch)
+	}
+	if routed.Backends == nil || len(routed.Backends) != 0 || len(routed.Routes) != 1 {
+		t.Errorf("routed: %+v", routed)
+	}
+	if !reflect.DeepEqual(web.Ports, ports) {
+		t.Errorf("web ports %+v, want all of %+v", web.Ports, ports)
+	}
+	if len(web.Backends) != 1 || web.Backends[0].TaskID != "w1" || web.Backends[0].Host != "10.0.0.1" || web.Backends[0].Ports["metrics"] != 20002 {
+		t.Errorf("web backends %+v", web.Backends)
+	}
 }

@@ -36,6 +36,9 @@ type Config struct {
 	// AssignmentDebounce batches task changes before an agent's set is
 	// re-sent. Default 10ms.
 	AssignmentDebounce time.Duration
+	// VersionHistory is how many versions of each service are kept.
+	// Default api.DefaultVersionHistory.
+	VersionHistory int
 }
 
 // Server is the API server.
@@ -86,6 +89,10 @@ func (s *Server) Handler() http.Handler {
 	route("PUT /api/v1/services/{name}", s.putService)
 	route("POST /api/v1/services/{name}/scale", s.scaleService)
 	route("DELETE /api/v1/services/{name}", s.deleteService)
+	route("GET /api/v1/services/{name}/versions", s.listVersions)
+	route("POST /api/v1/services/{name}/rollback", s.rollbackService)
+	route("POST /api/v1/services/{name}/promote", s.promoteService)
+	route("POST /api/v1/services/{name}/resume", s.resumeService)
 	route("GET /api/v1/services/{name}/tasks", s.serviceTasks)
 	route("GET /api/v1/services/{name}/logs", s.serviceLogs)
 	route("GET /api/v1/services/{name}/stats", s.serviceStats)
@@ -99,6 +106,13 @@ func (s *Server) Handler() http.Handler {
 	route("POST /api/v1/nodes/{id}/status", s.nodeStatus)
 	route("GET /api/v1/endpoints", s.streamEndpoints)
 	route("GET /api/v1/info", s.info)
+	route("GET /api/v1/certificates", s.listCertificates)
+	route("GET /api/v1/certificates/{name}", s.getCertificate)
+	route("PUT /api/v1/certificates/{name}", s.putCertificate)
+	route("DELETE /api/v1/certificates/{name}", s.deleteCertificate)
+	route("GET /api/v1/gateway/ca", s.getGatewayCA)
+	route("POST /api/v1/agent/gateway/certificates", s.signGatewayCSR)
+	route("GET /api/v1/agent/certificates", s.streamGatewayCertificates)
 	mux.Handle("GET /api/v1/openapi.json", s.public(s.openAPI))
 	mux.Handle("GET /docs", s.public(s.docsPage))
 	mux.Handle("GET /healthz", s.public(func(w http.ResponseWriter, r *http.Request) error {

@@ -8,9 +8,9 @@ import (
 	"net/http"
 	"reflect"
 	"sort"
+	"strings"
 
 	"github.com/berth-project/berth/api"
-	"github.com/berth-project/berth/internal/ids"
 	"github.com/berth-project/berth/internal/store"
 )
 
@@ -74,11 +74,16 @@ func (s *Server) putService(w http.ResponseWriter, r *http.Request) error {
 	if err := spec.Validate(); err != nil {
 		return err
 	}
-	if err := s.checkMeshClash(r.Context(), spec); err != nil {
-		return err
-	}
+	warnings := spec.Warnings()
 	for range casRetries {
-		svc, created, changed, err := s.writeSpec(r, spec)
+		// The clash check and the write are one step: the write fails if
+		// any service changed since the check listed them (a second deploy
+		// claiming the same port), and both run again.
+		meshRev, err := s.checkMeshClash(r.Context(), spec)
+		if err != nil {
+			return err
+		}
+		svc, created, changed, err := s.writeSpec(r, spec, meshRev)
 		if errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrExists) {
 			continue
 		}
@@ -92,19 +97,36 @@ func (s *Server) putService(w http.ResponseWriter, r *http.Request) error {
 		if created || changed {
 			s.log.Info("service deployed", "service", name, "version", svc.Version, "created", created)
 		}
-		writeJSON(w, status, svc)
+		for _, w8 := range warnings {
+			w.Header().Add("Warning", warningHeader(w8))
+		}
+		writeJSON(w, status, api.DeployResult{Service: svc, Warnings: warnings})
 		return nil
 	}
-	return &api.Error{Code: api.CodeConflict, Status: 409, Message: "service " + name + " is being changed concurrently; try again"}
+	return busy(name)
 }
 
-func (s *Server) writeSpec(r *http.Request, spec api.ServiceSpec) (svc api.Service, created, changed bool, err error) {
+// warningHeader formats a warning as an HTTP Warning header value (RFC 7234
+// warn-code 299, "miscellaneous persistent warning").
+func warningHeader(msg string) string {
+	msg = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f || r > 0x7e {
+			return ' '
+		}
+		return r
+	}, msg)
+	return `299 berth "` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(msg) + `"`
+}
+
+// writeSpec stores spec as a new version of its service, or creates the
+// service. An unchanged spec writes nothing. meshRev guards the write as
+// commitVersion says.
+func (s *Server) writeSpec(r *http.Request, spec api.ServiceSpec, meshRev int64) (svc api.Service, created, changed bool, err error) {
 	ctx := r.Context()
-	now := s.now().UTC()
 	svc, err = s.st.Services.Get(ctx, spec.Name)
 	if errors.Is(err, store.ErrNotFound) {
-		svc = api.Service{ID: ids.New(), Spec: spec, Version: 1, CreatedAt: now, UpdatedAt: now}
-		return svc, true, true, s.st.Services.Create(ctx, &svc)
+		svc, err = s.commitVersion(ctx, r, newVersion{kind: kindDeploy, spec: spec, meshRev: meshRev})
+		return svc, true, true, err
 	}
 	if err != nil {
 		return svc, false, false, err
@@ -112,10 +134,8 @@ func (s *Server) writeSpec(r *http.Request, spec api.ServiceSpec) (svc api.Servi
 	if specEqual(svc.Spec, spec) {
 		return svc, false, false, nil
 	}
-	svc.Spec = spec
-	svc.Version++
-	svc.UpdatedAt = now
-	return svc, false, true, s.st.Services.Update(ctx, &svc)
+	svc, err = s.commitVersion(ctx, r, newVersion{kind: kindDeploy, old: &svc, spec: spec, meshRev: meshRev})
+	return svc, false, true, err
 }
 
 // specEqual compares specs by their JSON form, so that nil and empty maps
@@ -160,10 +180,9 @@ func (s *Server) scaleService(w http.ResponseWriter, r *http.Request) error {
 			return nil
 		}
 		n := *req.Replicas
-		svc.Spec.Replicas = &n
-		svc.Version++
-		svc.UpdatedAt = s.now().UTC()
-		err = s.st.Services.Update(r.Context(), &svc)
+		spec := svc.Spec
+		spec.Replicas = &n
+		svc, err = s.commitVersion(r.Context(), r, newVersion{kind: kindDeploy, old: &svc, spec: spec})
 		if errors.Is(err, store.ErrConflict) {
 			continue
 		}
@@ -174,7 +193,7 @@ func (s *Server) scaleService(w http.ResponseWriter, r *http.Request) error {
 		writeJSON(w, 200, svc)
 		return nil
 	}
-	return &api.Error{Code: api.CodeConflict, Status: 409, Message: "service is being changed concurrently; try again"}
+	return busy(r.PathValue("name"))
 }
 
 func (s *Server) deleteService(w http.ResponseWriter, r *http.Request) error {
@@ -182,8 +201,13 @@ func (s *Server) deleteService(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	// The orchestrator sees the service gone and shuts its tasks down.
-	if err := s.st.Services.Delete(r.Context(), svc.Spec.Name, 0); err != nil && !errors.Is(err, store.ErrNotFound) {
+	// The orchestrator sees the service gone and shuts its tasks down. Its
+	// versions go with it, so that a new service of the same name starts
+	// a history of its own.
+	txn := s.st.Txn()
+	s.st.Services.TxnDelete(txn, svc.Spec.Name, 0)
+	s.st.Versions.TxnDeletePrefix(txn, store.VersionPrefix(svc.Spec.Name))
+	if err := txn.Commit(r.Context()); err != nil && !errors.Is(err, store.ErrNotFound) {
 		return err
 	}
 	s.log.Info("service removed", "service", svc.Spec.Name)

@@ -57,6 +57,20 @@ type StartSpec struct {
 	Ports []Port
 	// Container holds what only container drivers read.
 	Container ContainerOptions
+	// DNS is the resolver a container task is given (the node agent's DNS
+	// server, for service discovery). The zero value keeps the engine's
+	// default. A process task shares the host's resolver: process drivers
+	// ignore it.
+	DNS Resolver
+}
+
+// Resolver is the DNS configuration of a container.
+type Resolver struct {
+	// Servers are IP addresses of name servers, asked on port 53.
+	Servers []string
+	// Search are the search domains ("berth", so that a bare service name
+	// resolves).
+	Search []string
 }
 
 // Port is a named port of a task and the host port allocated to it.

@@ -47,6 +47,9 @@ type Config struct {
 	EtcdEndpoints []string
 	// AdvertiseHosts are extra names and addresses for the API certificate.
 	AdvertiseHosts []string
+	// VersionHistory is how many versions of each service are kept
+	// (default api.DefaultVersionHistory).
+	VersionHistory int
 	Version        string
 	Logger         *slog.Logger
 }
@@ -116,7 +119,8 @@ func Start(ctx context.Context, cfg Config) (*Manager, error) {
 		return nil, err
 	}
 	m := &Manager{cfg: cfg, log: cfg.Logger.WithGroup("manager"), store: st, ln: ln, token: token, caPEM: ca.CertPEM}
-	srv := apiserver.New(apiserver.Config{Store: st, Token: token, Logger: cfg.Logger, Version: cfg.Version, IsLeader: m.leader.Load})
+	srv := apiserver.New(apiserver.Config{Store: st, Token: token, Logger: cfg.Logger, Version: cfg.Version, IsLeader: m.leader.Load,
+		VersionHistory: cfg.VersionHistory})
 	m.http = &http.Server{
 		Handler:           srv.Handler(),
 		TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}},

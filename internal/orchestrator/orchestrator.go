@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/berth-project/berth/api"
 	"github.com/berth-project/berth/internal/controller"
 	"github.com/berth-project/berth/internal/ids"
 	"github.com/berth-project/berth/internal/store"
@@ -25,6 +26,9 @@ type Config struct {
 type Orchestrator struct {
 	cfg Config
 	log *slog.Logger
+	// seen is since when each task was first seen serving (ObserveServing);
+	// only the loop's goroutine touches it.
+	seen map[string]time.Time
 }
 
 // New returns an orchestrator.
@@ -38,7 +42,7 @@ func New(cfg Config) *Orchestrator {
 	if cfg.Options.NewID == nil {
 		cfg.Options.NewID = ids.New
 	}
-	return &Orchestrator{cfg: cfg, log: cfg.Logger.WithGroup("orchestrator")}
+	return &Orchestrator{cfg: cfg, log: cfg.Logger.WithGroup("orchestrator"), seen: map[string]time.Time{}}
 }
 
 // Run reconciles until ctx ends.
@@ -51,8 +55,56 @@ func (o *Orchestrator) Run(ctx context.Context) error {
 const batchSize = 128
 
 func (o *Orchestrator) reconcile(ctx context.Context, st *controller.State) (time.Time, error) {
-	res := Reconcile(o.cfg.Now().UTC(), State{Services: st.Services, Tasks: st.Tasks, Nodes: st.Nodes}, o.cfg.Options)
+	ObserveServing(o.seen, st.Tasks)
+	now := o.cfg.Now().UTC()
+	res := Reconcile(now, State{Services: st.Services, Tasks: st.Tasks, Nodes: st.Nodes, ServingSince: o.seen}, o.cfg.Options)
 	s := o.cfg.Store
+	again := res.Wake
+	soon := func(d time.Duration) {
+		if t := o.cfg.Now().Add(d); again.IsZero() || t.Before(again) {
+			again = t
+		}
+	}
+	// Service changes land first, each in its own transaction (with the
+	// version record of an automatic rollback). One that does not land (the
+	// service changed meanwhile: a deploy, a promote) drops the task changes
+	// of its service: they were decided on what is now stale, and the watch
+	// brings the change back here.
+	stale := map[string]bool{}
+	for i := range res.Services {
+		w := res.Services[i]
+		txn := s.Txn()
+		s.Services.TxnUpdate(txn, &w.Service)
+		if w.Version != nil {
+			s.Versions.TxnPut(txn, w.Version)
+		}
+		err := txn.Commit(ctx)
+		switch {
+		case err == nil:
+			st.Services[w.Service.ID] = w.Service
+			if u := w.Service.UpdateStatus; u != nil {
+				o.log.Info("update status", "service", w.Service.Spec.Name, "version", w.Service.Version, "state", u.State,
+					"updated", u.Updated, "failed", u.Failed, "total", u.Total, "message", u.Message)
+			}
+		case errors.Is(err, store.ErrConflict), errors.Is(err, store.ErrNotFound):
+			stale[w.Service.ID] = true
+			soon(time.Second)
+		default:
+			return time.Time{}, err
+		}
+	}
+	if len(stale) > 0 {
+		keep := func(ts []api.Task) []api.Task {
+			out := ts[:0]
+			for _, t := range ts {
+				if !stale[t.ServiceID] {
+					out = append(out, t)
+				}
+			}
+			return out
+		}
+		res.Creates, res.Updates, res.Deletes = keep(res.Creates), keep(res.Updates), keep(res.Deletes)
+	}
 	// Creates go in batches bounded by count and bytes; a batch lands whole
 	// or not at all. A failed batch does not keep the updates and deletes
 	// below (other services' work) from happening.
@@ -102,7 +154,7 @@ func (o *Orchestrator) reconcile(ctx context.Context, st *controller.State) (tim
 	}
 	if createErr != nil {
 		// Try again soon, without holding up anything else meanwhile.
-		return o.cfg.Now().Add(2 * time.Second), nil
+		soon(2 * time.Second)
 	}
-	return time.Time{}, nil
+	return again, nil
 }

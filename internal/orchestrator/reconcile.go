@@ -1,9 +1,13 @@
 // Package orchestrator turns services into tasks: for every service it
 // compares the slots it wants with the tasks that exist, creates
-// replacements, and marks extra or outdated tasks for shutdown. It never
-// places tasks (the scheduler does; a global task is only created with its
-// node, and a per-unit task with its node and unit, which the scheduler
-// turns into a CPU set) and never runs them (agents do).
+// replacements, and marks extra or outdated tasks for shutdown. It runs
+// rolling updates (batches, monitor windows, failure actions, canaries,
+// automatic rollback; see update.go) and is the only writer of a service's
+// update progress once the API started an update. It never places tasks
+// (the scheduler does; a global task is only created with its node, and a
+// per-unit task with its node and unit, which the scheduler turns into a
+// CPU set), never runs them (agents do), and never changes a service's spec
+// except to roll it back automatically.
 //
 // Reconcile is a pure function of the state and the time; Orchestrator is the
 // loop that feeds it from the store and commits what it returns.
@@ -11,6 +15,7 @@ package orchestrator
 
 import (
 	"encoding/json"
+	"fmt"
 	"sort"
 	"strconv"
 	"strings"
@@ -25,15 +30,34 @@ type State struct {
 	Services map[string]api.Service // by ID
 	Tasks    map[string]api.Task    // by ID
 	Nodes    map[string]api.Node    // by ID
+	// ServingSince is, by task ID, since when the loop first saw each task
+	// serving (see ObserveServing); it may be nil. It tells whether a task
+	// that failed had served for its monitor window first.
+	ServingSince map[string]time.Time
 }
 
 // Result is what a reconcile decided. Creates are new tasks; Updates are
 // changed copies of existing tasks (still carrying the revision they were
-// read at); Deletes are tasks to remove from the store.
+// read at); Deletes are tasks to remove from the store. Services are
+// changes to services (update progress, an automatic rollback), to be
+// written before the task changes; if one does not land, the task changes
+// of its service must be dropped. Wake, when set, is when the reconcile
+// must run again though nothing changes (a monitor window or an update
+// delay ends).
 type Result struct {
-	Creates []api.Task
-	Updates []api.Task
-	Deletes []api.Task
+	Creates  []api.Task
+	Updates  []api.Task
+	Deletes  []api.Task
+	Services []ServiceWrite
+	Wake     time.Time
+}
+
+// ServiceWrite is a change to one service: a changed copy carrying the
+// revision it was read at and, for an automatic rollback (a new spec
+// version), the version record to write in the same transaction.
+type ServiceWrite struct {
+	Service api.Service
+	Version *api.ServiceVersion
 }
 
 // Options tune the reconcile.
@@ -191,6 +215,19 @@ func (r *reconciler) service(svc api.Service, tasks []api.Task) {
 			keys = append(keys, k)
 		}
 	}
+	ro := newRollout(svc)
+	canary := map[slotKey]bool{}
+	for i := 1; i <= ro.canaries(svc); i++ {
+		k := slotKey{slot: api.CanarySlotBase + i}
+		// A paused update keeps its canaries but starts no new ones.
+		if ro.state == api.UpdatePaused && !hasLive(slots[k]) {
+			continue
+		}
+		canary[k], want[k] = true, true
+		if _, ok := slots[k]; !ok {
+			keys = append(keys, k)
+		}
+	}
 	sort.Slice(keys, func(i, j int) bool {
 		if keys[i].slot != keys[j].slot {
 			return keys[i].slot < keys[j].slot
@@ -200,45 +237,64 @@ func (r *reconciler) service(svc api.Service, tasks []api.Task) {
 		}
 		return keys[i].unit < keys[j].unit
 	})
-	// One slot at a time moves to a new spec version (start-first,
-	// health-gated); the rolling-update policy refines this.
-	updating := 0
-	for _, k := range keys {
-		if want[k] && r.slotUpdating(svc, slots[k]) {
-			updating++
-		}
-	}
+	var views []*slotView
+	anyOld := false
 	for _, k := range keys {
 		ts := slots[k]
 		sort.Slice(ts, func(i, j int) bool { return ts[i].CreatedAt.After(ts[j].CreatedAt) }) // newest first
+		if want[k] {
+			v := r.view(svc, ro, k, ts, canary[k])
+			views = append(views, v)
+			anyOld = anyOld || v.phase == phaseOld || v.retry != nil
+		}
+	}
+	if ro.state != "" && r.progress(svc, ro, tasks, views) {
+		return // rolled back: the next reconcile moves the tasks
+	}
+	if !ro.moving() {
+		// Paused (perhaps just now): failed attempts are not retried.
+		for _, v := range views {
+			if v.phase == phaseProgress && (v.retry != nil || v.failedRetry) {
+				v.phase = phaseHeld
+			}
+		}
+	}
+	if ro.state != "" || anyOld {
+		for _, v := range views {
+			if !v.countAt.IsZero() {
+				r.wake(v.countAt)
+			}
+		}
+	}
+	start := r.pick(ro, views)
+	byKey := map[slotKey]*slotView{}
+	for _, v := range views {
+		byKey[v.key] = v
+	}
+	for _, k := range keys {
+		ts := slots[k]
 		if !want[k] {
 			for _, t := range ts {
 				if t.DesiredState == api.TaskRunning || !t.Status.State.Terminal() {
 					r.shutdown(t, "slot no longer wanted")
 				}
 			}
-			r.gc(ts, svc.Spec.Mode == api.ModeGlobal || svc.Spec.Mode == api.ModePerUnit)
+			r.gc(ts, svc.Spec.Mode == api.ModeGlobal || svc.Spec.Mode == api.ModePerUnit || api.IsCanarySlot(k.slot))
 			continue
 		}
-		r.slot(svc, k, ts, &updating)
+		r.slot(svc, ro, byKey[k], start[k])
 		r.gc(ts, false)
 	}
 }
 
-// slotUpdating reports whether a slot runs an old version beside a new one.
-func (r *reconciler) slotUpdating(svc api.Service, ts []api.Task) bool {
-	oldLive, newLive := false, false
+// hasLive reports whether one of ts is meant to run.
+func hasLive(ts []api.Task) bool {
 	for _, t := range ts {
-		if t.DesiredState != api.TaskRunning || t.Status.State.Terminal() {
-			continue
-		}
-		if r.current(svc, t) {
-			newLive = true
-		} else {
-			oldLive = true
+		if t.DesiredState == api.TaskRunning && !t.Status.State.Terminal() {
+			return true
 		}
 	}
-	return oldLive && newLive
+	return false
 }
 
 // serving reports whether a task is running and not known to be unhealthy or
@@ -247,24 +303,14 @@ func serving(t api.Task) bool {
 	return t.Status.State == api.TaskRunning && (t.Status.Health == "" || t.Status.Health == api.HealthNone || t.Status.Health == api.HealthHealthy)
 }
 
-func (r *reconciler) slot(svc api.Service, k slotKey, ts []api.Task, updating *int) {
-	var live []api.Task // desired running, not ended; newest first
-	var lastEnded *api.Task
-	for i, t := range ts {
-		if t.DesiredState != api.TaskRunning {
-			continue
-		}
-		if !t.Status.State.Terminal() {
-			live = append(live, t)
-		} else if lastEnded == nil {
-			lastEnded = &ts[i]
-		}
-	}
+// slot makes one wanted slot converge; start says its batch has come (an
+// old slot moves to the current template).
+func (r *reconciler) slot(svc api.Service, ro *rollout, v *slotView, start bool) {
+	k, live := v.key, v.live
 	if len(live) > 0 {
 		newest := live[0]
 		// Extra live tasks in one slot: keep the newest; drop older ones once
 		// the newest serves (or at once if it is not a version change).
-		wasUpdating := r.slotUpdating(svc, live)
 		newestCurrent := r.current(svc, newest)
 		// A new task the scheduler cannot place while the old one holds the
 		// room: fall back to stop-first for this slot.
@@ -274,32 +320,54 @@ func (r *reconciler) slot(svc api.Service, k slotKey, ts []api.Task, updating *i
 				r.shutdown(t, "replaced by task "+newest.ID)
 			}
 		}
-		if wasUpdating && serving(newest) && newestCurrent {
-			*updating-- // this slot is done: the next may start
-		}
-		if newestCurrent || *updating > 0 {
+		if newestCurrent {
+			// Ended tasks it superseded (a failed attempt, after a
+			// rollback an old one) become history.
+			if v.lastEnded != nil {
+				for _, t := range v.ts {
+					if t.DesiredState == api.TaskRunning && t.Status.State.Terminal() {
+						r.retire(t)
+					}
+				}
+			}
 			return
 		}
-		// Start-first: bring up the new version beside the old one. If a
-		// new-version task already failed here, back off as for a restart.
-		attempt, notBefore := 0, time.Time{}
-		if lastEnded != nil && r.current(svc, *lastEnded) && lastEnded.CreatedAt.After(newest.CreatedAt) {
-			var ok bool
-			if attempt, notBefore, ok = r.restart(svc, *lastEnded); !ok {
+		// The slot runs an old template. A new task that failed here is
+		// retried as for a restart, while the update moves.
+		if v.retry != nil {
+			if v.phase != phaseProgress {
 				return
 			}
-			r.retire(*lastEnded)
+			if attempt, notBefore, ok := r.restart(svc, *v.retry); ok {
+				r.retire(*v.retry)
+				r.create(svc, k, attempt, notBefore)
+			}
+			return
 		}
-		r.create(svc, k, attempt, notBefore)
-		*updating++
+		if !start {
+			return
+		}
+		if ro.policy.Order == api.OrderStopFirst {
+			for _, t := range live {
+				r.shutdown(t, fmt.Sprintf("stopped for the update to version %d (stop-first)", svc.Version))
+			}
+			return
+		}
+		r.create(svc, k, 0, time.Time{}) // start-first: beside the old one
 		return
 	}
-	if lastEnded == nil {
+	if v.stopping && ro.policy.Order == api.OrderStopFirst {
+		return // stop-first: the old task must be gone first
+	}
+	if v.phase == phaseHeld {
+		return
+	}
+	if v.lastEnded == nil {
 		r.create(svc, k, 0, time.Time{})
 		return
 	}
 	// The slot's task ended while meant to run.
-	t := *lastEnded
+	t := *v.lastEnded
 	if !r.current(svc, t) {
 		r.retire(t)
 		r.create(svc, k, 0, time.Time{})

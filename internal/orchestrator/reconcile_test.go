@@ -243,13 +243,19 @@ func TestNewVersionRollsOneSlotAtATimeStartFirst(t *testing.T) {
 	if res := run(st); len(res.Creates)+len(res.Updates) != 0 {
 		t.Fatalf("while starting: %+v", res)
 	}
-	// Healthy: the old task of slot 1 stops and slot 2 starts its new task.
-	n.Status.State, n.Status.Health = api.TaskRunning, api.HealthHealthy
+	// Healthy: the old task of slot 1 stops at once; slot 2 starts its new
+	// task once slot 1's has been healthy for the monitor window (5s).
+	n.Status.State, n.Status.Health, n.Status.Timestamp = api.TaskRunning, api.HealthHealthy, t0
 	st.Tasks[n.ID] = n
 	res = run(st)
 	if len(res.Updates) != 1 || res.Updates[0].ID != "a" || res.Updates[0].DesiredState != api.TaskShutdown {
 		t.Fatalf("old task not stopped: %+v", res.Updates)
 	}
+	if len(res.Creates) != 0 || !res.Wake.Equal(t0.Add(5*time.Second)) {
+		t.Fatalf("next slot started before the monitor window ended, or no wake-up at its end: %+v", res)
+	}
+	st.Tasks["a"] = res.Updates[0]
+	res = Reconcile(t0.Add(5*time.Second), st, Options{NewID: idGen()})
 	if len(res.Creates) != 1 || res.Creates[0].Slot != 2 {
 		t.Fatalf("next slot not started: %+v", res.Creates)
 	}

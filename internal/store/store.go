@@ -81,6 +81,9 @@ type Store struct {
 	// Versions keeps the last versions of every service's spec, keyed by
 	// VersionKey.
 	Versions *Collection[api.ServiceVersion]
+	// Certificates holds the certificates users upload for the routing
+	// mesh, with their keys; the API serves their keys to agents only.
+	Certificates *Collection[CertRecord]
 }
 
 // VersionKey is the key of a service version in Versions: the service name
@@ -162,6 +165,8 @@ func (s *Store) collections() {
 		func(a *AgentRecord) *int64 { return &a.Revision })
 	s.Versions = newCollection(s, "versions/", func(v *api.ServiceVersion) string { return VersionKey(v.Service, v.Version) },
 		func(v *api.ServiceVersion) *int64 { return &v.Revision })
+	s.Certificates = newCollection(s, "certificates/", func(c *CertRecord) string { return c.Name },
+		func(c *CertRecord) *int64 { return &c.Revision })
 }
 
 // Fenced returns a view of the store whose every write also checks that l

@@ -80,3 +80,23 @@ func (t *Txn) whichFailed(ctx context.Context) error {
 	}
 	return errors.Join(ErrConflict, errors.New("store: a guard failed"))
 }
+
+// TxnUnchangedSince guards t with the condition that no object of c was
+// created or changed after revision rev (as returned by List): a check made
+// on that list, such as that no other service publishes a port, still holds
+// when t commits. A deletion does not fail the guard. If it fails, Commit
+// returns an error wrapping ErrConflict.
+func (c *Collection[T]) TxnUnchangedSince(t *Txn, rev int64) {
+	t.guard(clientv3.Compare(clientv3.ModRevision(c.prefix), "<", rev+1).WithPrefix(), ErrConflict, c.prefix+"*")
+}
+
+// TxnDeletePrefix adds the removal of every object of c whose key starts
+// with sub to t. It must not be combined in one Txn with a write to a key
+// under the same prefix (etcd refuses overlapping operations).
+func (c *Collection[T]) TxnDeletePrefix(t *Txn, sub string) {
+	if sub == "" {
+		t.err = fmt.Errorf("store: refusing to delete all of %s", c.prefix)
+		return
+	}
+	t.ops = append(t.ops, clientv3.OpDelete(c.prefix+sub, clientv3.WithPrefix()))
+}

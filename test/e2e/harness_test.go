@@ -114,7 +114,12 @@ func (b *berth) start() time.Time {
 		t.Fatal(err)
 	}
 	fmt.Fprintf(logf, "==== berth up started at %s\n", time.Now().Format(time.RFC3339Nano))
-	args := []string{"up", "--data-dir", b.dataDir, "--listen", "127.0.0.1:0", "--cgroup-parent", b.cgParent}
+	// The mesh entrypoints and the DNS server get free ports (the defaults would collide
+	// between tests run in parallel); a test that needs a fixed one passes
+	// its own flag in upArgs, which comes later and wins. The chosen
+	// addresses are in the data dir's mesh.addr.
+	args := []string{"up", "--data-dir", b.dataDir, "--listen", "127.0.0.1:0", "--cgroup-parent", b.cgParent,
+		"--mesh-http", "127.0.0.1:0", "--mesh-https", "127.0.0.1:0", "--dns", "127.0.0.1:0"}
 	args = append(args, b.upArgs...)
 	args = append(args, b.files...)
 	cmd := exec.Command(berthBin, args...)

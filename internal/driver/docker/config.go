@@ -2,6 +2,7 @@ package docker
 
 import (
 	"fmt"
+	"net/netip"
 	"path"
 	"strconv"
 	"strings"
@@ -20,8 +21,11 @@ const tmpfsOptions = "rw,nosuid,nodev,noexec,mode=1777"
 
 // containerConfig maps a StartSpec to the engine's container and host
 // configuration, hardened as the package doc says. imageUser is the user
-// the image declares ("" for root by default). It is a pure function.
-func containerConfig(spec driver.StartSpec, imageUser, publishIP string, logMax int64) (*container.Config, *container.HostConfig, error) {
+// the image declares ("" for root by default). Ports are bound on publishIP
+// and, when bridgeIP is set (the host's address on the containers' bridge),
+// on it too, so that other containers can reach the task's ports (service
+// discovery answers containers with that address). It is a pure function.
+func containerConfig(spec driver.StartSpec, imageUser, publishIP, bridgeIP string, logMax int64) (*container.Config, *container.HostConfig, error) {
 	invalid := func(format string, args ...any) error {
 		return fmt.Errorf("docker: task %s: %s: %w", spec.TaskID, fmt.Sprintf(format, args...), driver.ErrInvalid)
 	}
@@ -78,6 +82,15 @@ func containerConfig(spec driver.StartSpec, imageUser, publishIP string, logMax 
 	if spec.MemoryBytes > 0 {
 		hc.MemorySwap = spec.MemoryBytes // no swap beyond the limit
 	}
+	// DNS: the node agent's resolver for service discovery, when it gives
+	// one. The engine writes it into the container's /etc/resolv.conf.
+	for _, s := range spec.DNS.Servers {
+		if _, err := netip.ParseAddr(s); err != nil {
+			return nil, nil, invalid("dns server %q is not an IP address", s)
+		}
+	}
+	hc.DNS = spec.DNS.Servers
+	hc.DNSSearch = spec.DNS.Search
 	for _, c := range opts.CapAdd {
 		name := strings.TrimPrefix(strings.ToUpper(c), "CAP_")
 		if name == "" || name == "ALL" {
@@ -111,7 +124,11 @@ func containerConfig(spec driver.StartSpec, imageUser, publishIP string, logMax 
 		if p.HostPort < 1 || p.HostPort > 65535 {
 			return nil, nil, invalid("port %s: host port %d is out of range", p.Name, p.HostPort)
 		}
-		// Container port = host port, so PORT_* is right on both sides.
+		// Container port = host port, so PORT_* is right on both sides. A
+		// port published in host mode arrives with its published number
+		// as the host port (the scheduler gives it exactly that), so it is
+		// bound here like any other, on the same address: no gateway stands
+		// in between.
 		port := nat.Port(strconv.Itoa(p.HostPort) + "/" + proto)
 		if cfg.ExposedPorts == nil {
 			cfg.ExposedPorts = nat.PortSet{}
@@ -119,6 +136,9 @@ func containerConfig(spec driver.StartSpec, imageUser, publishIP string, logMax 
 		}
 		cfg.ExposedPorts[port] = struct{}{}
 		hc.PortBindings[port] = []nat.PortBinding{{HostIP: publishIP, HostPort: strconv.Itoa(p.HostPort)}}
+		if bridgeIP != "" && bridgeIP != publishIP && publishIP != "0.0.0.0" {
+			hc.PortBindings[port] = append(hc.PortBindings[port], nat.PortBinding{HostIP: bridgeIP, HostPort: strconv.Itoa(p.HostPort)})
+		}
 	}
 	return cfg, hc, nil
 }

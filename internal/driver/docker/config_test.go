@@ -24,7 +24,7 @@ func TestContainerConfigDefaults(t *testing.T) {
 	sp := baseSpec()
 	sp.CPUs, sp.MemoryBytes, sp.CPUSet, sp.MemNodes = 1.5, 64<<20, "2-3", "0"
 	sp.Ports = []driver.Port{{Name: "http", Protocol: "tcp", HostPort: 20001}, {Name: "dns", Protocol: "udp", HostPort: 20002}}
-	cfg, hc, err := containerConfig(sp, "", "127.0.0.1", 1<<20)
+	cfg, hc, err := containerConfig(sp, "", "127.0.0.1", "", 1<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +82,7 @@ func TestContainerConfigUsers(t *testing.T) {
 	} {
 		sp := baseSpec()
 		sp.User, sp.Container.RunAsRoot = c.specUser, c.runAsRoot
-		cfg, _, err := containerConfig(sp, c.imageUser, "127.0.0.1", 1<<20)
+		cfg, _, err := containerConfig(sp, c.imageUser, "127.0.0.1", "", 1<<20)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -96,7 +96,7 @@ func TestContainerConfigRelaxations(t *testing.T) {
 	sp := baseSpec()
 	sp.Command = nil
 	sp.Container = driver.ContainerOptions{WritableRootfs: true, CapAdd: []string{"net_bind_service", "CAP_CHOWN"}, Tmpfs: []string{"/tmp", "/run"}}
-	cfg, hc, err := containerConfig(sp, "app", "0.0.0.0", 1<<20)
+	cfg, hc, err := containerConfig(sp, "app", "0.0.0.0", "", 1<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +124,7 @@ func TestContainerConfigInvalid(t *testing.T) {
 	} {
 		sp := baseSpec()
 		mod(&sp)
-		if _, _, err := containerConfig(sp, "", "127.0.0.1", 1<<20); !errors.Is(err, driver.ErrInvalid) {
+		if _, _, err := containerConfig(sp, "", "127.0.0.1", "", 1<<20); !errors.Is(err, driver.ErrInvalid) {
 			t.Errorf("%s: err = %v, want ErrInvalid", name, err)
 		}
 	}
@@ -207,7 +207,7 @@ func TestContainerConfigHostModePorts(t *testing.T) {
 		{Name: "dns-tcp", Protocol: "tcp", HostPort: 53},
 		{Name: "admin", HostPort: 20001}, // allocated from the range; tcp by default
 	}
-	cfg, hc, err := containerConfig(sp, "", "10.0.0.7", 1<<20)
+	cfg, hc, err := containerConfig(sp, "", "10.0.0.7", "", 1<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -230,5 +230,27 @@ func TestContainerConfigHostModePorts(t *testing.T) {
 	}
 	if hc.NetworkMode != "bridge" {
 		t.Errorf("network mode %q: host-mode ports must not mean the host's network namespace", hc.NetworkMode)
+	}
+}
+
+// TestContainerConfigBridgeBinding checks that task ports are also bound on
+// the bridge address (where other containers reach the host), unless the
+// publish address already covers every interface.
+func TestContainerConfigBridgeBinding(t *testing.T) {
+	sp := driver.StartSpec{TaskID: "t1", Image: "app", Ports: []driver.Port{{Name: "http", Protocol: "tcp", HostPort: 20001}}}
+	_, hc, err := containerConfig(sp, "", "127.0.0.1", "172.17.0.1", 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := hc.PortBindings["20001/tcp"]
+	if len(got) != 2 || got[0].HostIP != "127.0.0.1" || got[1].HostIP != "172.17.0.1" || got[1].HostPort != "20001" {
+		t.Errorf("bindings %+v, want 127.0.0.1:20001 and 172.17.0.1:20001", got)
+	}
+	_, hc, err = containerConfig(sp, "", "0.0.0.0", "172.17.0.1", 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := hc.PortBindings["20001/tcp"]; len(got) != 1 {
+		t.Errorf("with publish address 0.0.0.0: bindings %+v, want only that one", got)
 	}
 }

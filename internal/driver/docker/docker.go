@@ -41,6 +41,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path"
 	"path/filepath"
@@ -53,6 +54,7 @@ import (
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/image"
+	dnetwork "github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/client"
 
 	"github.com/berth-project/berth/internal/driver"
@@ -123,6 +125,7 @@ type Driver struct {
 
 	mu      sync.Mutex
 	handles map[string]*handle // by task id
+	bridge  netip.Addr         // the bridge network's gateway, once known
 	logDirs map[string]string  // task id → LogDir, for tasks seen here
 }
 
@@ -225,7 +228,11 @@ func (d *Driver) Start(ctx context.Context, spec driver.StartSpec) (driver.Handl
 	if logMax <= 0 {
 		logMax = d.cfg.LogMaxBytes
 	}
-	cfg, hc, err := containerConfig(spec, imageUser(img), d.cfg.PublishIP, logMax)
+	var bridge string
+	if ip, err := d.BridgeGateway(ctx); err == nil {
+		bridge = ip.String()
+	}
+	cfg, hc, err := containerConfig(spec, imageUser(img), d.cfg.PublishIP, bridge, logMax)
 	if err != nil {
 		return nil, err
 	}
@@ -591,3 +598,29 @@ var (
 	_ driver.Logger       = (*Driver)(nil)
 	_ driver.StrayRemover = (*Driver)(nil)
 )
+
+// BridgeGateway returns the host's address on the engine's default "bridge"
+// network (its IPAM gateway), where the containers of tasks can reach the
+// host: the agent answers DNS there, and task ports are bound there too. It
+// is asked once and remembered.
+func (d *Driver) BridgeGateway(ctx context.Context) (netip.Addr, error) {
+	d.mu.Lock()
+	ip := d.bridge
+	d.mu.Unlock()
+	if ip.IsValid() {
+		return ip, nil
+	}
+	nw, err := d.cli.NetworkInspect(ctx, string(network()), dnetwork.InspectOptions{})
+	if err != nil {
+		return netip.Addr{}, d.engineErr("inspect the bridge network", err)
+	}
+	for _, c := range nw.IPAM.Config {
+		if a, err := netip.ParseAddr(c.Gateway); err == nil && a.Is4() {
+			d.mu.Lock()
+			d.bridge = a
+			d.mu.Unlock()
+			return a, nil
+		}
+	}
+	return netip.Addr{}, fmt.Errorf("docker: the bridge network has no IPv4 gateway")
+}

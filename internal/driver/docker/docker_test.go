@@ -314,11 +314,17 @@ func TestHardening(t *testing.T) {
 		{"name", strings.TrimPrefix(c.Name, "/") == docker.ContainerName(sp)},
 		{"labels", c.Config.Labels[docker.LabelTask] == sp.TaskID && c.Config.Labels[docker.LabelService] == "dockertest"},
 	}
+	bridge, err := d.BridgeGateway(context.Background())
+	if err != nil {
+		t.Fatalf("BridgeGateway: %v", err)
+	}
 	for _, b := range hc.PortBindings {
+		// Loopback for the host, and the bridge gateway for other
+		// containers; never every interface.
 		checks = append(checks, struct {
 			what string
 			ok   bool
-		}{"port on 127.0.0.1", len(b) == 1 && b[0].HostIP == "127.0.0.1"})
+		}{"port on 127.0.0.1 and the bridge gateway only", len(b) == 2 && b[0].HostIP == "127.0.0.1" && b[1].HostIP == bridge.String()})
 	}
 	for _, c := range checks {
 		if !c.ok {
