@@ -47,6 +47,30 @@ type TaskStatusUpdate struct {
 // StatusReport is an agent's heartbeat with the tasks whose status changed.
 type StatusReport struct {
 	Tasks []TaskStatusUpdate `json:"tasks,omitempty"`
+	// Gateway is what the node's gateway has applied of the routing state;
+	// nil on a node without a gateway.
+	Gateway *GatewayAck `json:"gateway,omitempty"`
+}
+
+// GatewayAck is what a node's gateway has applied of the endpoints stream,
+// so that an agent stopping a task can wait until no gateway sends it
+// anything (see DrainStatus).
+type GatewayAck struct {
+	// Revision is the Revision of the last endpoints message applied.
+	Revision int64 `json:"revision"`
+	// Draining are tasks this gateway no longer routes to that still have
+	// requests, connections or sessions in flight through it.
+	Draining []string `json:"draining,omitempty"`
+}
+
+// DrainStatus answers GET /agent/drained/{task}: whether every gateway of
+// the cluster has stopped sending the task new traffic (applied a routing
+// state at or after the revision asked about) and has nothing in flight to
+// it.
+type DrainStatus struct {
+	Drained bool `json:"drained"`
+	// Waiting are the nodes whose gateways have not yet.
+	Waiting []string `json:"waiting,omitempty"`
 }
 
 // ResourceStats is a sample of a task's resource use, as its driver

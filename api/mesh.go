@@ -97,6 +97,10 @@ type EndpointBackend struct {
 type Endpoints struct {
 	Revision int64              `json:"revision"`
 	Services []ServiceEndpoints `json:"services"`
+	// Unchanged marks a message that only moves Revision on: the routing
+	// state is the one last sent, and Services is empty. Agents acknowledge
+	// the revision (GatewayAck) without touching their gateway.
+	Unchanged bool `json:"unchanged,omitempty"`
 }
 
 // normalizeMesh fills in the routing defaults of s.

@@ -351,6 +351,9 @@ type Node struct {
 	// --reserved-cpus): no task is pinned to them.
 	ReservedCPUs  string    `json:"reserved_cpus,omitempty"`
 	LastHeartbeat time.Time `json:"last_heartbeat"`
+	// Gateway is what the node's gateway last acknowledged of the routing
+	// state; nil on a node without a gateway.
+	Gateway *GatewayAck `json:"gateway,omitempty"`
 	CreatedAt     time.Time `json:"created_at"`
 	Revision      int64     `json:"revision,omitempty"`
 }

@@ -148,6 +148,8 @@ type Agent struct {
 	cpus cpuState
 	// drivers tracks which drivers are up (see drivers.go).
 	drivers driverSet
+	// acks is what the gateway applied of the routing state (drain.go).
+	acks gatewayAcks
 
 	// gw is the node's gateway while Run runs with a MeshConfig.
 	gw atomic.Pointer[gateway.Gateway]
@@ -308,6 +310,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		defer a.runWG.Done()
 		a.followEndpoints(ctx)
 	}()
+	a.runWG.Add(1)
+	go func() {
+		defer a.runWG.Done()
+		a.watchDraining(ctx)
+	}()
 
 	a.followAssignments(ctx, ls)
 	return nil
@@ -388,7 +395,7 @@ func (a *Agent) reconcileLocked(as api.Assignments) []*runner {
 		}
 		seen[t.ID] = true
 		if r := a.runners[t.ID]; r != nil {
-			r.setDesired(t.DesiredState)
+			r.setDesired(t.DesiredState, t.Revision)
 			continue
 		}
 		if _, ok := a.ended[t.ID]; ok || t.Status.State.Terminal() {

@@ -178,10 +178,13 @@ func (a *Agent) followEndpoints(ctx context.Context) {
 				}
 				bo.reset()
 				limit.ok()
-				if gw != nil {
-					a.applyEndpoints(gw, e)
+				if !e.Unchanged {
+					if gw != nil {
+						a.applyEndpoints(gw, e)
+					}
+					a.updateDNS(e)
 				}
-				a.updateDNS(e)
+				a.ackEndpoints(e.Revision, !e.Unchanged)
 			}
 		}
 		if ctx.Err() == nil {
@@ -267,23 +270,24 @@ func meshConfig(services []api.ServiceEndpoints) gateway.Config {
 	return cfg
 }
 
-// drainTask takes a task out of this node's gateway before it is stopped:
-// no new request reaches it, and the wait ends when its in-flight requests
-// and connections are done or grace has passed. Gateways of other nodes
-// learn of the stop from the endpoints stream (the task's desired state),
-// but the agent does not wait for them.
-func (a *Agent) drainTask(id string, grace time.Duration) {
-	gw := a.gw.Load()
-	if gw == nil || !gw.Drain(id) {
-		return
-	}
+// drainTask takes a task out of every gateway before it is stopped: out of
+// this node's at once (no new request reaches it), then it waits, within
+// grace, until its in-flight requests and connections here are done and
+// until every gateway of the cluster has acknowledged a routing state at or
+// after rev (the task's revision when its desired state became shutdown)
+// and has nothing in flight to it (waitRemoteDrain).
+func (a *Agent) drainTask(id string, rev int64, grace time.Duration) {
 	deadline := time.Now().Add(grace)
-	t := time.NewTicker(10 * time.Millisecond)
-	defer t.Stop()
-	for gw.InFlight(id) > 0 && time.Now().Before(deadline) {
-		<-t.C
+	if gw := a.gw.Load(); gw != nil && gw.Drain(id) {
+		t := time.NewTicker(10 * time.Millisecond)
+		for gw.InFlight(id) > 0 && time.Now().Before(deadline) {
+			<-t.C
+		}
+		t.Stop()
+		if n := gw.InFlight(id); n > 0 {
+			a.log.Warn("task still has requests in flight after its grace period; stopping it anyway", "task", id, "in_flight", n)
+			return
+		}
 	}
-	if n := gw.InFlight(id); n > 0 {
-		a.log.Warn("task still has requests in flight after its grace period; stopping it anyway", "task", id, "in_flight", n)
-	}
+	a.waitRemoteDrain(id, rev, deadline)
 }

@@ -70,8 +70,17 @@ func (p *reporter) drop(id string) {
 
 func (p *reporter) hasPending() bool {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	return len(p.pending) > 0
+	n := len(p.pending)
+	p.mu.Unlock()
+	return n > 0 || p.a.gatewayAckDirty()
+}
+
+// kickNow asks for a report soon (the gateway's state changed).
+func (p *reporter) kickNow() {
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
 }
 
 // send makes one Report with everything pending (possibly nothing: a plain
@@ -90,11 +99,15 @@ func (p *reporter) send(ctx context.Context) error {
 		rep.Tasks = append(rep.Tasks, api.TaskStatusUpdate{ID: id, Status: st})
 	}
 	sort.Slice(rep.Tasks, func(i, j int) bool { return rep.Tasks[i].ID < rep.Tasks[j].ID })
+	rep.Gateway = p.a.gatewayAck()
 
 	cctx, cancel := context.WithTimeout(ctx, p.callTimeout)
 	err := p.a.m.Report(cctx, p.a.NodeID(), rep)
 	cancel()
 	if err != nil {
+		if rep.Gateway != nil {
+			p.a.markAckDirty()
+		}
 		p.mu.Lock()
 		for id, st := range batch {
 			if _, newer := p.pending[id]; !newer {

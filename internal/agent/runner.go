@@ -46,9 +46,13 @@ type runner struct {
 	task    api.Task // normalized once the runner validated it
 	drvName string
 	desired api.TaskState
-	stop    stopReason
-	status  api.TaskStatus
-	handle  driver.Handle
+	// shutdownRev is the store revision of the task when its desired state
+	// became shutdown (0 if unknown): gateways that acknowledged it no longer
+	// route to the task.
+	shutdownRev int64
+	stop        stopReason
+	status      api.TaskStatus
+	handle      driver.Handle
 	// cpuSet is the CPU list the task runs on, as last given to its driver
 	// ("" when unpinned or not started).
 	cpuSet string
@@ -99,6 +103,7 @@ func newRunner(a *Agent, t api.Task) *runner {
 	}
 	if t.DesiredState != api.TaskRunning {
 		r.desired = api.TaskShutdown
+		r.shutdownRev = t.Revision
 		r.stop = stopDesired
 	}
 	if !r.status.State.Valid() || r.status.State.Before(api.TaskAssigned) {
@@ -109,13 +114,16 @@ func newRunner(a *Agent, t api.Task) *runner {
 
 // setDesired records the manager's desired state. It only ever moves from
 // running to shutdown.
-func (r *runner) setDesired(d api.TaskState) {
+func (r *runner) setDesired(d api.TaskState, rev int64) {
 	if d == api.TaskRunning {
 		return
 	}
 	r.mu.Lock()
 	changed := r.desired == api.TaskRunning
 	r.desired = api.TaskShutdown
+	if changed {
+		r.shutdownRev = rev
+	}
 	if changed && r.stop == noStop {
 		r.stop = stopDesired
 	}
@@ -499,7 +507,10 @@ func (r *runner) stopTask(h driver.Handle, waitCh <-chan waitResult, why stopRea
 	sctx, cancel := context.WithTimeout(context.Background(), grace+stopSlack)
 	defer cancel()
 	if why == stopDesired || why == stopForget {
-		r.a.drainTask(r.task.ID, grace)
+		r.mu.Lock()
+		rev := r.shutdownRev
+		r.mu.Unlock()
+		r.a.drainTask(r.task.ID, rev, grace)
 	}
 	r.log.Info("stopping task", "grace", grace)
 	stopErr := h.Stop(sctx, grace)

@@ -176,13 +176,26 @@ func (s *Server) streamEndpoints(w http.ResponseWriter, r *http.Request) error {
 		}
 		rev := max(revs[0], revs[1], revs[2])
 		var last []byte
+		// A task or service change that leaves the routing state as it is
+		// still moves the revision on for the agents (a revision-only
+		// message), so that their acknowledgements (GatewayAck) pass the
+		// revision of any task write, such as a task's desired shutdown;
+		// node changes alone do not, or every acknowledgement (a node
+		// write) would cause another message.
+		var sentRev int64
+		ackWorthy := false
 		send := func() error {
 			msg := m.endpoints(0)
 			b, _ := json.Marshal(msg.Services)
 			if last != nil && string(b) == string(last) {
-				return nil // nothing the mesh cares about changed
+				if !ackWorthy || rev <= sentRev {
+					return nil // nothing the mesh cares about changed
+				}
+				msg = api.Endpoints{Services: []api.ServiceEndpoints{}, Unchanged: true}
 			}
 			last = b
+			ackWorthy = false
+			sentRev = rev
 			msg.Revision = rev
 			if err := enc.Encode(msg); err != nil {
 				return err
@@ -228,6 +241,7 @@ func (s *Server) streamEndpoints(w http.ResponseWriter, r *http.Request) error {
 				} else {
 					delete(m.services, ev.Key)
 				}
+				ackWorthy = true
 				changed(ev.Revision)
 			case ev, ok := <-taskW:
 				if !ok || ev.Err != nil {
@@ -238,6 +252,7 @@ func (s *Server) streamEndpoints(w http.ResponseWriter, r *http.Request) error {
 				} else {
 					delete(m.tasks, ev.Key)
 				}
+				ackWorthy = true
 				changed(ev.Revision)
 			case ev, ok := <-nodeW:
 				if !ok || ev.Err != nil {

@@ -371,7 +371,7 @@ func (s *Server) nodeStatus(w http.ResponseWriter, r *http.Request) error {
 			return invalid(fmt.Sprintf("tasks[%d].status.state", i), "unknown state %q", u.Status.State)
 		}
 	}
-	if err := s.heartbeat(r, nodeID); err != nil {
+	if err := s.heartbeat(r, nodeID, rep.Gateway); err != nil {
 		return err
 	}
 	if err := s.applyStatuses(r, nodeID, rep.Tasks); err != nil {
@@ -438,7 +438,7 @@ func (s *Server) statusApplies(t *api.Task, nodeID string, u api.TaskStatusUpdat
 	return true
 }
 
-func (s *Server) heartbeat(r *http.Request, nodeID string) error {
+func (s *Server) heartbeat(r *http.Request, nodeID string, gw *api.GatewayAck) error {
 	for range casRetries {
 		n, err := s.st.Nodes.Get(r.Context(), nodeID)
 		if errors.Is(err, store.ErrNotFound) {
@@ -449,6 +449,7 @@ func (s *Server) heartbeat(r *http.Request, nodeID string) error {
 		}
 		n.LastHeartbeat = s.now().UTC()
 		n.Status = api.NodeReady
+		n.Gateway = gw // nil: the node runs no gateway (any more)
 		if err := s.st.Nodes.Update(r.Context(), &n); !errors.Is(err, store.ErrConflict) {
 			return err
 		}

@@ -45,6 +45,7 @@ var operations = []operation{
 	{Method: "GET", Path: "/api/v1/nodes/{id}", Summary: "Get a node by id or hostname", Response: typeOf[api.Node]()},
 	{Method: "GET", Path: "/api/v1/nodes/{id}/topology", Summary: "A node's CPU topology drawn as text: units, CPUs, the task holding each CPU, reserved CPUs and the shared pool", Stream: "text/plain"},
 	{Method: "POST", Path: "/api/v1/nodes/register", Summary: "Agent: register a node", Request: typeOf[api.NodeRegistration](), Response: typeOf[api.Node]()},
+	{Method: "GET", Path: "/api/v1/agent/drained/{task}", Summary: "Agent: whether every gateway has stopped sending the task traffic, given ?revision= of its desired shutdown", Response: typeOf[api.DrainStatus]()},
 	{Method: "GET", Path: "/api/v1/endpoints", Summary: "Agent: stream of the routing mesh's state, per service its published ports, routes and healthy running tasks (NDJSON of Endpoints)", Response: typeOf[api.Endpoints](), Stream: "application/x-ndjson"},
 	{Method: "GET", Path: "/api/v1/nodes/{id}/assignments", Summary: "Agent: stream of the node's full assignment set (NDJSON of Assignments)", Response: typeOf[api.Assignments](), Stream: "application/x-ndjson"},
 	{Method: "POST", Path: "/api/v1/nodes/{id}/status", Summary: "Agent: heartbeat and task status", Request: typeOf[api.StatusReport](), Status: 204},

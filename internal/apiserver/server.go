@@ -113,6 +113,7 @@ func (s *Server) Handler() http.Handler {
 	route("GET /api/v1/gateway/ca", s.getGatewayCA)
 	route("POST /api/v1/agent/gateway/certificates", s.signGatewayCSR)
 	route("GET /api/v1/agent/certificates", s.streamGatewayCertificates)
+	route("GET /api/v1/agent/drained/{task}", s.drained)
 	mux.Handle("GET /api/v1/openapi.json", s.public(s.openAPI))
 	mux.Handle("GET /docs", s.public(s.docsPage))
 	mux.Handle("GET /healthz", s.public(func(w http.ResponseWriter, r *http.Request) error {

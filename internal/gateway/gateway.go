@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -472,6 +473,24 @@ func (g *Gateway) InFlight(backendID string) int {
 		}
 	}
 	return int(n)
+}
+
+// Draining returns, sorted, the ids of the backends that no longer get new
+// traffic (removed from the config, or drained) but still have requests,
+// connections or sessions in flight.
+func (g *Gateway) Draining() []string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	seen := map[string]bool{}
+	var out []string
+	for _, s := range g.backends {
+		if (!s.live || s.draining.Load()) && s.inflight.Load() > 0 && !seen[s.ID] {
+			seen[s.ID] = true
+			out = append(out, s.ID)
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 // Close stops the gateway: it closes every listener and cuts off every

@@ -31,7 +31,7 @@ const (
 )
 
 // ShutdownTimeout is how long in-flight requests get to finish after SIGTERM
-// or the end of the context.
+// or the end of the context, unless --shutdown-timeout says otherwise.
 const ShutdownTimeout = 10 * time.Second
 
 // ErrUsage is returned (wrapped) for bad command-line arguments.
@@ -57,6 +57,7 @@ type options struct {
 	unhealthyAfter time.Duration
 	failAfter      time.Duration
 	exitCode       int
+	shutdown       time.Duration
 }
 
 var varRef = regexp.MustCompile(`^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$`)
@@ -74,6 +75,7 @@ func parse(args []string, out io.Writer) (options, error) {
 	fs.DurationVar(&o.unhealthyAfter, "unhealthy-after", 0, "turn unhealthy after this long")
 	fs.DurationVar(&o.failAfter, "fail-after", 0, "exit with --exit-code after this long")
 	fs.IntVar(&o.exitCode, "exit-code", 1, "exit code for --fail-after")
+	fs.DurationVar(&o.shutdown, "shutdown-timeout", ShutdownTimeout, "how long in-flight requests may finish after SIGTERM (0: cut them off at once, like a program that does not shut down gracefully)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -93,7 +95,7 @@ func parse(args []string, out io.Writer) (options, error) {
 		return o, fmt.Errorf("%w: --port %q is not a port number", ErrUsage, p)
 	}
 	o.port = n
-	if o.unhealthyAfter < 0 || o.failAfter < 0 {
+	if o.unhealthyAfter < 0 || o.failAfter < 0 || o.shutdown < 0 {
 		return o, fmt.Errorf("%w: durations must not be negative", ErrUsage)
 	}
 	if o.name == "" {
@@ -163,7 +165,11 @@ func run(ctx context.Context, args []string, stdout io.Writer, ready func(*app))
 		return &ExitError{Code: o.exitCode, Reason: fmt.Sprintf("failing after %s as asked", o.failAfter)}
 	case <-ctx.Done():
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
+	if o.shutdown <= 0 {
+		srv.Close() // cut in-flight requests off, as asked
+		return nil
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), o.shutdown)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
 		srv.Close()
@@ -203,6 +209,7 @@ func newApp(o options) (*app, error) {
 	a.mux.HandleFunc("/healthz", a.healthz)
 	a.mux.HandleFunc("/cpu", a.cpu)
 	a.mux.HandleFunc("/sleep", a.sleep)
+	a.mux.HandleFunc("/inflight", a.inflightCount)
 	return a, nil
 }
 
@@ -213,6 +220,13 @@ func (a *app) root(w http.ResponseWriter, r *http.Request) {
 	h.Set("Content-Type", "application/json")
 	h.Set("Content-Length", strconv.Itoa(len(a.who)))
 	w.Write(a.who)
+}
+
+// inflightCount answers how many /cpu and /sleep requests are being served,
+// so that a test can start a long request and know it reached the task.
+func (a *app) inflightCount(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	fmt.Fprintf(w, "%d\n", a.inflight.Load())
 }
 
 func (a *app) healthz(w http.ResponseWriter, r *http.Request) {

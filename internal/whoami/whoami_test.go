@@ -243,3 +243,43 @@ func BenchmarkRoot(b *testing.B) {
 		a.ServeHTTP(httptest.NewRecorder(), r)
 	}
 }
+
+// TestAbruptShutdown checks --shutdown-timeout 0: in-flight requests are cut
+// off at once (a program that does not shut down gracefully), and /inflight
+// counts them while they run.
+func TestAbruptShutdown(t *testing.T) {
+	in := start(t, "--shutdown-timeout", "0")
+	res := make(chan error, 1)
+	go func() {
+		resp, err := http.Get(in.url + "/sleep?ms=5000")
+		if err == nil {
+			_, err = io.ReadAll(resp.Body)
+			resp.Body.Close()
+		}
+		res <- err
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, body := get(t, in.url+"/inflight")
+		if body == "1\n" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/inflight never said 1 (last %q)", body)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	in.stop()
+	select {
+	case err := <-res:
+		if err == nil {
+			t.Error("the in-flight request completed; --shutdown-timeout 0 should cut it off")
+		}
+	case <-time.After(3 * time.Second):
+		t.Error("the in-flight request was not cut off")
+	}
+	if err := <-in.done; err != nil {
+		t.Errorf("Run = %v", err)
+	}
+	in.done <- nil // for the cleanup
+}
