@@ -86,7 +86,8 @@ func startBerth(ctx context.Context, log *slog.Logger, bin, tmp, logLevel string
 	}
 	in.logFile = f
 	args := []string{"up", "--data-dir", in.dataDir, "--listen", "127.0.0.1:0",
-		"--cgroup-parent", in.cgroupParent, "--log-level", logLevel}
+		"--cgroup-parent", in.cgroupParent, "--log-level", logLevel,
+		"--mesh-http", "127.0.0.1:0", "--mesh-https", "off", "--dns", "127.0.0.1:0"}
 	args = append(args, files...)
 	in.cmd = exec.Command(bin, args...)
 	in.cmd.Stdout, in.cmd.Stderr = f, f

@@ -48,6 +48,8 @@ type config struct {
 	settle          time.Duration
 	logLevel        string
 	keepLog         string
+	meshFlips       int
+	meshLife        time.Duration
 }
 
 func parseFlags(args []string, stderr io.Writer) (config, error) {
@@ -70,6 +72,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&c.settle, "settle", 5*time.Second, "wait this long after the example is healthy before sampling RSS")
 	fs.StringVar(&c.logLevel, "berth-log-level", "info", "log level of berth up")
 	fs.StringVar(&c.keepLog, "keep-log", "", "copy the berth up log to this file at the end")
+	fs.IntVar(&c.meshFlips, "mesh-flips", 20, "mesh update latency: how many tasks turn unhealthy (0: skip)")
+	fs.DurationVar(&c.meshLife, "mesh-life", 2*time.Second, "mesh update latency: how long a task stays healthy")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -119,6 +123,7 @@ type results struct {
 	bare        []time.Duration
 	shutdown    time.Duration
 	berthCPUAll time.Duration
+	mesh        *meshResult
 }
 
 func run(ctx context.Context, cfg config, log *slog.Logger, out io.Writer) (err error) {
@@ -242,6 +247,16 @@ func run(ctx context.Context, cfg config, log *slog.Logger, out io.Writer) (err 
 			return err
 		}
 		res.bare = append(res.bare, b)
+	}
+
+	// d. Mesh update latency: health changes to the gateway.
+	if cfg.meshFlips > 0 {
+		log.Info("mesh update latency", "flips", cfg.meshFlips)
+		m, err := measureMesh(ctx, in, cfg.meshFlips, cfg.meshLife)
+		if err != nil {
+			return err
+		}
+		res.mesh = &m
 	}
 
 	// RSS again, now that the process has done all of the above.

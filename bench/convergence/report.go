@@ -141,6 +141,23 @@ func report(w io.Writer, cfg config, res results) error {
 			"Total CPU of `berth up` over the whole benchmark: %s s.\n",
 			100*res.rss.BerthCPU.Seconds()/res.rss.Window.Seconds(), secs(res.rss.BerthCPU), secs(res.rss.Window), secs(res.berthCPUAll))
 	}
+	if m := res.mesh; m != nil {
+		fmt.Fprintf(&b, "\n## d. Mesh update latency: health change → gateway\n\n")
+		fmt.Fprintf(&b, "A 2-replica whoami service behind an HTTP route; each task turns unhealthy %s after it starts "+
+			"(100 ms checks, 1 retry, 1 s start period) and is replaced. From the health change as the agent recorded it to the gateway "+
+			"acting on it, seen by two keep-alive clients sending requests back to back through the HTTP entrypoint "+
+			"(%d requests, %d failed: 503s while neither replica was healthy, as this scenario makes every task fail; "+
+			"they say nothing about the gateway).\n\n", cfg.meshLife, m.Requests, m.Failed)
+		fmt.Fprintf(&b, "| event | n | p50 | p99 | max |\n|---|--:|--:|--:|--:|\n")
+		for _, row := range []struct {
+			name string
+			ds   []time.Duration
+		}{{"healthy → first request routed to it", m.Added}, {"unhealthy → last request routed to it started", m.Removed}} {
+			if s, err := summarize(row.ds); err == nil {
+				fmt.Fprintf(&b, "| %s | %d | %s | %s | %s |\n", row.name, s.N, ms(s.P50), ms(s.P99), ms(s.Max))
+			}
+		}
+	}
 	_, err := io.WriteString(w, b.String())
 	return err
 }
