@@ -323,43 +323,13 @@ func (a *Agent) Run(ctx context.Context) error {
 // followAssignments holds the assignment stream open, reconnecting with
 // back-off, and reconciles on every message.
 func (a *Agent) followAssignments(ctx context.Context, ls *logServer) {
-	bo := newBackoff(a.retryMin, 5*time.Second)
-	for ctx.Err() == nil {
-		ch, err := a.m.Assignments(ctx, a.NodeID())
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			a.assignLimit.log(a.log, "assignment stream failed", err)
-			if api.IsNotFound(err) {
-				// The manager forgot this node: announce it again.
-				if a.register(ctx, ls) != nil {
-					return
-				}
-			}
-			sleepCtx(ctx, bo.next())
-			continue
-		}
-	stream:
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case as, ok := <-ch:
-				if !ok {
-					break stream
-				}
-				bo.reset()
-				a.assignLimit.ok()
-				a.reconcile(ctx, as)
-			}
-		}
-		if ctx.Err() != nil {
-			return
-		}
-		a.assignLimit.log(a.log, "assignment stream closed; reconnecting", errors.New("stream closed"))
-		sleepCtx(ctx, bo.next())
-	}
+	followStream(ctx, a, "assignment", &a.assignLimit,
+		func(ctx context.Context) (<-chan api.Assignments, error) { return a.m.Assignments(ctx, a.NodeID()) },
+		func(err error) bool {
+			// The manager forgot this node: announce it again.
+			return !api.IsNotFound(err) || a.register(ctx, ls) == nil
+		},
+		func(as api.Assignments) { a.reconcile(ctx, as) })
 }
 
 // reconcile brings the node in line with the full set of its assignments.

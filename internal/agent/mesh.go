@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -155,43 +154,16 @@ func (a *Agent) followEndpoints(ctx context.Context) {
 			<-done
 		}()
 	}
-	var limit logLimiter
-	limit.every = 30 * time.Second
-	bo := newBackoff(a.retryMin, 5*time.Second)
-	for ctx.Err() == nil {
-		ch, err := src.Endpoints(ctx)
-		if err != nil {
-			if ctx.Err() == nil {
-				limit.log(a.log, "endpoints stream failed", err)
-				sleepCtx(ctx, bo.next())
+	limit := logLimiter{every: 30 * time.Second}
+	followStream(ctx, a, "endpoints", &limit, src.Endpoints, nil, func(e api.Endpoints) {
+		if !e.Unchanged {
+			if gw != nil {
+				a.applyEndpoints(gw, e)
 			}
-			continue
+			a.updateDNS(e)
 		}
-	stream:
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case e, ok := <-ch:
-				if !ok {
-					break stream
-				}
-				bo.reset()
-				limit.ok()
-				if !e.Unchanged {
-					if gw != nil {
-						a.applyEndpoints(gw, e)
-					}
-					a.updateDNS(e)
-				}
-				a.ackEndpoints(e.Revision, !e.Unchanged)
-			}
-		}
-		if ctx.Err() == nil {
-			limit.log(a.log, "endpoints stream closed; reconnecting", errors.New("stream closed"))
-			sleepCtx(ctx, bo.next())
-		}
-	}
+		a.ackEndpoints(e.Revision, !e.Unchanged)
+	})
 }
 
 // applyEndpoints updates the gateway with the routing state e and the

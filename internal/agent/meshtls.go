@@ -217,37 +217,9 @@ func usableCerts(certs []api.GatewayCertificate, now time.Time) (out []gateway.C
 // back-off, and updates the gateway's certificates on every message: a
 // certificate uploaded or replaced is served from the next handshake on.
 func (a *Agent) followCertificates(ctx context.Context, gw *gateway.Gateway, src GatewayCertsSource) {
-	var limit logLimiter
-	limit.every = 30 * time.Second
-	bo := newBackoff(a.retryMin, 5*time.Second)
-	for ctx.Err() == nil {
-		ch, err := src.GatewayCertificates(ctx)
-		if err != nil {
-			if ctx.Err() == nil {
-				limit.log(a.log, "certificates stream failed", err)
-				sleepCtx(ctx, bo.next())
-			}
-			continue
-		}
-	stream:
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case m, ok := <-ch:
-				if !ok {
-					break stream
-				}
-				bo.reset()
-				limit.ok()
-				a.applyCertificates(gw, m)
-			}
-		}
-		if ctx.Err() == nil {
-			limit.log(a.log, "certificates stream closed; reconnecting", errors.New("stream closed"))
-			sleepCtx(ctx, bo.next())
-		}
-	}
+	limit := logLimiter{every: 30 * time.Second}
+	followStream(ctx, a, "certificates", &limit, src.GatewayCertificates, nil,
+		func(m api.GatewayCertificates) { a.applyCertificates(gw, m) })
 }
 
 // applyCertificates puts the uploaded certificates of m into the gateway,
