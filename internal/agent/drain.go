@@ -63,24 +63,26 @@ func (a *Agent) ackEndpoints(rev int64, urgent bool) {
 // from watchDraining's last look: a report that acknowledges the removal of a
 // task must also say if requests to it are still in flight here.
 func (a *Agent) gatewayAck() *api.GatewayAck {
-	gw := a.gw.Load()
-	if gw == nil {
-		return nil
-	}
 	g := &a.acks
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	gw := a.gw.Load()
+	if gw == nil {
+		g.dirty = false
+		return nil
+	}
 	g.draining = gw.Draining()
 	g.dirty = false
 	return &api.GatewayAck{Revision: g.revision, Draining: slices.Clone(g.draining)}
 }
 
 // gatewayAckDirty reports whether the gateway's state changed since the
-// last report; markAckDirty asks for it to be sent again (a failed report).
+// last report (never once the gateway is closed: there is nothing left to
+// say); markAckDirty asks for it to be sent again (a failed report).
 func (a *Agent) gatewayAckDirty() bool {
 	a.acks.mu.Lock()
 	defer a.acks.mu.Unlock()
-	return a.acks.dirty
+	return a.acks.dirty && a.gw.Load() != nil
 }
 
 func (a *Agent) markAckDirty() {

@@ -56,3 +56,21 @@ func TestDriverComesUpLater(t *testing.T) {
 	eventually(t, func() bool { return slices.Equal(offered(), []string{"process"}) },
 		"the engine went away but the node still offers %v", offered())
 }
+
+// TestShutdownWithStaleGatewayAck checks that an acknowledgement left
+// unsent when the gateway closed does not keep Shutdown's final report
+// flush going until its deadline (a stopping agent once spun there).
+func TestShutdownWithStaleGatewayAck(t *testing.T) {
+	h := newHarness(t)
+	a := h.start()
+	eventually(t, func() bool { return len(h.m.Registrations()) > 0 }, "the agent did not register")
+	h.stop()
+	a.acks.mu.Lock()
+	a.acks.dirty = true
+	a.acks.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := a.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+}
