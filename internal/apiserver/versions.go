@@ -469,7 +469,8 @@ func summarize(a, b api.ServiceSpec) string {
 		add("image %s → %s", short(valueOrNone(a.Task.Image)), short(valueOrNone(b.Task.Image)))
 	}
 	if !reflect.DeepEqual(a.Task.Command, b.Task.Command) && !(len(a.Task.Command) == 0 && len(b.Task.Command) == 0) {
-		add("command %s → %s", short(valueOrNone(strings.Join(a.Task.Command, " "))), short(valueOrNone(strings.Join(b.Task.Command, " "))))
+		ctx, from, to := wordDiff(a.Task.Command, b.Task.Command)
+		add("command %s%s → %s", ctx, short(valueOrNone(from)), short(valueOrNone(to)))
 	}
 	if a.Mode != b.Mode {
 		add("mode %s → %s", valueOrNone(a.Mode), valueOrNone(b.Mode))
@@ -496,6 +497,25 @@ func summarize(a, b api.ServiceSpec) string {
 		return "no change"
 	}
 	return strings.Join(parts, ", ")
+}
+
+// wordDiff returns the words of a and b that differ, without the words they
+// share at both ends, and the shared word just before the difference as
+// context ("…--version-label "), so that "command …--version-label v1 → v2"
+// says what changed in a long command.
+func wordDiff(a, b []string) (ctx, from, to string) {
+	p := 0
+	for p < len(a) && p < len(b) && a[p] == b[p] {
+		p++
+	}
+	s := 0
+	for s < len(a)-p && s < len(b)-p && a[len(a)-1-s] == b[len(b)-1-s] {
+		s++
+	}
+	if p > 0 {
+		ctx = "…" + a[p-1] + " "
+	}
+	return ctx, strings.Join(a[p:len(a)-s], " "), strings.Join(b[p:len(b)-s], " ")
 }
 
 func valueOrNone(s string) string {

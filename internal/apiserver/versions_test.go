@@ -184,6 +184,16 @@ func TestSummarize(t *testing.T) {
 	if got := summarize(a, long); len([]rune(got)) > 100 || !strings.HasSuffix(got, "…") {
 		t.Fatalf("long command not cut short: %q", got)
 	}
+	v1, v2 := a, a
+	v1.Task.Command = []string{"berth", "whoami", "--port", "${PORT_HTTP}", "--version-label", "v1", "--shutdown-timeout", "5s"}
+	v2.Task.Command = []string{"berth", "whoami", "--port", "${PORT_HTTP}", "--version-label", "v2", "--shutdown-timeout", "5s"}
+	if got, want := summarize(v1, v2), "command …--version-label v1 → v2"; got != want {
+		t.Fatalf("a changed word in a long command: %q, want %q", got, want)
+	}
+	v2.Task.Command = append(v2.Task.Command, "--extra")
+	if got, want := summarize(v1, v2), "command …--version-label v1 --shutdown-timeout 5s → v2 --shutdown-timeout 5s --extra"; got != want {
+		t.Fatalf("two changes: %q, want %q", got, want)
+	}
 }
 
 func TestRollback(t *testing.T) {
