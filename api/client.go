@@ -14,8 +14,10 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // Limits on what the client reads, so that a broken or hostile server cannot
@@ -52,6 +54,17 @@ type ClientConfig struct {
 	// CACertPEM holds the PEM certificates the server's certificate must
 	// chain to. It is required for https unless HTTPClient is set.
 	CACertPEM []byte
+	// Addrs are more base addresses of the same cluster (other managers),
+	// in the same form as Addr. A request that cannot reach one address is
+	// sent to the next; the client remembers the one that answered. Addr
+	// may be empty when Addrs is not.
+	Addrs []string
+	// Certificate is the client certificate presented to the server (a
+	// node's identity, for mutual TLS). GetCertificate, if set, is asked
+	// instead on every new connection, so that a renewed certificate is
+	// used without a new Client. Both need CACertPEM (not HTTPClient).
+	Certificate    *tls.Certificate
+	GetCertificate func() (*tls.Certificate, error)
 	// HTTPClient, if set, is used as it is (its transport decides what TLS
 	// certificates to trust and which client certificate to present);
 	// CACertPEM must then be empty.
@@ -63,10 +76,13 @@ type ClientConfig struct {
 // Client is a Go client of the Berth HTTP API. It is safe for concurrent use.
 // It sets no overall timeout: bound each call with its context.
 type Client struct {
-	base  *url.URL // scheme://host[:port]/api/v1, no trailing slash
 	token string
 	hc    *http.Client
 	log   *slog.Logger
+
+	mu    sync.Mutex
+	bases []*url.URL // scheme://host[:port]/api/v1, no trailing slash
+	cur   int        // index in bases of the address that last answered
 }
 
 // Info is what GET /info answers: about the manager that served the request.
@@ -79,41 +95,32 @@ type Info struct {
 
 // NewClient checks cfg and returns a client. It does not contact the server.
 func NewClient(cfg ClientConfig) (*Client, error) {
-	addr := strings.TrimSpace(cfg.Addr)
-	if addr == "" {
-		return nil, fmt.Errorf("%w: no address", ErrClientConfig)
+	var addrs []string
+	if strings.TrimSpace(cfg.Addr) != "" {
+		addrs = append(addrs, cfg.Addr)
 	}
-	if !strings.Contains(addr, "://") {
-		addr = "https://" + addr
-	}
-	u, err := url.Parse(addr)
+	addrs = append(addrs, cfg.Addrs...)
+	bases, err := parseBases(addrs)
 	if err != nil {
-		return nil, fmt.Errorf("%w: address %q: %w", ErrClientConfig, cfg.Addr, err)
+		return nil, err
 	}
-	if u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
-		return nil, fmt.Errorf("%w: address %q: want scheme://host:port", ErrClientConfig, cfg.Addr)
-	}
-	switch u.Scheme {
-	case "https":
-	case "http":
-		if !isLoopback(u.Hostname()) {
-			return nil, fmt.Errorf("%w: address %q: plain http is only allowed to a loopback address; use https", ErrClientConfig, cfg.Addr)
-		}
-	default:
-		return nil, fmt.Errorf("%w: address %q: scheme must be https", ErrClientConfig, cfg.Addr)
-	}
-	u.Path = strings.TrimSuffix(u.Path, "/") + apiPrefix
-	u.RawPath = ""
 
 	if strings.ContainsAny(cfg.Token, "\r\n") {
 		return nil, fmt.Errorf("%w: token contains a line break", ErrClientConfig)
+	}
+	wantsCert := cfg.Certificate != nil || cfg.GetCertificate != nil
+	anyHTTPS := false
+	for _, u := range bases {
+		anyHTTPS = anyHTTPS || u.Scheme == "https"
 	}
 
 	hc := cfg.HTTPClient
 	switch {
 	case hc != nil && len(cfg.CACertPEM) > 0:
 		return nil, fmt.Errorf("%w: set CACertPEM or HTTPClient, not both", ErrClientConfig)
-	case hc == nil && u.Scheme == "https":
+	case hc != nil && wantsCert:
+		return nil, fmt.Errorf("%w: with HTTPClient, its transport presents the client certificate; leave Certificate unset", ErrClientConfig)
+	case hc == nil && anyHTTPS:
 		if len(cfg.CACertPEM) == 0 {
 			return nil, fmt.Errorf("%w: https needs a CA certificate (CACertPEM)", ErrClientConfig)
 		}
@@ -124,8 +131,21 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		tr := http.DefaultTransport.(*http.Transport).Clone()
 		tr.Proxy = nil // the API is addressed directly; a proxy would see the token
 		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+		if wantsCert {
+			get := cfg.GetCertificate
+			if get == nil {
+				c := cfg.Certificate
+				get = func() (*tls.Certificate, error) { return c, nil }
+			}
+			// Always present it: the server verifies it, and a clear
+			// refusal beats silently sending none.
+			tr.TLSClientConfig.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return get() }
+		}
 		hc = &http.Client{Transport: tr}
 	case hc == nil:
+		if wantsCert {
+			return nil, fmt.Errorf("%w: a client certificate needs https", ErrClientConfig)
+		}
 		tr := http.DefaultTransport.(*http.Transport).Clone()
 		tr.Proxy = nil
 		hc = &http.Client{Transport: tr}
@@ -134,7 +154,90 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Client{base: u, token: cfg.Token, hc: hc, log: log.WithGroup("apiclient")}, nil
+	return &Client{bases: bases, token: cfg.Token, hc: hc, log: log.WithGroup("apiclient")}, nil
+}
+
+// parseBases checks base addresses and returns their API URLs, without
+// duplicates.
+func parseBases(addrs []string) ([]*url.URL, error) {
+	var bases []*url.URL
+	for _, a := range addrs {
+		u, err := parseBase(a)
+		if err != nil {
+			return nil, err
+		}
+		if !slices.ContainsFunc(bases, func(b *url.URL) bool { return b.String() == u.String() }) {
+			bases = append(bases, u)
+		}
+	}
+	if len(bases) == 0 {
+		return nil, fmt.Errorf("%w: no address", ErrClientConfig)
+	}
+	return bases, nil
+}
+
+// parseBase checks one base address and returns its API URL.
+func parseBase(raw string) (*url.URL, error) {
+	addr := strings.TrimSpace(raw)
+	if addr == "" {
+		return nil, fmt.Errorf("%w: empty address", ErrClientConfig)
+	}
+	if !strings.Contains(addr, "://") {
+		addr = "https://" + addr
+	}
+	u, err := url.Parse(addr)
+	if err != nil {
+		return nil, fmt.Errorf("%w: address %q: %w", ErrClientConfig, raw, err)
+	}
+	if u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return nil, fmt.Errorf("%w: address %q: want scheme://host:port", ErrClientConfig, raw)
+	}
+	switch u.Scheme {
+	case "https":
+	case "http":
+		if !isLoopback(u.Hostname()) {
+			return nil, fmt.Errorf("%w: address %q: plain http is only allowed to a loopback address; use https", ErrClientConfig, raw)
+		}
+	default:
+		return nil, fmt.Errorf("%w: address %q: scheme must be https", ErrClientConfig, raw)
+	}
+	u.Path = strings.TrimSuffix(u.Path, "/") + apiPrefix
+	u.RawPath = ""
+	return u, nil
+}
+
+// SetAddrs replaces the addresses the client fails over between (such as
+// the manager list an agent fetched). The address that answered last is
+// kept first if it is still in the list. The scheme rules of NewClient
+// apply; a client made without a CA cannot take https addresses it did not
+// have.
+func (c *Client) SetAddrs(addrs []string) error {
+	bases, err := parseBases(addrs)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cur := c.bases[c.cur].String()
+	c.bases, c.cur = bases, 0
+	for i, b := range bases {
+		if b.String() == cur {
+			c.cur = i
+		}
+	}
+	return nil
+}
+
+// Addrs returns the base addresses the client fails over between (with the
+// /api/v1 prefix), the one that answered last first.
+func (c *Client) Addrs() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]string, 0, len(c.bases))
+	for i := range c.bases {
+		out = append(out, c.bases[(c.cur+i)%len(c.bases)].String())
+	}
+	return out
 }
 
 func isLoopback(host string) bool {
@@ -145,8 +248,13 @@ func isLoopback(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// Addr returns the base address of the API, including the /api/v1 prefix.
-func (c *Client) Addr() string { return c.base.String() }
+// Addr returns the base address of the API, including the /api/v1 prefix:
+// of the manager that answered last when there are several.
+func (c *Client) Addr() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.bases[c.cur].String()
+}
 
 // ListServices returns every service.
 func (c *Client) ListServices(ctx context.Context) ([]Service, error) {
@@ -417,12 +525,74 @@ func (c *Client) doJSON(ctx context.Context, method, path string, q url.Values, 
 }
 
 // do sends a request and returns a 2xx response; any other status becomes
-// an *Error. The caller closes the body.
+// an *Error. The caller closes the body. With several addresses, a request
+// that cannot reach one goes to the next (see retryable), starting with the
+// one that answered last.
 func (c *Client) do(ctx context.Context, method, path string, q url.Values, body io.Reader, ctype string) (*http.Response, error) {
+	var payload []byte
+	if body != nil {
+		b, err := io.ReadAll(body)
+		if err != nil {
+			return nil, fmt.Errorf("api: %s %s: reading the request body: %w", method, path, err)
+		}
+		payload = b
+	}
+	c.mu.Lock()
+	bases, start := c.bases, c.cur
+	c.mu.Unlock()
+	var errs []error
+	for i := range bases {
+		idx := (start + i) % len(bases)
+		base := bases[idx]
+		resp, err := c.doOnce(ctx, base, method, path, q, payload, body != nil, ctype)
+		if err == nil {
+			if idx != start {
+				c.mu.Lock()
+				if len(c.bases) == len(bases) && c.bases[idx] == base {
+					c.cur = idx
+				}
+				c.mu.Unlock()
+				c.log.Info("failed over to another manager", "addr", base.Host)
+			}
+			return resp, nil
+		}
+		var ae *Error
+		if errors.As(err, &ae) || ctx.Err() != nil || !retryable(method, err) {
+			return nil, err
+		}
+		errs = append(errs, err)
+	}
+	if len(errs) == 1 {
+		return nil, errs[0]
+	}
+	return nil, fmt.Errorf("api: no manager answered: %w", errors.Join(errs...))
+}
+
+// retryable reports whether a request that failed with a transport error
+// may go to another manager: always if it was never sent (no connection),
+// and for idempotent methods whatever broke.
+func retryable(method string, err error) bool {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		return true
+	}
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodPut, http.MethodDelete, http.MethodOptions:
+		return true
+	}
+	return false
+}
+
+// doOnce sends one request to base.
+func (c *Client) doOnce(ctx context.Context, base *url.URL, method, path string, q url.Values, payload []byte, hasBody bool, ctype string) (*http.Response, error) {
 	// The caller escaped each path segment, so the URL is built as text.
-	target := c.base.String() + path
+	target := base.String() + path
 	if len(q) > 0 {
 		target += "?" + q.Encode()
+	}
+	var body io.Reader
+	if hasBody {
+		body = bytes.NewReader(payload)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, target, body)
 	if err != nil {
@@ -446,7 +616,7 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, body
 		if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
 			return nil, fmt.Errorf("api: %s %s: %w", method, path, err)
 		}
-		return nil, fmt.Errorf("api: cannot reach %s: %w", c.base.Host, err)
+		return nil, fmt.Errorf("api: cannot reach %s: %w", base.Host, err)
 	}
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
 		return resp, nil

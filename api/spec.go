@@ -448,6 +448,7 @@ func (s *ServiceSpec) Validate() error {
 			add(fmt.Sprintf("placement.constraints[%d]", i), "%s", err.Error())
 		}
 	}
+	s.Placement.validate(s.Mode, add)
 	if len(errs) == 0 {
 		return nil
 	}
@@ -666,6 +667,59 @@ func sortedKeys[V any](m map[string]V) []string {
 	sort.Strings(keys)
 	return keys
 }
+
+// MaxPreferences caps a service's placement preferences.
+const MaxPreferences = 8
+
+// validate checks the preferences and the per-node cap of a service of
+// mode. The constraints are checked by Validate.
+func (p Placement) validate(mode string, add func(string, string, ...any)) {
+	if len(p.Preferences) > MaxPreferences {
+		add("placement.preferences", "at most %d preferences", MaxPreferences)
+	}
+	if len(p.Preferences) > 0 && mode != ModeReplicated {
+		add("placement.preferences", "are only for mode replicated (mode %s places by node or unit)", truncate(mode))
+	}
+	seen := map[string]bool{}
+	for i, pref := range p.Preferences {
+		f := fmt.Sprintf("placement.preferences[%d].spread", i)
+		key, err := ParseSpread(pref.Spread)
+		switch {
+		case err != nil:
+			add(f, "%s", err.Error())
+		case seen[key]:
+			add(f, "%q is listed twice", pref.Spread)
+		}
+		seen[key] = true
+	}
+	switch {
+	case p.MaxReplicasPerNode < 0:
+		add("placement.max_replicas_per_node", "must not be negative (got %d)", p.MaxReplicasPerNode)
+	case p.MaxReplicasPerNode > 0 && mode != ModeReplicated:
+		add("placement.max_replicas_per_node", "is only for mode replicated (mode %s runs at most one task per node or unit)", truncate(mode))
+	}
+}
+
+// ParseSpread returns the label key of a spread preference
+// "node.labels.<key>".
+func ParseSpread(s string) (string, error) {
+	switch {
+	case s == "":
+		return "", errors.New("is required: write node.labels.<key>")
+	case !strings.HasPrefix(s, "node.labels."):
+		return "", fmt.Errorf("%q: spread over a node label: write node.labels.<key>", truncate(s))
+	}
+	k := strings.TrimPrefix(s, "node.labels.")
+	if len(k) > 253 || !labelKey.MatchString(k) {
+		return "", fmt.Errorf("%q: invalid label key %q", truncate(s), truncate(k))
+	}
+	return k, nil
+}
+
+// ValidLabelKey reports whether k may be a label key: letters, digits, '.',
+// '_', '/' and '-', starting and ending with a letter or digit, at most 253
+// characters.
+func ValidLabelKey(k string) bool { return len(k) <= 253 && labelKey.MatchString(k) }
 
 // Constraint is a parsed placement constraint: Key Op Value.
 type Constraint struct {

@@ -204,6 +204,22 @@ type Placement struct {
 	// Constraints are expressions such as "node.labels.zone == a" or
 	// "node.hostname != db1"; all must hold.
 	Constraints []string `json:"constraints,omitempty"`
+	// Preferences order the eligible nodes: the first preference counts
+	// most. Only for mode replicated.
+	Preferences []PlacementPreference `json:"preferences,omitempty"`
+	// MaxReplicasPerNode caps the tasks of the service on one node, counting
+	// those still stopping there (0: no cap). Only for mode replicated; a task that finds every
+	// eligible node at the cap stays pending and says so.
+	MaxReplicasPerNode int `json:"max_replicas_per_node,omitempty"`
+}
+
+// PlacementPreference is one placement preference.
+type PlacementPreference struct {
+	// Spread is a node label, written "node.labels.<key>": the service's
+	// tasks are spread evenly over the label's values, and the nodes
+	// without the label form one more group of their own (as Docker Swarm
+	// does). Within a group the usual spread over nodes applies.
+	Spread string `json:"spread"`
 }
 
 // Service is a stored service: its spec and what Berth keeps about it.
@@ -330,15 +346,28 @@ const (
 
 // Node is a machine that runs an agent.
 type Node struct {
-	ID           string            `json:"id"`
-	Hostname     string            `json:"hostname"`
-	Address      string            `json:"address,omitempty"`
-	Labels       map[string]string `json:"labels,omitempty"`
-	Role         string            `json:"role,omitempty"`
-	Resources    NodeResources     `json:"resources"`
-	Drivers      []string          `json:"drivers,omitempty"`
-	Availability string            `json:"availability"`
-	Status       string            `json:"status"`
+	ID       string `json:"id"`
+	Hostname string `json:"hostname"`
+	Address  string `json:"address,omitempty"`
+	// Labels are the node's labels, which placement constraints and
+	// preferences look at: its agent's labels (AgentLabels) without those
+	// an admin removed (RemovedLabels), then the labels an admin set
+	// (AdminLabels), which win.
+	Labels map[string]string `json:"labels,omitempty"`
+	// AgentLabels are the labels the agent registered with (berth agent
+	// --label); every registration replaces them.
+	AgentLabels map[string]string `json:"agent_labels,omitempty"`
+	// AdminLabels are the labels set with berth node update --label-add;
+	// a registration keeps them.
+	AdminLabels map[string]string `json:"admin_labels,omitempty"`
+	// RemovedLabels are agent label keys an admin removed with berth node
+	// update --label-rm; a registration keeps them removed.
+	RemovedLabels []string      `json:"removed_labels,omitempty"`
+	Role          string        `json:"role,omitempty"`
+	Resources     NodeResources `json:"resources"`
+	Drivers       []string      `json:"drivers,omitempty"`
+	Availability  string        `json:"availability"`
+	Status        string        `json:"status"`
 	// PortRange is the first and last host port the scheduler may allocate
 	// on this node.
 	PortRange [2]int `json:"port_range"`
@@ -353,9 +382,9 @@ type Node struct {
 	LastHeartbeat time.Time `json:"last_heartbeat"`
 	// Gateway is what the node's gateway last acknowledged of the routing
 	// state; nil on a node without a gateway.
-	Gateway *GatewayAck `json:"gateway,omitempty"`
-	CreatedAt     time.Time `json:"created_at"`
-	Revision      int64     `json:"revision,omitempty"`
+	Gateway   *GatewayAck `json:"gateway,omitempty"`
+	CreatedAt time.Time   `json:"created_at"`
+	Revision  int64       `json:"revision,omitempty"`
 }
 
 // NodeResources are a node's total capacity. CPUs counts the online CPUs
@@ -363,4 +392,17 @@ type Node struct {
 type NodeResources struct {
 	CPUs   float64  `json:"cpus"`
 	Memory ByteSize `json:"memory"`
+}
+
+// NodeUpdate is the body of PATCH /api/v1/nodes/{id}: what an admin
+// changes on a node. Empty fields change nothing.
+type NodeUpdate struct {
+	// Availability is "active", "pause" (no new tasks; running ones stay)
+	// or "drain" (no new tasks; running ones move to other nodes).
+	Availability string `json:"availability,omitempty"`
+	// LabelsAdd sets these labels, replacing any value they had.
+	LabelsAdd map[string]string `json:"labels_add,omitempty"`
+	// LabelsRm removes these label keys, whether an admin or the agent set
+	// them.
+	LabelsRm []string `json:"labels_rm,omitempty"`
 }

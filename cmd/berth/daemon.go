@@ -21,6 +21,7 @@ import (
 	"github.com/berth-project/berth/internal/driver/docker"
 	"github.com/berth-project/berth/internal/driver/process"
 	"github.com/berth-project/berth/internal/manager"
+	"github.com/berth-project/berth/internal/nodemonitor"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -36,12 +37,18 @@ type managerFlags struct {
 	etcd      []string
 	advertise []string
 	history   int
+	// heartbeatTimeout is how long a node may miss heartbeats before it is
+	// down.
+	heartbeatTimeout time.Duration
 }
 
 // check refuses nonsensical manager flags.
 func (f *managerFlags) check() error {
 	if f.history < 2 {
 		return usageErrorf("--version-history %d: keep at least 2 versions (the current one and one to roll back to)", f.history)
+	}
+	if f.heartbeatTimeout < minHeartbeatTimeout {
+		return usageErrorf("--heartbeat-timeout %s: at least %s (two of the agents' one-second heartbeats), or nodes flap between ready and down", f.heartbeatTimeout, minHeartbeatTimeout)
 	}
 	return nil
 }
@@ -51,7 +58,12 @@ func (f *managerFlags) add(cmd *cobra.Command) {
 	cmd.Flags().StringSliceVar(&f.etcd, "etcd-endpoints", nil, "use this external etcd cluster instead of the embedded one (comma-separated URLs)")
 	cmd.Flags().StringSliceVar(&f.advertise, "advertise", nil, "extra host names or addresses for the API certificate")
 	cmd.Flags().IntVar(&f.history, "version-history", api.DefaultVersionHistory, "how many versions of each service to keep for history and rollback (at least 2)")
+	cmd.Flags().DurationVar(&f.heartbeatTimeout, "heartbeat-timeout", nodemonitor.DefaultDownAfter, "how long a node may miss heartbeats before it is down and its tasks are replaced elsewhere (agents beat every second; at least 2s)")
 }
+
+// minHeartbeatTimeout is the shortest --heartbeat-timeout: two heartbeat
+// intervals of an agent.
+const minHeartbeatTimeout = 2 * agent.DefaultHeartbeatInterval
 
 // agentFlags are the flags of commands that run an agent.
 type agentFlags struct {
@@ -215,7 +227,7 @@ it again on the same data directory: running tasks are adopted, not restarted.`,
 				return err
 			}
 			m, err := manager.Start(ctx, manager.Config{DataDir: dataDir, Listen: mf.listen, EtcdEndpoints: mf.etcd,
-				AdvertiseHosts: mf.advertise, VersionHistory: mf.history, Version: version, Logger: log})
+				AdvertiseHosts: mf.advertise, VersionHistory: mf.history, HeartbeatTimeout: mf.heartbeatTimeout, Version: version, Logger: log})
 			if err != nil {
 				return err
 			}
@@ -285,11 +297,25 @@ func deployMessage(svc api.Service, created bool) string {
 
 func newServerCmd() *cobra.Command {
 	var mf managerFlags
-	var logLevel string
+	var logLevel, joinURL string
+	var peerPort int
 	cmd := &cobra.Command{
 		Use:   "server",
 		Short: "Run a manager: the API, the store and the controllers",
-		Args:  cobra.NoArgs,
+		Long: `Run a manager: the API, the store (an embedded etcd member, or --etcd-endpoints)
+and, on the elected leader, the controllers.
+
+The first manager of a cluster needs no flags but --listen. Every other manager
+joins it once, at its first start, with the manager join token that
+` + "`berth join-token manager`" + ` prints on a manager:
+
+  berth server --listen 10.0.0.2:7443 --join https://10.0.0.1:7443 --token BERTH-1-...
+
+Its embedded etcd becomes a member of the cluster (peers talk on
+--etcd-peer-port, 7444 by default, of the advertised address). Later starts need
+no --join. Run 3 or 5 managers: a cluster keeps working while a majority runs.
+See docs/operations.md for adding, removing and replacing managers.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := newLogger(cmd, logLevel)
 			if err != nil {
@@ -298,8 +324,26 @@ func newServerCmd() *cobra.Command {
 			if err := mf.check(); err != nil {
 				return err
 			}
-			m, err := manager.Start(cmd.Context(), manager.Config{DataDir: dataDirOf(cmd), Listen: mf.listen,
-				EtcdEndpoints: mf.etcd, AdvertiseHosts: mf.advertise, VersionHistory: mf.history, Version: version, Logger: log})
+			if peerPort < 0 || peerPort > 65535 {
+				return usageErrorf("--etcd-peer-port %d: want a port between 1 and 65535", peerPort)
+			}
+			cfg := manager.Config{DataDir: dataDirOf(cmd), Listen: mf.listen,
+				EtcdEndpoints: mf.etcd, AdvertiseHosts: mf.advertise, VersionHistory: mf.history, HeartbeatTimeout: mf.heartbeatTimeout, Version: version, Logger: log,
+				EtcdPeerPort: peerPort}
+			if joinURL != "" {
+				tok := envOf(cmd).flags.token
+				if tok == "" {
+					tok = os.Getenv("BERTH_JOIN_TOKEN")
+				}
+				if tok == "" {
+					return usageErrorf("--join needs the manager join token: --token TOKEN or BERTH_JOIN_TOKEN (print it with `berth join-token manager` on a manager)")
+				}
+				if !strings.HasPrefix(joinURL, "https://") {
+					joinURL = "https://" + joinURL
+				}
+				cfg.Join = &manager.JoinConfig{URL: joinURL, Token: tok}
+			}
+			m, err := manager.Start(cmd.Context(), cfg)
 			if err != nil {
 				return err
 			}
@@ -312,6 +356,8 @@ func newServerCmd() *cobra.Command {
 	}
 	mf.add(cmd)
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	cmd.Flags().StringVar(&joinURL, "join", "", "at the first start, join the cluster of the manager at this API URL (with --token: the manager join token)")
+	cmd.Flags().IntVar(&peerPort, "etcd-peer-port", 0, "port of the embedded etcd member's peer listener on the advertised address (default 7444 for a non-loopback address; on loopback, unless --join or this flag is given, the single-machine default: a port of its own, not joinable)")
 	return cmd
 }
 
@@ -319,13 +365,28 @@ func newAgentCmd() *cobra.Command {
 	var af agentFlags
 	var logLevel string
 	var stopTasks bool
+	var join string
 	cmd := &cobra.Command{
 		Use:   "agent",
 		Short: "Run an agent that runs the tasks a manager assigns to this node",
-		Long: `Run an agent. It finds its manager like the client commands do (--addr, --token,
---ca, BERTH_ADDR, BERTH_TOKEN, BERTH_CA, or the data directory's files). When the
-agent stops, its tasks keep running and are adopted at its next start, unless
---stop-tasks is given.`,
+		Long: `Run an agent. When the agent stops, its tasks keep running and are adopted at
+its next start, unless --stop-tasks is given.
+
+Joined mode (other machines): the first start joins the cluster,
+
+    berth agent --join https://MANAGER:7443 --token TOKEN
+
+with the worker token from 'berth join-token worker' (or $BERTH_JOIN_TOKEN).
+The agent checks that the manager presents the CA the token pins, gets a node
+certificate, and keeps it, the CA and the managers' addresses in the data
+directory; later starts need no flags. It then speaks mutual TLS only, renews
+its certificate before it expires, and fails over to another manager when
+its own goes away. The admin token is never needed on a worker.
+
+Local mode (the manager's own machine): without --join and without a joined
+identity in the data directory, the agent finds its manager like the client
+commands do (--addr, --token, --ca, BERTH_ADDR, BERTH_TOKEN, BERTH_CA, or the
+data directory's files) and authenticates with the admin token.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := newLogger(cmd, logLevel)
@@ -333,17 +394,23 @@ agent stops, its tasks keep running and are adopted at its next start, unless
 				return err
 			}
 			e := envOf(cmd)
-			client, err := e.apiClient()
+			dataDir := dataDirOf(cmd)
+			acfg, err := af.config(dataDir, log)
 			if err != nil {
 				return err
 			}
-			acfg, err := af.config(dataDirOf(cmd), log)
+			m, id, err := agentManager(cmd, e, join, dataDir, acfg, log)
 			if err != nil {
 				return err
 			}
-			a, err := agent.New(acfg, agent.APIManager{C: client})
+			a, err := agent.New(acfg, m)
 			if err != nil {
 				return err
+			}
+			if id != nil {
+				rctx, stopRenewal := context.WithCancel(cmd.Context())
+				defer stopRenewal()
+				go id.RunRenewal(rctx, m.C, nil)
 			}
 			err = a.Run(cmd.Context())
 			if stopTasks {
@@ -359,5 +426,57 @@ agent stops, its tasks keep running and are adopted at its next start, unless
 	af.add(cmd)
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	cmd.Flags().BoolVar(&stopTasks, "stop-tasks", false, "stop every task when the agent stops")
+	cmd.Flags().StringVar(&join, "join", "", "join the cluster through this manager (https://host:port) with the worker token in --token or $BERTH_JOIN_TOKEN (first start only)")
 	return cmd
+}
+
+// envJoinToken is the environment variable that holds a join token for
+// `berth agent --join` (safer than --token: flags show in ps).
+const envJoinToken = "BERTH_JOIN_TOKEN"
+
+// agentManager returns how the agent reaches its managers: with a joined
+// identity (joining first with --join), or in local mode with the admin
+// token. The identity is nil in local mode.
+func agentManager(cmd *cobra.Command, e *env, join, dataDir string, acfg agent.Config, log *slog.Logger) (agent.APIManager, *agent.Identity, error) {
+	var id *agent.Identity
+	var err error
+	switch {
+	case join != "" && agent.HasIdentity(dataDir):
+		id, err = agent.LoadIdentity(dataDir, log)
+		if err == nil {
+			log.Info("this node has already joined; --join and the token are ignored", "node", id.NodeID())
+		}
+	case join != "":
+		tok := e.flags.token
+		if tok == "" {
+			tok = e.getenv(envJoinToken)
+		}
+		if tok == "" {
+			return agent.APIManager{}, nil, usageErrorf("--join needs the worker join token: --token TOKEN or $%s (see 'berth join-token worker' on a manager)", envJoinToken)
+		}
+		jctx, cancel := context.WithTimeout(cmd.Context(), 60*time.Second)
+		defer cancel()
+		id, err = agent.Join(jctx, agent.JoinConfig{DataDir: dataDir, URL: join, Token: tok, Hostname: acfg.Hostname,
+			Address: acfg.Address, Labels: acfg.Labels, Logger: log})
+	case agent.HasIdentity(dataDir):
+		id, err = agent.LoadIdentity(dataDir, log)
+	default:
+		client, err := e.apiClient()
+		if err != nil {
+			return agent.APIManager{}, nil, err
+		}
+		return agent.APIManager{C: client}, nil, nil
+	}
+	if err != nil {
+		return agent.APIManager{}, nil, err
+	}
+	var extra []string
+	if join != "" {
+		extra = append(extra, join)
+	}
+	client, err := id.Client(log, extra...)
+	if err != nil {
+		return agent.APIManager{}, nil, err
+	}
+	return agent.APIManager{C: client, Identity: id}, id, nil
 }

@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"sort"
 	"strconv"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -11,8 +13,8 @@ import (
 )
 
 func newNodeCmd(e *env) *cobra.Command {
-	cmd := newGroupCmd("node", "Show the machines of the cluster", "nodes")
-	cmd.AddCommand(newNodeLsCmd(e), newNodeInspectCmd(e), newNodeTopologyCmd(e))
+	cmd := newGroupCmd("node", "Show and manage the machines of the cluster", "nodes")
+	cmd.AddCommand(newNodeLsCmd(e), newNodeInspectCmd(e), newNodeTopologyCmd(e), newNodeUpdateCmd(e), newNodeRmCmd(e))
 	return cmd
 }
 
@@ -74,5 +76,99 @@ func newNodeTopologyCmd(e *env) *cobra.Command {
 with their memory, L3 groups, cores and CPUs, and for each CPU the task pinned
 to it (service.slot), "reserved" for CPUs kept for the system, or "-". Tasks
 on the shared pool are not drawn per CPU; the last line names the pool.`
+	return cmd
+}
+
+func newNodeUpdateCmd(e *env) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "update NODE",
+		Short: "Change a node's availability and labels",
+		Long: `Change a node (by id, unique id prefix or hostname):
+
+  --availability active   the scheduler places tasks on it
+  --availability pause    no new tasks; the running ones stay
+  --availability drain    no new tasks; the running ones move to other nodes,
+                          each replacement started before its old task stops
+
+--label-add KEY=VALUE sets a label and --label-rm KEY removes one (both
+repeatable). Labels set or removed here survive the agent restarting with
+other --label flags.`,
+		Args: exactArgs(1),
+	}
+	availability := cmd.Flags().String("availability", "", "active, pause or drain")
+	add := cmd.Flags().StringArray("label-add", nil, "set a label KEY=VALUE (repeatable)")
+	rm := cmd.Flags().StringArray("label-rm", nil, "remove the label KEY (repeatable)")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		u := api.NodeUpdate{Availability: *availability, LabelsRm: *rm}
+		for _, l := range *add {
+			k, v, ok := strings.Cut(l, "=")
+			if !ok || k == "" {
+				return usageErrorf("--label-add %q: want KEY=VALUE", l)
+			}
+			if u.LabelsAdd == nil {
+				u.LabelsAdd = map[string]string{}
+			}
+			u.LabelsAdd[k] = v
+		}
+		if u.Availability == "" && len(u.LabelsAdd) == 0 && len(u.LabelsRm) == 0 {
+			return usageErrorf("node update: nothing to change; give --availability, --label-add or --label-rm")
+		}
+		c, err := e.apiClient()
+		if err != nil {
+			return err
+		}
+		n, err := c.UpdateNode(cmd.Context(), args[0], u)
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(e.stdout, "%s %s: %s, labels %s\n", shortID(n.ID), n.Hostname, n.Availability, formatLabels(n.Labels))
+		return err
+	}
+	return cmd
+}
+
+// formatLabels writes labels as k=v,k=v in key order, or "none".
+func formatLabels(labels map[string]string) string {
+	if len(labels) == 0 {
+		return "none"
+	}
+	keys := make([]string, 0, len(labels))
+	for k := range labels {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for i, k := range keys {
+		keys[i] = k + "=" + labels[k]
+	}
+	return strings.Join(keys, ",")
+}
+
+func newNodeRmCmd(e *env) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:     "rm NODE...",
+		Aliases: []string{"remove"},
+		Short:   "Remove nodes that are down",
+		Long: `Remove nodes (by id, unique id prefix or hostname). A node must be down (its
+agent stopped) unless --force is given; a forced removal marks the node's
+tasks lost, and they are replaced on other nodes. To move tasks off a node
+without a gap first, drain it (berth node update NODE --availability drain).`,
+		Args: minArgs(1),
+	}
+	force := cmd.Flags().Bool("force", false, "remove a node that is still ready")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		c, err := e.apiClient()
+		if err != nil {
+			return err
+		}
+		for _, node := range args {
+			if err := c.RemoveNode(cmd.Context(), node, *force); err != nil {
+				return fmt.Errorf("node %s: %w", node, err)
+			}
+			if _, err := fmt.Fprintln(e.stdout, node); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 	return cmd
 }

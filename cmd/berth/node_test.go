@@ -1,8 +1,19 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"encoding/pem"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
+	"time"
+
+	"github.com/spf13/cobra"
 
 	"github.com/berth-project/berth/api"
 )
@@ -58,5 +69,121 @@ node-beta-00   beta       down     drain          0.5    512MiB   10.0.0.2
 	r = f.run("node", "inspect", "a", "b")
 	if r.code != 2 || r.stderr != "berth: node inspect takes 1 argument, got 2; usage: berth node inspect NODE\n" {
 		t.Errorf("node inspect a b: %+v", r)
+	}
+}
+
+// nodeAPI is a minimal API for node update and rm: it records each request
+// and answers with canned bodies.
+type nodeAPI struct {
+	mu       sync.Mutex
+	requests []string
+	bodies   []string
+}
+
+func newNodeAPI(t *testing.T) (*nodeAPI, string) {
+	t.Helper()
+	a := &nodeAPI{}
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		a.mu.Lock()
+		a.requests = append(a.requests, r.Method+" "+r.URL.RequestURI())
+		a.bodies = append(a.bodies, string(b))
+		a.mu.Unlock()
+		switch {
+		case r.Header.Get("Authorization") != "Bearer "+goodToken:
+			fakeWriteJSON(w, 401, api.Error{Code: api.CodeUnauthorized, Message: "wrong token"})
+		case r.Method == "PATCH" && r.URL.Path == "/api/v1/nodes/web1":
+			var u api.NodeUpdate
+			_ = json.Unmarshal(b, &u)
+			if u.Availability == "off" {
+				fakeWriteJSON(w, 400, api.Error{Code: api.CodeInvalid, Field: "availability", Message: `unknown availability "off": use active, pause or drain`})
+				return
+			}
+			fakeWriteJSON(w, 200, api.Node{ID: "abcdef0123456789", Hostname: "web1", Availability: u.Availability, Labels: u.LabelsAdd})
+		case r.Method == "DELETE" && r.URL.Path == "/api/v1/nodes/web1":
+			if r.URL.Query().Get("force") != "true" {
+				fakeWriteJSON(w, 409, api.Error{Code: api.CodeConflict, Field: "force", Message: "node web1 is ready: stop its agent first, or force the removal with --force"})
+				return
+			}
+			w.WriteHeader(204)
+		default:
+			fakeWriteJSON(w, 404, api.Error{Code: api.CodeNotFound, Message: "no node"})
+		}
+	}))
+	t.Cleanup(srv.Close)
+	dir := t.TempDir()
+	writeTestFile(t, filepath.Join(dir, addrFile), srv.URL+"\n", 0o644)
+	writeTestFile(t, filepath.Join(dir, tokenFile), goodToken+"\n", 0o600)
+	writeTestFile(t, filepath.Join(dir, caFile), string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})), 0o644)
+	return a, dir
+}
+
+func TestNodeUpdateAndRm(t *testing.T) {
+	t.Parallel()
+	a, dir := newNodeAPI(t)
+	run := func(args ...string) cliResult {
+		return cliRun(context.Background(), map[string]string{envDataDir: dir}, "", args...)
+	}
+	r := run("node", "update", "web1", "--availability", "drain", "--label-add", "zone=a", "--label-add", "rack=r1", "--label-rm", "old")
+	if r.code != 0 || r.stdout != "abcdef012345 web1: drain, labels rack=r1,zone=a\n" {
+		t.Fatalf("node update: %+v", r)
+	}
+	var u api.NodeUpdate
+	if err := json.Unmarshal([]byte(a.bodies[len(a.bodies)-1]), &u); err != nil ||
+		u.Availability != "drain" || u.LabelsAdd["zone"] != "a" || u.LabelsAdd["rack"] != "r1" || len(u.LabelsRm) != 1 || u.LabelsRm[0] != "old" {
+		t.Fatalf("sent %s (%v)", a.bodies[len(a.bodies)-1], err)
+	}
+	if got := a.requests[len(a.requests)-1]; got != "PATCH /api/v1/nodes/web1" {
+		t.Fatalf("request %s", got)
+	}
+
+	r = run("node", "update", "web1", "--availability", "off")
+	if r.code != 1 || !strings.Contains(r.stderr, "availability") || !strings.Contains(r.stderr, "use active, pause or drain") {
+		t.Fatalf("bad availability: %+v", r)
+	}
+	n := len(a.requests)
+	for _, bad := range [][]string{
+		{"node", "update", "web1"},
+		{"node", "update", "web1", "--label-add", "novalue"},
+		{"node", "update", "web1", "--label-add", "=v"},
+		{"node", "update"},
+		{"node", "rm"},
+	} {
+		if r := run(bad...); r.code != 2 || r.stderr == "" {
+			t.Errorf("%v: %+v, want a usage error", bad, r)
+		}
+	}
+	if len(a.requests) != n {
+		t.Fatalf("usage errors sent requests: %v", a.requests[n:])
+	}
+
+	r = run("node", "rm", "web1")
+	if r.code != 1 || !strings.Contains(r.stderr, "--force") {
+		t.Fatalf("rm of a ready node: %+v", r)
+	}
+	r = run("node", "rm", "--force", "web1")
+	if r.code != 0 || r.stdout != "web1\n" {
+		t.Fatalf("rm --force: %+v", r)
+	}
+	if got := a.requests[len(a.requests)-1]; got != "DELETE /api/v1/nodes/web1?force=true" {
+		t.Fatalf("request %s", got)
+	}
+}
+
+// TestHeartbeatTimeoutFlag: the manager flag defaults to 3s and refuses
+// values that would let nodes flap between ready and down.
+func TestHeartbeatTimeoutFlag(t *testing.T) {
+	t.Parallel()
+	var mf managerFlags
+	cmd := &cobra.Command{}
+	mf.add(cmd)
+	if err := cmd.Flags().Parse(nil); err != nil || mf.heartbeatTimeout != 3*time.Second || mf.check() != nil {
+		t.Fatalf("default %s, check %v, parse %v", mf.heartbeatTimeout, mf.check(), err)
+	}
+	if err := cmd.Flags().Parse([]string{"--heartbeat-timeout", "1s"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := mf.check(); err == nil || !strings.Contains(err.Error(), "--heartbeat-timeout 1s: at least 2s") {
+		t.Fatalf("1s accepted: %v", err)
 	}
 }

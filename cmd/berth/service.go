@@ -183,10 +183,7 @@ func newServicePsCmd(e *env) *cobra.Command {
 			if node == "" {
 				node = shortID(v.Node)
 			}
-			slot, pid := "", ""
-			if v.Slot > 0 {
-				slot = strconv.Itoa(v.Slot)
-			}
+			slot, pid := formatSlot(v.Slot), ""
 			if v.PID > 0 {
 				pid = strconv.Itoa(v.PID)
 			}
@@ -196,6 +193,19 @@ func newServicePsCmd(e *env) *cobra.Command {
 		return tb.flush()
 	}
 	return cmd
+}
+
+// formatSlot shows a task's slot: its replica number, "canary N" for a
+// canary (whose slot is above api.CanarySlotBase, an internal numbering a
+// user need not see), or nothing for a global service's task.
+func formatSlot(slot int) string {
+	switch {
+	case api.IsCanarySlot(slot):
+		return "canary " + strconv.Itoa(slot-api.CanarySlotBase)
+	case slot > 0:
+		return strconv.Itoa(slot)
+	}
+	return ""
 }
 
 // formatTaskCPUs shows where a task runs: its pinned CPUs (with the unit or

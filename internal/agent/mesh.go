@@ -250,7 +250,12 @@ func meshConfig(services []api.ServiceEndpoints) gateway.Config {
 // and has nothing in flight to it (waitRemoteDrain).
 func (a *Agent) drainTask(id string, rev int64, grace time.Duration) {
 	deadline := time.Now().Add(grace)
-	if gw := a.gw.Load(); gw != nil && gw.Drain(id) {
+	if gw := a.gw.Load(); gw != nil {
+		// Drain reports false when the routing state already removed the
+		// task (the endpoints stream often wins the race with the
+		// assignment): its requests and connections may still be in
+		// flight all the same, so wait for them either way.
+		gw.Drain(id)
 		t := time.NewTicker(10 * time.Millisecond)
 		for gw.InFlight(id) > 0 && time.Now().Before(deadline) {
 			<-t.C

@@ -253,6 +253,21 @@ func TestOpenAPIAndDocsArePublicAndComplete(t *testing.T) {
 			t.Errorf("operation %s %s missing", op.Method, op.Path)
 		}
 	}
+	// And every API route the server registers is in the document.
+	srv := New(Config{Store: f.st, Token: testToken})
+	srv.Handler()
+	if len(srv.patterns) < 30 {
+		t.Fatalf("the server recorded only %d routes", len(srv.patterns))
+	}
+	for _, p := range srv.patterns {
+		method, path, _ := strings.Cut(p, " ")
+		if !strings.HasPrefix(path, "/api/v1/") || path == "/api/v1/openapi.json" {
+			continue
+		}
+		if doc.Paths[path][strings.ToLower(method)] == nil {
+			t.Errorf("route %s is not in the OpenAPI document", p)
+		}
+	}
 	spec := doc.Components.Schemas["TaskSpec"]["properties"].(map[string]any)
 	for _, field := range []string{"driver", "command", "env", "ports", "health", "resources", "user", "workdir"} {
 		if spec[field] == nil {

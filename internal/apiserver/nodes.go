@@ -171,6 +171,9 @@ func validateRegistration(reg *api.NodeRegistration) error {
 	if len(reg.Drivers) == 0 {
 		return invalid("drivers", "a node needs at least one driver")
 	}
+	if err := validateLabelMap("labels", reg.Labels); err != nil {
+		return err
+	}
 	if reg.Topology == nil {
 		if reg.ReservedCPUs != "" {
 			return invalid("reserved_cpus", "needs the node's topology to check it against")
@@ -232,7 +235,8 @@ func (s *Server) registerNode(w http.ResponseWriter, r *http.Request) error {
 			}
 			n = api.Node{ID: id, CreatedAt: now, Availability: api.AvailabilityActive, Role: "worker"}
 		}
-		n.Hostname, n.Address, n.Labels = reg.Hostname, reg.Address, reg.Labels
+		n.Hostname, n.Address, n.AgentLabels = reg.Hostname, reg.Address, reg.Labels
+		n.Labels = nodeLabels(&n) // an admin's label changes survive
 		n.Resources, n.Drivers, n.PortRange, n.AgentURL = reg.Resources, reg.Drivers, reg.PortRange, reg.AgentURL
 		n.Topology, n.ReservedCPUs = reg.Topology, reg.ReservedCPUs
 		n.Status, n.LastHeartbeat = api.NodeReady, now
@@ -478,4 +482,221 @@ func (s *Server) applyStatus(r *http.Request, nodeID string, u api.TaskStatusUpd
 		return err
 	}
 	return &api.Error{Code: api.CodeConflict, Status: 409, Message: "task " + u.ID + " is being changed concurrently"}
+}
+
+// nodeLabels computes a node's effective labels from its agent's labels,
+// the agent labels an admin removed, and the admin's labels, which win.
+// Registration and node updates both go through it, so that what an admin
+// set survives the agent registering again.
+func nodeLabels(n *api.Node) map[string]string {
+	out := map[string]string{}
+	for k, v := range n.AgentLabels {
+		out[k] = v
+	}
+	for _, k := range n.RemovedLabels {
+		delete(out, k)
+	}
+	for k, v := range n.AdminLabels {
+		out[k] = v
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
+}
+
+// validateLabelMap checks label keys and values at the field path at.
+func validateLabelMap(at string, labels map[string]string) error {
+	if len(labels) > api.MaxLabels {
+		return invalid(at, "at most %d labels", api.MaxLabels)
+	}
+	keys := make([]string, 0, len(labels))
+	for k := range labels {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if !api.ValidLabelKey(k) {
+			return invalid(at+"."+k, "invalid label key %q: use letters, digits, '.', '_', '/' and '-', starting and ending with a letter or digit", k)
+		}
+		if len(labels[k]) > 1024 {
+			return invalid(at+"."+k, "value is longer than 1024 characters")
+		}
+	}
+	return nil
+}
+
+// validateNodeUpdate checks a PATCH body; every error names its field.
+func validateNodeUpdate(u *api.NodeUpdate) error {
+	switch u.Availability {
+	case "", api.AvailabilityActive, api.AvailabilityPause, api.AvailabilityDrain:
+	default:
+		return invalid("availability", "unknown availability %q: use active, pause or drain", u.Availability)
+	}
+	if err := validateLabelMap("labels_add", u.LabelsAdd); err != nil {
+		return err
+	}
+	if len(u.LabelsRm) > api.MaxLabels {
+		return invalid("labels_rm", "at most %d labels", api.MaxLabels)
+	}
+	for i, k := range u.LabelsRm {
+		f := fmt.Sprintf("labels_rm[%d]", i)
+		if !api.ValidLabelKey(k) {
+			return invalid(f, "invalid label key %q", k)
+		}
+		if _, both := u.LabelsAdd[k]; both {
+			return invalid(f, "label %q is both added and removed", k)
+		}
+	}
+	if u.Availability == "" && len(u.LabelsAdd) == 0 && len(u.LabelsRm) == 0 {
+		return invalid("", "nothing to change: set availability, labels_add or labels_rm")
+	}
+	return nil
+}
+
+// applyNodeUpdate changes n as u says. Removing a label the node does not
+// have is no error.
+func applyNodeUpdate(n *api.Node, u *api.NodeUpdate) {
+	if u.Availability != "" {
+		n.Availability = u.Availability
+	}
+	admin := map[string]string{}
+	for k, v := range n.AdminLabels {
+		admin[k] = v
+	}
+	removed := map[string]bool{}
+	for _, k := range n.RemovedLabels {
+		removed[k] = true
+	}
+	for k, v := range u.LabelsAdd {
+		admin[k] = v
+		delete(removed, k)
+	}
+	for _, k := range u.LabelsRm {
+		delete(admin, k)
+		if _, ok := n.AgentLabels[k]; ok {
+			removed[k] = true
+		}
+	}
+	n.AdminLabels, n.RemovedLabels = nil, nil
+	if len(admin) > 0 {
+		n.AdminLabels = admin
+	}
+	for k := range removed {
+		n.RemovedLabels = append(n.RemovedLabels, k)
+	}
+	sort.Strings(n.RemovedLabels)
+	n.Labels = nodeLabels(n)
+}
+
+// updateNode is PATCH /api/v1/nodes/{id}: availability and labels.
+func (s *Server) updateNode(w http.ResponseWriter, r *http.Request) error {
+	var u api.NodeUpdate
+	if err := readJSON(r, &u); err != nil {
+		return err
+	}
+	if err := validateNodeUpdate(&u); err != nil {
+		return err
+	}
+	for range casRetries {
+		n, err := s.findNode(r, r.PathValue("id"))
+		if err != nil {
+			return err
+		}
+		before := n.Availability
+		applyNodeUpdate(&n, &u)
+		if len(n.Labels) > api.MaxLabels {
+			return invalid("labels_add", "the node would have %d labels; the limit is %d", len(n.Labels), api.MaxLabels)
+		}
+		err = s.st.Nodes.Update(r.Context(), &n)
+		if errors.Is(err, store.ErrConflict) {
+			continue // a heartbeat landed meanwhile
+		}
+		if err != nil {
+			return err
+		}
+		s.log.Info("node updated", "node", n.ID, "hostname", n.Hostname, "availability", n.Availability,
+			"was", before, "labels_add", len(u.LabelsAdd), "labels_rm", len(u.LabelsRm))
+		writeJSON(w, 200, n)
+		return nil
+	}
+	return &api.Error{Code: api.CodeConflict, Status: 409, Message: "node is being changed concurrently; try again"}
+}
+
+// removeNode is DELETE /api/v1/nodes/{id}[?force=true]. Only a down node may
+// be removed without force. The node and its agent record go in one
+// transaction; then its tasks that have not ended are marked lost, so that
+// the orchestrator replaces them (should that be cut short, the node
+// monitor marks tasks of a node that no longer exists lost as well).
+func (s *Server) removeNode(w http.ResponseWriter, r *http.Request) error {
+	force := false
+	if v := r.URL.Query().Get("force"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return invalid("force", "%q is not true or false", v)
+		}
+		force = b
+	}
+	ctx := r.Context()
+	for range casRetries {
+		n, err := s.findNode(r, r.PathValue("id"))
+		if err != nil {
+			return err
+		}
+		if n.Status != api.NodeDown && !force {
+			return &api.Error{Code: api.CodeConflict, Status: 409, Field: "force",
+				Message: fmt.Sprintf("node %s (%s) is %s: stop its agent first (drain it to move its tasks gracefully), or force the removal with --force; its tasks are then replaced elsewhere", n.Hostname, n.ID, n.Status)}
+		}
+		txn := s.st.Txn()
+		s.st.Nodes.TxnDelete(txn, n.ID, n.Revision)
+		if rec, err := s.st.Agents.Get(ctx, n.ID); err == nil {
+			s.st.Agents.TxnDelete(txn, n.ID, rec.Revision)
+		} else if !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		err = txn.Commit(ctx)
+		if errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrNotFound) {
+			continue // a heartbeat or registration landed meanwhile
+		}
+		if err != nil {
+			return err
+		}
+		s.agents.forget(n.ID)
+		s.log.Warn("node removed", "node", n.ID, "hostname", n.Hostname, "status", n.Status, "force", force)
+		if err := s.loseTasksOf(r, n); err != nil {
+			s.log.Warn("tasks of a removed node not marked lost; the node monitor will", "node", n.ID, "err", err)
+		}
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	}
+	return &api.Error{Code: api.CodeConflict, Status: 409, Message: "node is being changed concurrently; try again"}
+}
+
+// loseTasksOf marks the live tasks of a removed node lost, one guarded
+// write each.
+func (s *Server) loseTasksOf(r *http.Request, n api.Node) error {
+	for range casRetries {
+		tasks, _, err := s.st.Tasks.List(r.Context())
+		if err != nil {
+			return err
+		}
+		conflict := false
+		for _, t := range tasks {
+			if t.NodeID != n.ID || t.Status.State.Terminal() {
+				continue
+			}
+			now := s.now().UTC()
+			t.Status = api.TaskStatus{State: api.TaskLost, Timestamp: now, FinishedAt: now,
+				Err: fmt.Sprintf("node %s was removed", n.Hostname)}
+			if err := s.st.Tasks.Update(r.Context(), &t); errors.Is(err, store.ErrConflict) {
+				conflict = true
+			} else if err != nil && !errors.Is(err, store.ErrNotFound) {
+				return err
+			}
+		}
+		if !conflict {
+			return nil
+		}
+	}
+	return &api.Error{Code: api.CodeConflict, Status: 409, Message: "the node's tasks are being changed concurrently; try again"}
 }

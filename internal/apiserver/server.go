@@ -12,7 +12,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"strings"
+	"sync"
 	"time"
 
 	"github.com/berth-project/berth/api"
@@ -39,6 +39,18 @@ type Config struct {
 	// VersionHistory is how many versions of each service are kept.
 	// Default api.DefaultVersionHistory.
 	VersionHistory int
+	// CA is the cluster CA: it pins join tokens and signs node
+	// certificates. Without it nodes cannot join (503), but the admin
+	// token and certificates verified by the TLS layer still work.
+	CA *pki.CA
+	// NodeCertLifetime is how long node certificates are valid (default
+	// pki.NodeCertLifetime).
+	NodeCertLifetime time.Duration
+	// JoinBurst and JoinEvery rate-limit POST /join per remote address:
+	// JoinBurst attempts at once, then one per JoinEvery (defaults
+	// DefaultJoinBurst, DefaultJoinEvery).
+	JoinBurst int
+	JoinEvery time.Duration
 }
 
 // Server is the API server.
@@ -49,6 +61,14 @@ type Server struct {
 	tokens *pki.TokenMatcher
 	now    func() time.Time
 	agents *agentClients
+	// joinLimit rate-limits POST /join per remote address.
+	joinLimit *rateLimiter
+	// knownNodes caches node ids found in the store (id → time.Time of the
+	// check) for the node-certificate check (auth.go).
+	knownNodes sync.Map
+	// patterns are the API routes Handler registered, for the test that
+	// checks the OpenAPI document lists them all.
+	patterns []string
 }
 
 // New returns a Server.
@@ -65,6 +85,12 @@ func New(cfg Config) *Server {
 	if cfg.AssignmentDebounce == 0 {
 		cfg.AssignmentDebounce = 10 * time.Millisecond
 	}
+	if cfg.JoinBurst <= 0 {
+		cfg.JoinBurst = DefaultJoinBurst
+	}
+	if cfg.JoinEvery <= 0 {
+		cfg.JoinEvery = DefaultJoinEvery
+	}
 	return &Server{
 		cfg:    cfg,
 		st:     cfg.Store,
@@ -72,6 +98,8 @@ func New(cfg Config) *Server {
 		tokens: pki.NewTokenMatcher(cfg.Token),
 		now:    cfg.Now,
 		agents: newAgentClients(),
+
+		joinLimit: newRateLimiter(cfg.JoinBurst, cfg.JoinEvery),
 	}
 }
 
@@ -81,8 +109,18 @@ type handlerFunc func(w http.ResponseWriter, r *http.Request) error
 // Handler returns the HTTP handler with every route.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
+	s.patterns = nil
+	handle := func(pattern string, h http.Handler) {
+		s.patterns = append(s.patterns, pattern)
+		mux.Handle(pattern, h)
+	}
+	// route is for the admin token only; nodeRoute also takes a node
+	// certificate, acting for its own node only (see auth.go).
 	route := func(pattern string, h handlerFunc) {
-		mux.Handle(pattern, s.authenticated(h))
+		handle(pattern, s.authorized(adminOnly, h))
+	}
+	nodeRoute := func(pattern string, h handlerFunc) {
+		handle(pattern, s.authorized(nodeAccess, h))
 	}
 	route("GET /api/v1/services", s.listServices)
 	route("GET /api/v1/services/{name}", s.getService)
@@ -101,19 +139,27 @@ func (s *Server) Handler() http.Handler {
 	route("GET /api/v1/nodes", s.listNodes)
 	route("GET /api/v1/nodes/{id}", s.getNode)
 	route("GET /api/v1/nodes/{id}/topology", s.nodeTopology)
-	route("POST /api/v1/nodes/register", s.registerNode)
-	route("GET /api/v1/nodes/{id}/assignments", s.assignments)
-	route("POST /api/v1/nodes/{id}/status", s.nodeStatus)
-	route("GET /api/v1/endpoints", s.streamEndpoints)
+	route("PATCH /api/v1/nodes/{id}", s.updateNode)
+	route("DELETE /api/v1/nodes/{id}", s.removeNode)
+	nodeRoute("POST /api/v1/nodes/register", s.registerAsNode)
+	nodeRoute("GET /api/v1/nodes/{id}/assignments", s.assignments)
+	nodeRoute("POST /api/v1/nodes/{id}/status", s.nodeStatus)
+	nodeRoute("GET /api/v1/endpoints", s.streamEndpoints)
 	route("GET /api/v1/info", s.info)
 	route("GET /api/v1/certificates", s.listCertificates)
 	route("GET /api/v1/certificates/{name}", s.getCertificate)
 	route("PUT /api/v1/certificates/{name}", s.putCertificate)
 	route("DELETE /api/v1/certificates/{name}", s.deleteCertificate)
-	route("GET /api/v1/gateway/ca", s.getGatewayCA)
-	route("POST /api/v1/agent/gateway/certificates", s.signGatewayCSR)
-	route("GET /api/v1/agent/certificates", s.streamGatewayCertificates)
-	route("GET /api/v1/agent/drained/{task}", s.drained)
+	nodeRoute("GET /api/v1/gateway/ca", s.getGatewayCA)
+	nodeRoute("POST /api/v1/agent/gateway/certificates", s.signGatewayCSR)
+	nodeRoute("GET /api/v1/agent/certificates", s.streamGatewayCertificates)
+	nodeRoute("GET /api/v1/agent/drained/{task}", s.drained)
+	nodeRoute("POST /api/v1/agent/renew", s.renew)
+	route("GET /api/v1/cluster/join-tokens", s.getJoinTokens)
+	route("POST /api/v1/cluster/join-tokens/{role}/rotate", s.rotateJoinToken)
+	// Public: the join token in the body is the credential; rate-limited.
+	handle("POST /api/v1/join", s.public(s.join))
+	s.managerRoutes(handle) // GET, DELETE /cluster/managers[/{id}], POST /cluster/managers/join (managers.go)
 	mux.Handle("GET /api/v1/openapi.json", s.public(s.openAPI))
 	mux.Handle("GET /docs", s.public(s.docsPage))
 	mux.Handle("GET /healthz", s.public(func(w http.ResponseWriter, r *http.Request) error {
@@ -129,30 +175,6 @@ func (s *Server) Handler() http.Handler {
 
 func (s *Server) public(h handlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if err := h(w, r); err != nil {
-			s.writeError(w, r, err)
-		}
-	})
-}
-
-func (s *Server) authenticated(h handlerFunc) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		auth := r.Header.Get("Authorization")
-		tok, ok := strings.CutPrefix(auth, "Bearer ")
-		switch {
-		case auth == "":
-			w.Header().Set("WWW-Authenticate", `Bearer realm="berth"`)
-			s.writeError(w, r, &api.Error{Code: api.CodeUnauthorized, Status: http.StatusUnauthorized,
-				Message: "missing bearer token: send Authorization: Bearer <token>"})
-			return
-		case !ok || !s.tokens.Match(strings.TrimSpace(tok)):
-			s.log.Warn("rejected request with a wrong token", "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr)
-			w.Header().Set("WWW-Authenticate", `Bearer realm="berth", error="invalid_token"`)
-			s.writeError(w, r, &api.Error{Code: api.CodeUnauthorized, Status: http.StatusUnauthorized,
-				Message: "invalid token"})
-			return
-		}
-		r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
 		if err := h(w, r); err != nil {
 			s.writeError(w, r, err)
 		}

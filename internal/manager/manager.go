@@ -6,6 +6,7 @@ package manager
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,6 +14,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -50,8 +53,21 @@ type Config struct {
 	// VersionHistory is how many versions of each service are kept
 	// (default api.DefaultVersionHistory).
 	VersionHistory int
-	Version        string
-	Logger         *slog.Logger
+	// HeartbeatTimeout is how long a node may go without a heartbeat before
+	// it is down and its tasks are replaced elsewhere (default
+	// nodemonitor.DefaultDownAfter).
+	HeartbeatTimeout time.Duration
+	// Join, when set, makes a manager whose data dir holds no cluster yet
+	// join the cluster of the manager at Join.URL: its embedded etcd becomes
+	// a member of that cluster. Ignored once the data dir has one.
+	Join *JoinConfig
+	// EtcdPeerPort is the port of the embedded member's peer listener, on
+	// the advertised address. 0: store.DefaultPeerPort when the manager
+	// advertises a non-loopback address or joins, else (the single-machine
+	// default) a loopback port of its own.
+	EtcdPeerPort int
+	Version      string
+	Logger       *slog.Logger
 }
 
 // Manager is a running manager.
@@ -65,6 +81,8 @@ type Manager struct {
 	token  string
 	caPEM  []byte
 	leader atomic.Bool
+	id     string
+	apiURL string
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
@@ -80,17 +98,67 @@ func Start(ctx context.Context, cfg Config) (*Manager, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("manager: data dir: %w", err)
 	}
+	host, _, err := net.SplitHostPort(cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("manager: --listen %q: %w", cfg.Listen, err)
+	}
+	id, err := managerID(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	// The listener comes first: a joining manager tells the others its
+	// API URL, port included.
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("manager: listen on %s: %w (is another Berth running? use --listen)", cfg.Listen, err)
+	}
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	adHost := host
+	if adHost == "" || adHost == "0.0.0.0" || adHost == "::" {
+		adHost = "127.0.0.1"
+	}
+	apiURL := "https://" + net.JoinHostPort(adHost, port)
+	if len(cfg.AdvertiseHosts) > 0 {
+		apiURL = "https://" + net.JoinHostPort(cfg.AdvertiseHosts[0], port)
+	}
+	_, statErr := os.Stat(filepath.Join(cfg.DataDir, "etcd", "member"))
+	fresh := errors.Is(statErr, os.ErrNotExist)
+	peer := peerConfig(cfg, host, id, fresh)
+	if cfg.Join != nil {
+		switch {
+		case !fresh || (len(cfg.EtcdEndpoints) > 0 && fileExists(filepath.Join(cfg.DataDir, memberNameFile))):
+			cfg.Logger.Info("this data dir is already a manager of a cluster; --join is ignored", "dir", cfg.DataDir)
+		default:
+			peerURL := ""
+			if peer != nil {
+				if peer.Port == 0 {
+					if peer.Port, err = freePort(peer.ListenHost); err != nil {
+						ln.Close()
+						return nil, err
+					}
+				}
+				peerURL = "https://" + net.JoinHostPort(peer.AdvertiseHost, strconv.Itoa(peer.Port))
+			}
+			initial, err := join(ctx, *cfg.Join, cfg.DataDir, id, apiURL, peerURL)
+			if err != nil {
+				ln.Close()
+				return nil, err
+			}
+			if peer != nil {
+				peer.Name, peer.InitialCluster = id, initial
+			}
+			cfg.Logger.Info("joined the cluster", "via", cfg.Join.URL, "member", id, "peer", peerURL)
+		}
+	}
 	ca, err := pki.LoadOrCreateCA(filepath.Join(cfg.DataDir, "pki"), "Berth cluster CA")
 	if err != nil {
+		ln.Close()
 		return nil, err
 	}
 	token, err := pki.LoadOrCreateToken(filepath.Join(cfg.DataDir, TokenFile))
 	if err != nil {
+		ln.Close()
 		return nil, err
-	}
-	host, _, err := net.SplitHostPort(cfg.Listen)
-	if err != nil {
-		return nil, fmt.Errorf("manager: --listen %q: %w", cfg.Listen, err)
 	}
 	hosts := append([]string{"127.0.0.1", "::1", "localhost"}, cfg.AdvertiseHosts...)
 	if host != "" && host != "0.0.0.0" && host != "::" {
@@ -101,29 +169,53 @@ func Start(ctx context.Context, cfg Config) (*Manager, error) {
 	}
 	cert, err := ca.ServerCertificate(hosts)
 	if err != nil {
+		ln.Close()
 		return nil, err
 	}
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return nil, fmt.Errorf("manager: listen on %s: %w (is another Berth running? use --listen)", cfg.Listen, err)
+	memberHosts := []string{"127.0.0.1", "localhost"}
+	if peer != nil && !slices.Contains(memberHosts, peer.AdvertiseHost) {
+		memberHosts = append(memberHosts, peer.AdvertiseHost)
 	}
-	certFile, keyFile, err := ca.MemberCertificate([]string{"127.0.0.1", "localhost"})
+	certFile, keyFile, err := ca.MemberCertificate(memberHosts)
 	if err != nil {
 		ln.Close()
 		return nil, err
 	}
 	st, err := store.Open(ctx, store.Config{DataDir: cfg.DataDir, Endpoints: cfg.EtcdEndpoints, Logger: cfg.Logger,
-		TLS: &store.TLSFiles{CertFile: certFile, KeyFile: keyFile, CAFile: ca.CAFilePath()}})
+		TLS: &store.TLSFiles{CertFile: certFile, KeyFile: keyFile, CAFile: ca.CAFilePath()}, Peer: peer})
 	if err != nil {
 		ln.Close()
+		if cfg.Join != nil && fresh {
+			err = fmt.Errorf("%w (this manager's etcd member was added to the cluster but did not start: fix the cause and start again, or remove it with `berth manager rm %s` on another manager)", err, id)
+		}
 		return nil, err
 	}
-	m := &Manager{cfg: cfg, log: cfg.Logger.WithGroup("manager"), store: st, ln: ln, token: token, caPEM: ca.CertPEM}
+	// The cluster's CA is the one in the store (contract: shared by every
+	// manager); the first manager seeds it with its own.
+	ca, cert, err = clusterCA(ctx, st, ca, cert, hosts, cfg.Logger.WithGroup("manager"))
+	if err != nil {
+		ln.Close()
+		st.Close()
+		return nil, err
+	}
+	// Joining managers pin the CA whose digest their token carries: the
+	// chain the API presents includes it.
+	if len(cert.Certificate) == 1 {
+		cert.Certificate = append(cert.Certificate, ca.Cert.Raw)
+	}
+	m := &Manager{cfg: cfg, log: cfg.Logger.WithGroup("manager"), store: st, ln: ln, token: token, caPEM: ca.CertPEM,
+		id: id, apiURL: apiURL}
 	srv := apiserver.New(apiserver.Config{Store: st, Token: token, Logger: cfg.Logger, Version: cfg.Version, IsLeader: m.leader.Load,
-		VersionHistory: cfg.VersionHistory})
+		VersionHistory: cfg.VersionHistory, CA: ca})
+	// Node certificates of the cluster CA authenticate agents (mTLS); a
+	// client without one (the CLI, a joining node) is let through to the
+	// bearer-token and join checks of the API server.
+	clientCAs := x509.NewCertPool()
+	clientCAs.AddCert(ca.Cert)
 	m.http = &http.Server{
-		Handler:           srv.Handler(),
-		TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}},
+		Handler: srv.Handler(),
+		TLSConfig: &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{pki.WithCA(cert, ca)},
+			ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: clientCAs},
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    64 << 10,
@@ -134,11 +226,6 @@ func Start(ctx context.Context, cfg Config) (*Manager, error) {
 	baseCtx, cancelBase := context.WithCancel(context.Background())
 	m.http.BaseContext = func(net.Listener) context.Context { return baseCtx }
 	m.http.RegisterOnShutdown(cancelBase)
-	_, port, _ := net.SplitHostPort(ln.Addr().String())
-	adHost := host
-	if adHost == "" || adHost == "0.0.0.0" || adHost == "::" {
-		adHost = "127.0.0.1"
-	}
 	m.addr = "https://" + net.JoinHostPort(adHost, port)
 	if err := m.writeClientFiles(); err != nil {
 		m.closeNow()
@@ -146,7 +233,7 @@ func Start(ctx context.Context, cfg Config) (*Manager, error) {
 	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	m.cancel = cancel
-	m.wg.Add(2)
+	m.wg.Add(3)
 	go func() {
 		defer m.wg.Done()
 		if err := m.http.ServeTLS(ln, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -156,6 +243,12 @@ func Start(ctx context.Context, cfg Config) (*Manager, error) {
 	go func() {
 		defer m.wg.Done()
 		m.lead(runCtx)
+	}()
+	go func() {
+		defer m.wg.Done()
+		rec := store.ManagerRecord{ID: id, MemberName: st.MemberName(), MemberID: st.MemberID(), APIURL: apiURL,
+			PeerURL: st.PeerURL(), Started: time.Now()}
+		_ = st.KeepManagerRecord(runCtx, rec, store.ManagerTTL)
 	}()
 	m.log.Info("API listening", "addr", m.addr)
 	return m, nil
@@ -170,18 +263,14 @@ func (m *Manager) writeClientFiles() error {
 
 // lead campaigns for leadership and runs the controllers while leader.
 func (m *Manager) lead(ctx context.Context) {
-	id, err := m.managerID()
-	if err != nil {
-		m.log.Error("manager id", "err", err)
-		id = ids.New()
-	}
+	id := m.id
 	// A manager on the same data dir is the same manager: a session it left
 	// behind when it died is certainly dead.
 	if err := m.store.ReleaseStale(ctx, id); err != nil {
 		m.log.Warn("could not release a stale leadership", "err", err)
 	}
 	for ctx.Err() == nil {
-		l, err := m.store.Campaign(ctx, id, 5*time.Second)
+		l, err := m.store.Campaign(ctx, id, store.LeaderTTL)
 		if err != nil {
 			if ctx.Err() == nil {
 				m.log.Warn("leader election failed; retrying", "err", err)
@@ -220,13 +309,38 @@ func (m *Manager) lead(ctx context.Context) {
 }
 
 // managerID returns this manager's stable id, kept in the data dir.
-func (m *Manager) managerID() (string, error) {
-	path := filepath.Join(m.cfg.DataDir, "manager-id")
+func managerID(dataDir string) (string, error) {
+	path := filepath.Join(dataDir, "manager-id")
 	if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) > 0 {
 		return strings.TrimSpace(string(b)), nil
 	}
 	id := ids.New()
-	return id, pki.WriteFileAtomic(path, []byte(id+"\n"), 0o600)
+	if err := pki.WriteFileAtomic(path, []byte(id+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("manager: id: %w", err)
+	}
+	return id, nil
+}
+
+// ID is this manager's stable id (its etcd member name when it joined).
+func (m *Manager) ID() string { return m.id }
+
+// APIURL is the API URL this manager advertises to the other managers and
+// to agents.
+func (m *Manager) APIURL() string { return m.apiURL }
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
+
+// freePort returns a free TCP port on host.
+func freePort(host string) (int, error) {
+	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		return 0, fmt.Errorf("manager: no free port for etcd peers on %s: %w", host, err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 type runner interface{ Run(context.Context) error }
@@ -237,7 +351,7 @@ func (m *Manager) controllers(st *store.Store) []runner {
 	return []runner{
 		orchestrator.New(orchestrator.Config{Store: st, Logger: m.cfg.Logger}),
 		worker.New(worker.Config{Store: st, Logger: m.cfg.Logger}),
-		nodemonitor.New(nodemonitor.Config{Store: st, Logger: m.cfg.Logger}),
+		nodemonitor.New(nodemonitor.Config{Store: st, Logger: m.cfg.Logger, DownAfter: m.cfg.HeartbeatTimeout}),
 	}
 }
 

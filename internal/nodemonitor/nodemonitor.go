@@ -17,8 +17,9 @@ import (
 )
 
 // DefaultDownAfter is how long a node may go without a heartbeat before it
-// is down. Agents send one every second.
-const DefaultDownAfter = 5 * time.Second
+// is down: three missed beats of an agent's default one-second interval
+// (agent.DefaultHeartbeatInterval), so one late report is no outage.
+const DefaultDownAfter = 3 * time.Second
 
 // Config is what the monitor needs.
 type Config struct {
@@ -70,7 +71,7 @@ type Result struct {
 
 // Check is the monitor's pure decision: which ready nodes have missed their
 // heartbeats (counting from no earlier than since), and which tasks on down
-// nodes are not yet marked lost.
+// or removed nodes are not yet marked lost.
 func Check(now, since time.Time, downAfter time.Duration, st *controller.State) Result {
 	var res Result
 	down := map[string]bool{}
@@ -92,12 +93,22 @@ func Check(now, since time.Time, downAfter time.Duration, st *controller.State) 
 		}
 	}
 	for _, t := range st.Tasks {
-		if t.NodeID == "" || !down[t.NodeID] || t.Status.State.Terminal() || t.Status.State == api.TaskPending {
+		if t.NodeID == "" || t.Status.State.Terminal() || t.Status.State == api.TaskPending {
 			continue
 		}
-		n := st.Nodes[t.NodeID]
-		t.Status = api.TaskStatus{State: api.TaskLost, Timestamp: now, FinishedAt: now,
-			Err: fmt.Sprintf("node %s is down: no heartbeat since %s", n.Hostname, n.LastHeartbeat.Format(time.RFC3339))}
+		n, known := st.Nodes[t.NodeID]
+		var why string
+		switch {
+		case !known:
+			// The node was removed (berth node rm): nothing will ever
+			// report on the task again.
+			why = fmt.Sprintf("node %s was removed", t.NodeID)
+		case down[t.NodeID]:
+			why = fmt.Sprintf("node %s is down: no heartbeat since %s", n.Hostname, n.LastHeartbeat.Format(time.RFC3339))
+		default:
+			continue
+		}
+		t.Status = api.TaskStatus{State: api.TaskLost, Timestamp: now, FinishedAt: now, Err: why}
 		res.Lost = append(res.Lost, t)
 	}
 	return res

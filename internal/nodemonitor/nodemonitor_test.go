@@ -23,6 +23,8 @@ func TestCheck(t *testing.T) {
 		"b": {ID: "b", NodeID: "down", Status: api.TaskStatus{State: api.TaskAssigned}},
 		"c": {ID: "c", NodeID: "down", Status: api.TaskStatus{State: api.TaskFailed}},
 		"d": {ID: "d", NodeID: "fresh", Status: api.TaskStatus{State: api.TaskRunning}},
+		"e": {ID: "e", NodeID: "removed", Status: api.TaskStatus{State: api.TaskRunning}},
+		"f": {ID: "f", NodeID: "removed", Status: api.TaskStatus{State: api.TaskPending}},
 	}}
 	res := Check(t0, t0.Add(-time.Hour), 5*time.Second, st)
 	if len(res.Down) != 1 || res.Down[0].ID != "stale" || res.Down[0].Status != api.NodeDown {
@@ -35,8 +37,8 @@ func TestCheck(t *testing.T) {
 		}
 		lost[l.ID] = true
 	}
-	if fmt.Sprint(lost) != "map[a:true b:true]" {
-		t.Fatalf("lost %v, want a and b", lost)
+	if fmt.Sprint(lost) != "map[a:true b:true e:true]" {
+		t.Fatalf("lost %v, want a, b and e (its node was removed)", lost)
 	}
 	if want := t0.Add(4 * time.Second); !res.Wake.Equal(want) {
 		t.Fatalf("wake %v, want %v (the fresh node's deadline)", res.Wake, want)
@@ -79,5 +81,26 @@ func TestMonitorMarksSilentNodeDownAndItsTasksLost(t *testing.T) {
 			t.Fatalf("node %s, task %s: want down and lost", node.Status, got.Status.State)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestDefaultTimeout: without DownAfter a node is down three seconds after
+// its last heartbeat (three missed beats of the agents' one-second
+// interval), not before.
+func TestDefaultTimeout(t *testing.T) {
+	m := New(Config{})
+	if m.cfg.DownAfter != 3*time.Second {
+		t.Fatalf("default DownAfter %s, want 3s", m.cfg.DownAfter)
+	}
+	st := &controller.State{Nodes: map[string]api.Node{
+		"n": {ID: "n", Status: api.NodeReady, LastHeartbeat: t0},
+	}}
+	if res := Check(t0.Add(3*time.Second-time.Millisecond), t0.Add(-time.Hour), m.cfg.DownAfter, st); len(res.Down) != 0 {
+		t.Fatalf("down before the timeout: %+v", res.Down)
+	} else if !res.Wake.Equal(t0.Add(3 * time.Second)) {
+		t.Fatalf("wake %v, want the deadline %v", res.Wake, t0.Add(3*time.Second))
+	}
+	if res := Check(t0.Add(3*time.Second), t0.Add(-time.Hour), m.cfg.DownAfter, st); len(res.Down) != 1 {
+		t.Fatalf("not down at the timeout: %+v", res)
 	}
 }

@@ -195,8 +195,10 @@ func (r *reconciler) service(svc api.Service, tasks []api.Task) {
 	switch svc.Spec.Mode {
 	case api.ModeGlobal:
 		for _, n := range r.st.Nodes {
-			if eligible(&n, &svc) {
-				want[slotKey{node: n.ID}] = true
+			k := slotKey{node: n.ID}
+			// A paused node keeps the task it runs but gets no new one.
+			if eligible(&n, &svc) || (pausedButEligible(&n, &svc) && hasLive(slots[k])) {
+				want[k] = true
 			}
 		}
 	case api.ModePerUnit:
@@ -312,10 +314,17 @@ func (r *reconciler) slot(svc api.Service, ro *rollout, v *slotView, start bool)
 		// Extra live tasks in one slot: keep the newest; drop older ones once
 		// the newest serves (or at once if it is not a version change).
 		newestCurrent := r.current(svc, newest)
+		if newestCurrent && r.drained(newest) {
+			r.moveOff(svc, v)
+			return
+		}
 		// A new task the scheduler cannot place while the old one holds the
 		// room: fall back to stop-first for this slot.
 		unplaceable := newestCurrent && newest.Status.State == api.TaskPending && newest.Status.Message != pendingMessage
 		for _, t := range live[1:] {
+			if r.drained(t) && serving(t) && !serving(newest) && !unplaceable {
+				continue // drain is start-first: t serves until its replacement does
+			}
 			if r.current(svc, t) == newestCurrent || serving(newest) || !newestCurrent || unplaceable {
 				r.shutdown(t, "replaced by task "+newest.ID)
 			}
@@ -347,7 +356,7 @@ func (r *reconciler) slot(svc api.Service, ro *rollout, v *slotView, start bool)
 		if !start {
 			return
 		}
-		if ro.policy.Order == api.OrderStopFirst {
+		if ro.policy.Order == api.OrderStopFirst && !v.drained {
 			for _, t := range live {
 				r.shutdown(t, fmt.Sprintf("stopped for the update to version %d (stop-first)", svc.Version))
 			}
@@ -377,6 +386,57 @@ func (r *reconciler) slot(svc api.Service, ro *rollout, v *slotView, start bool)
 		r.retire(t)
 		r.create(svc, k, attempt, notBefore)
 	}
+}
+
+// drained reports whether t is on a node being drained: a replicated task
+// there moves to another node, start-first. Global and per-unit tasks are
+// not moved: their slot belongs to the node and is simply no longer wanted.
+func (r *reconciler) drained(t api.Task) bool {
+	if t.NodeID == "" || t.Unit != "" {
+		return false
+	}
+	n, ok := r.st.Nodes[t.NodeID]
+	return ok && n.Availability == api.AvailabilityDrain
+}
+
+// moveOff starts the replacement of a slot whose newest live task (of the
+// current template) is on a drained node. The old task keeps serving until
+// the replacement does (see slot). A replacement that ended before it took
+// over is restarted with the restart policy's back-off; if the policy does
+// not restart it, the drained task is stopped anyway: drain stops it.
+func (r *reconciler) moveOff(svc api.Service, v *slotView) {
+	// Keep the task that serves (a replacement that was itself drained
+	// before it served does not); stop the others.
+	newest, keep := v.live[0], v.live[0]
+	for _, t := range v.live {
+		if serving(t) {
+			keep = t
+			break
+		}
+	}
+	for _, t := range v.live {
+		if t.ID != keep.ID {
+			r.shutdown(t, "node drained: replaced by a task on another node")
+		}
+	}
+	if !r.drained(keep) {
+		return // the serving task's node is active again: it stays
+	}
+	attempt, notBefore := 0, time.Time{}
+	if le := v.lastEnded; le != nil && le.CreatedAt.After(newest.CreatedAt) {
+		a, nb, ok := r.restart(svc, *le)
+		if !ok {
+			r.shutdown(keep, "node drained; its replacement ended and the restart policy leaves it down")
+			return
+		}
+		attempt, notBefore = a, nb
+	}
+	for _, t := range v.ts {
+		if t.DesiredState == api.TaskRunning && t.Status.State.Terminal() {
+			r.retire(t)
+		}
+	}
+	r.create(svc, v.key, attempt, notBefore)
 }
 
 // restart applies the restart policy to an ended task: whether its slot gets
@@ -471,7 +531,19 @@ func (r *reconciler) gc(ts []api.Task, all bool) {
 
 // eligible reports whether a global service wants a task on node n.
 func eligible(n *api.Node, svc *api.Service) bool {
-	if n.Status != api.NodeReady || n.Availability != api.AvailabilityActive {
+	return n.Availability == api.AvailabilityActive && fits(n, svc)
+}
+
+// pausedButEligible reports whether n is paused and would otherwise be
+// eligible: a task it runs stays, though it gets no new one.
+func pausedButEligible(n *api.Node, svc *api.Service) bool {
+	return n.Availability == api.AvailabilityPause && fits(n, svc)
+}
+
+// fits reports whether node n is ready, has the service's driver and meets
+// its constraints, whatever its availability.
+func fits(n *api.Node, svc *api.Service) bool {
+	if n.Status != api.NodeReady {
 		return false
 	}
 	driverOK := false
@@ -497,10 +569,18 @@ func eligible(n *api.Node, svc *api.Service) bool {
 // node's units in order; slots that already have a live task are kept first
 // so that scaling or a node joining moves no running task.
 func (r *reconciler) perUnitSlots(svc api.Service, existing map[slotKey][]api.Task) map[slotKey]bool {
+	live := func(k slotKey) bool {
+		for _, t := range existing[k] {
+			if t.DesiredState == api.TaskRunning {
+				return true
+			}
+		}
+		return false
+	}
 	nodes := make([]*api.Node, 0, len(r.st.Nodes))
 	for id := range r.st.Nodes {
 		n := r.st.Nodes[id]
-		if n.Topology != nil && eligible(&n, &svc) {
+		if n.Topology != nil && (eligible(&n, &svc) || pausedButEligible(&n, &svc)) {
 			nodes = append(nodes, &n)
 		}
 	}
@@ -508,6 +588,16 @@ func (r *reconciler) perUnitSlots(svc api.Service, existing map[slotKey][]api.Ta
 	perNode := make([][]slotKey, len(nodes))
 	for i, n := range nodes {
 		perNode[i] = unitSlots(n, svc.Spec.Unit)
+		if n.Availability == api.AvailabilityPause {
+			// A paused node keeps its running tasks but gets no new ones.
+			var keep []slotKey
+			for _, k := range perNode[i] {
+				if live(k) {
+					keep = append(keep, k)
+				}
+			}
+			perNode[i] = keep
+		}
 	}
 	var order []slotKey // round robin: every node's first unit, then second…
 	for round := 0; ; round++ {
@@ -530,14 +620,6 @@ func (r *reconciler) perUnitSlots(svc api.Service, existing map[slotKey][]api.Ta
 		return want
 	}
 	n := *svc.Spec.Replicas
-	live := func(k slotKey) bool {
-		for _, t := range existing[k] {
-			if t.DesiredState == api.TaskRunning {
-				return true
-			}
-		}
-		return false
-	}
 	for _, pass := range []bool{true, false} {
 		for _, k := range order {
 			if len(want) == n {

@@ -45,6 +45,9 @@ type sim struct {
 	// check runs after every applied result, before the cluster moves.
 	check func(s *sim, res Result)
 	steps int
+	// place is the scheduler: the node for a pending task, or "" to leave
+	// it pending with a reason. Nil places every task on n1.
+	place func(s *sim, t api.Task) string
 }
 
 // fataler is *testing.T or *rapid.T.
@@ -160,6 +163,13 @@ func (s *sim) move() {
 			}
 			if tk.NodeID == "" {
 				tk.NodeID = "n1"
+				if s.place != nil {
+					tk.NodeID = s.place(s, tk)
+				}
+			}
+			if tk.NodeID == "" {
+				st.Message = "no suitable node"
+				break
 			}
 			st.Message = ""
 			set(api.TaskAssigned)

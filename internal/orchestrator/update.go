@@ -72,6 +72,8 @@ type slotView struct {
 	stopping bool
 	// serving: a live task serves.
 	serving bool
+	// drained: the newest live task is on a drained node and must move.
+	drained bool
 	// retry is a failed current task newer than the slot's old live task:
 	// an attempt at updating the slot that failed.
 	retry *api.Task
@@ -234,6 +236,7 @@ func (r *reconciler) view(svc api.Service, ro *rollout, k slotKey, ts []api.Task
 			v.stopping = true
 		}
 	}
+	v.drained = len(v.live) > 0 && r.drained(v.live[0])
 	restartable := func(t api.Task) bool { _, _, ok := r.restart(svc, t); return ok }
 	switch {
 	case len(v.live) > 0 && r.current(svc, v.live[0]):
@@ -305,8 +308,10 @@ func (r *reconciler) pick(ro *rollout, views []*slotView) map[slotKey]bool {
 				lastDone = v.doneAt
 			}
 		case phaseOld:
-			if !v.serving {
-				start[v.key] = true // it serves nobody: replacing it costs nothing
+			if !v.serving || v.drained {
+				// It serves nobody: replacing it costs nothing. Or its node
+				// is drained: it moves now, start-first.
+				start[v.key] = true
 			} else {
 				olds = append(olds, v)
 			}

@@ -1,6 +1,8 @@
 // Package pki is Berth's certificate authority: it creates and keeps the
-// cluster CA, issues the API server's certificate, and makes the admin token.
-// It does not serve anything and knows nothing of the store.
+// cluster CA, issues the API server's certificate and node certificates
+// (from CSRs: the node's key never leaves the node), verifies node
+// certificates, and makes the admin token and the join tokens. It does not
+// serve anything and knows nothing of the store.
 package pki
 
 import (

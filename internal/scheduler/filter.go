@@ -148,13 +148,15 @@ func staticReason(code uint16, n *api.Node, f *filter, single bool) string {
 	return "fails constraint " + f.cons[code-codeConstraint].String()
 }
 
-// explain says why no node can take a task of demand d now: each node is
+// explain says why no node can take the next task of g now: each node is
 // counted under the first check it fails, in the order status, availability,
 // driver, exclusive CPUs (topology, then free CPUs), cpu, memory,
-// constraints, host-mode ports (the first one taken), ports. When host-mode
-// ports are all that keeps the task off every node, the text says so
-// plainly. The text is cached until the next placement changes the answer.
-func (s *scheduler) explain(d *demand) string {
+// constraints, the per-node cap, host-mode ports (the first one taken),
+// ports. When host-mode ports are all that keeps the task off every node,
+// the text says so plainly. The text is cached until the next placement
+// changes the answer.
+func (s *scheduler) explain(g *group) string {
+	d := g.demand
 	if d.reasonSet && d.reasonStamp == s.placed {
 		return d.reason
 	}
@@ -166,6 +168,7 @@ func (s *scheduler) explain(d *demand) string {
 		cpuFree, memFree, portsFree    int64
 		cpuFreeSet, memFreeSet, portOK bool
 		noTopo, excl, exclFree         int
+		maxed                          int
 		hostTaken                      = make([]int, len(d.host))
 		anyHost                        bool
 	)
@@ -194,6 +197,8 @@ func (s *scheduler) explain(d *demand) string {
 			}
 		case code >= codeConstraint:
 			cons[code-codeConstraint]++
+		case s.atMax(g, int32(i)):
+			maxed++
 		default:
 			ok, inRange, taken := s.hostFit(d, int32(i))
 			free := int64(s.freePorts(int32(i)) - inRange)
@@ -238,6 +243,7 @@ func (s *scheduler) explain(d *demand) string {
 	for i, c := range cons {
 		add(c, "fails", "fail", "constraint "+f.cons[i].String())
 	}
+	add(maxed, "", "", "at max_replicas_per_node "+strconv.Itoa(int(d.maxPer)))
 	hostParts := len(parts)
 	for i, c := range hostTaken {
 		add(c, "has", "have", "host port "+d.host[i].String()+" taken")

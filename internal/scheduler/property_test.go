@@ -33,6 +33,12 @@ func genCluster(t *rapid.T) (Snapshot, []api.Task) {
 		if rapid.Bool().Draw(t, "has zone") {
 			n.Labels = map[string]string{"zone": rapid.SampledFrom([]string{"a", "b"}).Draw(t, "zone")}
 		}
+		if rapid.IntRange(0, 2).Draw(t, "has rack") > 0 {
+			if n.Labels == nil {
+				n.Labels = map[string]string{}
+			}
+			n.Labels["rack"] = rapid.SampledFrom([]string{"r1", "r2", "r3"}).Draw(t, "rack")
+		}
 		switch rapid.IntRange(0, 3).Draw(t, "ports") {
 		case 0: // default range
 		case 3:
@@ -90,6 +96,13 @@ func genCluster(t *rapid.T) (Snapshot, []api.Task) {
 		{"node.id != n3"},
 		{"node.role = worker"}, // invalid
 	}
+	prefPool := [][]api.PlacementPreference{
+		nil, nil, nil,
+		{{Spread: "node.labels.zone"}},
+		{{Spread: "node.labels.zone"}, {Spread: "node.labels.rack"}},
+		{{Spread: "node.labels.rack"}},
+		{{Spread: "node.hostname"}}, // invalid: one group
+	}
 	var pending []api.Task
 	for i := range rapid.IntRange(0, 30).Draw(t, "pending") {
 		tk := api.Task{
@@ -100,8 +113,10 @@ func genCluster(t *rapid.T) (Snapshot, []api.Task) {
 				Driver:    rapid.SampledFrom([]string{"", "process", "process", "docker"}).Draw(t, "driver"),
 				Resources: resources("pending"),
 			},
-			Placement: api.Placement{Constraints: rapid.SampledFrom(consPool).Draw(t, "constraints")},
-			Status:    api.TaskStatus{State: api.TaskPending},
+			Placement: api.Placement{Constraints: rapid.SampledFrom(consPool).Draw(t, "constraints"),
+				MaxReplicasPerNode: rapid.SampledFrom([]int{0, 0, 0, 1, 2}).Draw(t, "max per node"),
+				Preferences:        rapid.SampledFrom(prefPool).Draw(t, "preferences")},
+			Status: api.TaskStatus{State: api.TaskPending},
 		}
 		for k := range rapid.IntRange(0, 2).Draw(t, "port count") {
 			p := api.PortSpec{Name: fmt.Sprintf("p%d", k), Protocol: "tcp"}

@@ -158,6 +158,45 @@ func referenceSchedule(snap Snapshot, pending []api.Task) Plan {
 			driver = "process"
 		}
 		cpu, memNeed := milli(t.Spec.Resources.CPUs), mem(t)
+		// The per-node cap and spread preferences apply to unpinned tasks.
+		maxPer := 0
+		var prefs []string
+		if t.NodeID == "" {
+			maxPer = max(t.Placement.MaxReplicasPerNode, 0)
+			for _, p := range t.Placement.Preferences {
+				k, err := api.ParseSpread(p.Spread)
+				if err != nil {
+					k = "\x00invalid"
+				}
+				prefs = append(prefs, k)
+			}
+		}
+		holds := func(c api.Constraint, n *api.Node) bool {
+			var v string
+			ok := true
+			switch {
+			case c.Key == "node.id":
+				v = n.ID
+			case c.Key == "node.hostname":
+				v = n.Hostname
+			case c.Key == "node.role":
+				v = n.Role
+			default:
+				v, ok = n.Labels[strings.TrimPrefix(c.Key, "node.labels.")]
+			}
+			return c.Equal == (ok && v == c.Value)
+		}
+		static := func(n *api.Node) bool {
+			if n.Status != "ready" || n.Availability != "active" || !slices.Contains(n.Drivers, driver) {
+				return false
+			}
+			for _, c := range cons {
+				if !holds(c, n) {
+					return false
+				}
+			}
+			return true
+		}
 		var hostPorts []hostKey
 		nports := 0
 		for _, p := range t.Spec.Ports {
@@ -194,21 +233,12 @@ func referenceSchedule(snap Snapshot, pending []api.Task) Plan {
 				return "memory", memCap(n) - u.mem
 			}
 			for k, c := range cons {
-				var v string
-				ok := true
-				switch {
-				case c.Key == "node.id":
-					v = n.ID
-				case c.Key == "node.hostname":
-					v = n.Hostname
-				case c.Key == "node.role":
-					v = n.Role
-				default:
-					v, ok = n.Labels[strings.TrimPrefix(c.Key, "node.labels.")]
-				}
-				if c.Equal != (ok && v == c.Value) {
+				if !holds(c, n) {
 					return fmt.Sprintf("constraint %d", k), 0
 				}
+			}
+			if maxPer > 0 && u.svc[t.ServiceID] >= maxPer {
+				return "max", 0
 			}
 			for k, h := range hostPorts {
 				if u.dyn[h.port] || u.host[h] {
@@ -281,6 +311,38 @@ func referenceSchedule(snap Snapshot, pending []api.Task) Plan {
 			var best key
 			count := map[string]int{}
 			mostFree := map[string]int64{}
+			// Spread preferences: the service's tasks per group of
+			// statically eligible nodes, at each level.
+			path := func(n *api.Node, level int) string {
+				p := ""
+				for l := 0; l <= level; l++ {
+					if v, ok := n.Labels[prefs[l]]; ok {
+						p += "=" + v + "|"
+					} else {
+						p += "-|"
+					}
+				}
+				return p
+			}
+			groups := make([]map[string]int, len(prefs))
+			for l := range prefs {
+				groups[l] = map[string]int{}
+				for _, n := range nodes {
+					if static(n) {
+						groups[l][path(n, l)] += use[n.ID].svc[t.ServiceID]
+					}
+				}
+			}
+			// cmpGroups orders a and b by their groups' task counts, level
+			// by level; 0 when every level ties.
+			cmpGroups := func(a, b *api.Node) int {
+				for l := range prefs {
+					if c := cmp.Compare(groups[l][path(a, l)], groups[l][path(b, l)]); c != 0 {
+						return c
+					}
+				}
+				return 0
+			}
 			for _, n := range nodes {
 				cat, free := why(n)
 				if cat != "" {
@@ -294,6 +356,14 @@ func referenceSchedule(snap Snapshot, pending []api.Task) Plan {
 				k := key{u.svc[t.ServiceID], u.tasks, 0}
 				if c := cpuCap(n); c > 0 {
 					k.frac = float64(u.cpu) / float64(c)
+				}
+				if chosen != nil {
+					if c := cmpGroups(n, chosen); c > 0 {
+						continue
+					} else if c < 0 {
+						chosen, best = n, k
+						continue
+					}
 				}
 				if chosen == nil || k.svc < best.svc ||
 					k.svc == best.svc && (k.tasks < best.tasks || k.tasks == best.tasks && k.frac < best.frac) {
@@ -325,6 +395,7 @@ func referenceSchedule(snap Snapshot, pending []api.Task) Plan {
 					cat := fmt.Sprintf("constraint %d", k)
 					add(cat, verb(cat, "fails", "fail")+" constraint "+c.String())
 				}
+				add("max", fmt.Sprintf("at max_replicas_per_node %d", maxPer))
 				before := len(parts)
 				hostCats := 0
 				for k, h := range hostPorts {

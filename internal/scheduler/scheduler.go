@@ -85,7 +85,18 @@ type Plan struct {
 // nodes Schedule picks the one with the fewest tasks of the same service,
 // then the fewest tasks overall, then the lowest reserved CPU fraction, then
 // the lowest node ID. Tasks placed earlier in the same call count for later
-// ones. Host ports are probed from a position derived from a hash of the task
+// ones.
+//
+// Placement.MaxReplicasPerNode (unpinned tasks) makes a node that holds that
+// many tasks of the service (live in the snapshot or placed by this plan)
+// ineligible. Placement.Preferences (unpinned tasks) come before the spread
+// order above: each "spread: node.labels.K" groups the statically eligible
+// nodes (ready, active, with the driver, meeting the constraints) by their
+// value of K, nodes without K forming one more group, and the task goes to
+// the group holding the fewest tasks of the service; a second preference
+// splits each group again, and so on. Only then do the node's own counts
+// decide. A group whose nodes cannot take the task (resources, ports, the
+// per-node cap) is skipped. Host ports are probed from a position derived from a hash of the task
 // ID, so that separate Berth instances sharing a machine rarely collide.
 //
 // CPU sets: a task with cpu_policy exclusive also needs a node with a
@@ -175,6 +186,11 @@ type demand struct {
 	exclusive bool
 	excl      int
 	policy    string
+
+	// maxPer is Placement.MaxReplicasPerNode (0: no cap); prefs are the
+	// label keys of the spread preferences, in order.
+	maxPer int32
+	prefs  []string
 
 	reason      string
 	reasonStamp uint64
@@ -452,9 +468,18 @@ func (s *scheduler) newGroup(t *api.Task) *group {
 	key.WriteString(strconv.Itoa(nports))
 	writeHostPortsKey(&key, t)
 	writeCPUPolicyKey(&key, t)
+	writePlacementKey(&key, t)
+	if t.Placement.MaxReplicasPerNode > 0 {
+		// The explanation counts this service's tasks: not shared.
+		key.WriteByte(0)
+		key.WriteString(t.ServiceID)
+	}
 	d := s.demands[key.String()]
 	if d == nil {
 		d = &demand{filter: f, cpu: cpu, mem: mem, nports: nports, host: hostPorts(t)}
+		if t.NodeID == "" {
+			d.maxPer, d.prefs = maxPerNode(t), spreadKeys(t)
+		}
 		if r := t.Spec.Resources; r.Exclusive() {
 			d.exclusive, d.policy = true, r.Topology
 			if t.Unit == "" {
@@ -474,7 +499,48 @@ func sameGroup(a, b *api.Task) bool {
 		a.Spec.Resources != b.Spec.Resources || (a.Unit == "") != (b.Unit == "") {
 		return false
 	}
-	return slices.Equal(a.Placement.Constraints, b.Placement.Constraints)
+	return slices.Equal(a.Placement.Constraints, b.Placement.Constraints) &&
+		a.Placement.MaxReplicasPerNode == b.Placement.MaxReplicasPerNode &&
+		slices.Equal(a.Placement.Preferences, b.Placement.Preferences) &&
+		(a.NodeID == "") == (b.NodeID == "")
+}
+
+// writePlacementKey separates demands by per-node cap and preferences, and
+// pinned tasks (which ignore both) from unpinned ones.
+func writePlacementKey(b *strings.Builder, t *api.Task) {
+	p := t.Placement
+	if p.MaxReplicasPerNode == 0 && len(p.Preferences) == 0 {
+		return
+	}
+	b.WriteByte(3)
+	b.WriteString(strconv.Itoa(p.MaxReplicasPerNode))
+	for _, pref := range p.Preferences {
+		b.WriteByte(0)
+		b.WriteString(pref.Spread)
+	}
+	if t.NodeID != "" {
+		b.WriteString("\x00pinned")
+	}
+}
+
+// maxPerNode is a task's per-node cap; a negative one counts as none.
+func maxPerNode(t *api.Task) int32 {
+	return int32(min(max(t.Placement.MaxReplicasPerNode, 0), math.MaxInt32))
+}
+
+// spreadKeys are the label keys of a task's spread preferences. One that
+// does not parse spreads over a label no node has: every node is then in
+// the one group of nodes without it.
+func spreadKeys(t *api.Task) []string {
+	var keys []string
+	for _, p := range t.Placement.Preferences {
+		k, err := api.ParseSpread(p.Spread)
+		if err != nil {
+			k = "\x00invalid"
+		}
+		keys = append(keys, k)
+	}
+	return keys
 }
 
 func writeDemandKey(b *strings.Builder, t *api.Task) {
@@ -492,6 +558,7 @@ func writeDemandKey(b *strings.Builder, t *api.Task) {
 	b.WriteString(strconv.Itoa(nports))
 	writeHostPortsKey(b, t)
 	writeCPUPolicyKey(b, t)
+	writePlacementKey(b, t)
 }
 
 // writeCPUPolicyKey separates demands by CPU policy, and per-unit tasks
@@ -576,6 +643,9 @@ func (s *scheduler) pick(g *group) (int32, string) {
 	if len(s.nodes) == 0 {
 		return -1, "no nodes registered"
 	}
+	if len(g.demand.prefs) > 0 {
+		return s.pickSpread(g)
+	}
 	for rescanned := false; ; rescanned = true {
 		if !g.scanned {
 			s.scan(g)
@@ -585,7 +655,7 @@ func (s *scheduler) pick(g *group) (int32, string) {
 		case n >= 0 && (!g.bounded || g.heap[0].less(&g.bound) || rescanned):
 			return n, ""
 		case n < 0 && (!g.bounded || rescanned):
-			return -1, s.explain(g.demand)
+			return -1, s.explain(g)
 		}
 		// The best candidate is no better than a node the scan left out:
 		// other placements raised the candidates' keys. Look again. A fresh
@@ -629,6 +699,9 @@ func (s *scheduler) scan(g *group) {
 		if g.bounded && !e.less(&g.bound) {
 			continue
 		}
+		if d.maxPer > 0 && counts[n] >= d.maxPer {
+			continue // only grows: it never fits again in this call
+		}
 		if !s.fits(d, n) {
 			continue
 		}
@@ -664,7 +737,7 @@ func (s *scheduler) top(g *group) int32 {
 		if e.ver == s.nodes[e.node].ver {
 			return e.node
 		}
-		if !s.fits(g.demand, e.node) {
+		if !s.fits(g.demand, e.node) || s.atMax(g, e.node) {
 			pop(&g.heap)
 			continue
 		}
@@ -672,6 +745,81 @@ func (s *scheduler) top(g *group) int32 {
 		down(g.heap, 0)
 	}
 	return -1
+}
+
+// atMax reports whether node n holds as many tasks of g's service as its
+// per-node cap allows.
+func (s *scheduler) atMax(g *group, n int32) bool {
+	return g.demand.maxPer > 0 && g.svc.count(n) >= g.demand.maxPer
+}
+
+// pickSpread chooses a node for a task with spread preferences. Group counts
+// change with every placement on any node of a group, which the heap's
+// per-node versions cannot track, so it scans every eligible node: first to
+// count the service's tasks per group, then to find the least loaded group
+// path and, within it, the best node by the usual order.
+func (s *scheduler) pickSpread(g *group) (int32, string) {
+	d := g.demand
+	f := s.filter(d.filter)
+	levels := len(d.prefs)
+	// path[i] identifies node i's group at every level: the label values
+	// down to that level.
+	groupOf := func(n int32, level int) string {
+		var b strings.Builder
+		for l := 0; l <= level; l++ {
+			v, ok := s.api[n].Labels[d.prefs[l]]
+			if ok {
+				b.WriteByte(1)
+				b.WriteString(v)
+			} else {
+				b.WriteByte(0)
+			}
+			b.WriteByte(0)
+		}
+		return b.String()
+	}
+	counts := make([]map[string]int32, levels)
+	for l := range counts {
+		counts[l] = map[string]int32{}
+	}
+	paths := make([][]string, len(f.eligible))
+	for i, n := range f.eligible {
+		paths[i] = make([]string, levels)
+		c := g.svc.count(n)
+		for l := 0; l < levels; l++ {
+			p := groupOf(n, l)
+			paths[i][l] = p
+			counts[l][p] += c
+		}
+	}
+	best, bestI := int32(-1), -1
+	var bestE entry
+	for i, n := range f.eligible {
+		if !s.fits(d, n) || s.atMax(g, n) {
+			continue
+		}
+		e := s.entryCount(n, g.svc.count(n))
+		if best >= 0 {
+			better, decided := false, false
+			for l := 0; l < levels && !decided; l++ {
+				a, b := counts[l][paths[i][l]], counts[l][paths[bestI][l]]
+				if a != b {
+					better, decided = a < b, true
+				}
+			}
+			if !decided {
+				better = e.less(&bestE)
+			}
+			if !better {
+				continue
+			}
+		}
+		best, bestI, bestE = n, i, e
+	}
+	if best < 0 {
+		return -1, s.explain(g)
+	}
+	return best, ""
 }
 
 // entryCount keys node n by the spread order, given the number of tasks of

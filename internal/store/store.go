@@ -56,6 +56,11 @@ type Config struct {
 	// connects with CertFile/KeyFile. Without it the member listens in
 	// plain text on loopback (tests only).
 	TLS *TLSFiles
+	// Peer, when set, makes the embedded member one of several: its peer
+	// URL is on an address other managers reach, and it may join an
+	// existing cluster. Nil keeps the single-member default (peer and
+	// client on loopback).
+	Peer *PeerConfig
 }
 
 // TLSFiles are PEM files for mutual TLS with etcd.
@@ -116,7 +121,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	s := &Store{prefix: cfg.Prefix, log: cfg.Logger}
 	endpoints := cfg.Endpoints
 	if len(endpoints) == 0 {
-		e, err := startEmbedded(ctx, cfg.DataDir, cfg.TLS, cfg.Logger)
+		e, err := startEmbedded(ctx, cfg.DataDir, cfg.TLS, cfg.Peer, cfg.Logger)
 		if err != nil {
 			return nil, err
 		}
@@ -152,6 +157,12 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if _, err := cli.Get(sctx, s.prefix+"probe"); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("store: etcd %v does not answer: %w", endpoints, err)
+	}
+	if s.etcd != nil && cfg.Peer != nil {
+		if err := s.advertisePeerURL(sctx); err != nil {
+			s.Close()
+			return nil, err
+		}
 	}
 	s.collections()
 	return s, nil
@@ -190,7 +201,7 @@ type etcdPorts struct {
 	Peer   int `json:"peer"`
 }
 
-func startEmbedded(ctx context.Context, dataDir string, tlsFiles *TLSFiles, log *slog.Logger) (*embed.Etcd, error) {
+func startEmbedded(ctx context.Context, dataDir string, tlsFiles *TLSFiles, peer *PeerConfig, log *slog.Logger) (*embed.Etcd, error) {
 	if dataDir == "" {
 		return nil, errors.New("store: no data dir for the embedded etcd")
 	}
@@ -203,7 +214,23 @@ func startEmbedded(ctx context.Context, dataDir string, tlsFiles *TLSFiles, log 
 	if b, err := os.ReadFile(portsFile); err == nil {
 		_ = json.Unmarshal(b, &ports)
 	}
+	// A member that existed before keeps its data (and its membership); an
+	// initial cluster only matters to a member that was never started.
+	_, statErr := os.Stat(filepath.Join(dir, "member"))
+	fresh := errors.Is(statErr, os.ErrNotExist)
+	peerListen := "127.0.0.1"
+	if peer != nil {
+		if peer.Port > 0 {
+			ports.Peer = peer.Port
+		}
+		if peer.ListenHost != "" {
+			peerListen = peer.ListenHost
+		}
+	}
 	for _, p := range []*int{&ports.Client, &ports.Peer} {
+		if peer != nil && peer.Port > 0 && p == &ports.Peer {
+			continue // asked for: a busy port is an error from etcd, not a surprise move
+		}
 		if *p == 0 || !portFree(*p) {
 			n, err := freePort()
 			if err != nil {
@@ -222,6 +249,16 @@ func startEmbedded(ctx context.Context, dataDir string, tlsFiles *TLSFiles, log 
 	}
 	curl := mustURL(scheme + "://127.0.0.1:" + strconv.Itoa(ports.Client))
 	purl := mustURL(scheme + "://127.0.0.1:" + strconv.Itoa(ports.Peer))
+	lpurl := mustURL(scheme + "://" + net.JoinHostPort(peerListen, strconv.Itoa(ports.Peer)))
+	name := "berth"
+	if peer != nil {
+		if peer.Name != "" {
+			name = peer.Name
+		}
+		if peer.AdvertiseHost != "" {
+			purl = mustURL(scheme + "://" + net.JoinHostPort(peer.AdvertiseHost, strconv.Itoa(ports.Peer)))
+		}
+	}
 	cfg := embed.NewConfig()
 	if tlsFiles != nil {
 		// Any local user can reach a loopback port: only holders of a
@@ -231,13 +268,17 @@ func startEmbedded(ctx context.Context, dataDir string, tlsFiles *TLSFiles, log 
 		cfg.ClientTLSInfo = info
 		cfg.PeerTLSInfo = info
 	}
-	cfg.Name = "berth"
+	cfg.Name = name
 	cfg.Dir = dir
 	cfg.ListenClientUrls = []url.URL{curl}
 	cfg.AdvertiseClientUrls = []url.URL{curl}
-	cfg.ListenPeerUrls = []url.URL{purl}
+	cfg.ListenPeerUrls = []url.URL{lpurl}
 	cfg.AdvertisePeerUrls = []url.URL{purl}
 	cfg.InitialCluster = cfg.Name + "=" + purl.String()
+	if peer != nil && peer.InitialCluster != "" && fresh {
+		cfg.InitialCluster = peer.InitialCluster
+		cfg.ClusterState = embed.ClusterStateFlagExisting
+	}
 	cfg.LogLevel = "error"
 	cfg.Logger = "zap"
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
@@ -265,7 +306,7 @@ func startEmbedded(ctx context.Context, dataDir string, tlsFiles *TLSFiles, log 
 		e.Close()
 		return nil, ctx.Err()
 	}
-	log.Info("embedded etcd ready", "dir", dir, "client", curl.String())
+	log.Info("embedded etcd ready", "dir", dir, "name", name, "client", curl.String(), "peer", purl.String())
 	return e, nil
 }
 

@@ -1,0 +1,87 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+)
+
+// The manager commands list the cluster's managers and remove one (issue
+// #3, HA managers). Managers are added by starting `berth server --join`.
+
+func init() {
+	extraCommands = append(extraCommands, newManagerCmd)
+}
+
+func newManagerCmd() *cobra.Command {
+	cmd := newGroupCmd("manager", "List the cluster's managers and remove one", "managers")
+	cmd.Long = `List the cluster's managers and remove one. A manager is added by starting
+berth server --join URL --token TOKEN (see docs/operations.md).`
+	cmd.AddCommand(newManagerLsCmd(), newManagerRmCmd())
+	return cmd
+}
+
+func newManagerLsCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:     "ls",
+		Aliases: []string{"list"},
+		Short:   "List the managers, the leader marked",
+		Args:    noArgs,
+	}
+	out := addOutputFlag(cmd)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		if err := checkOutput(*out); err != nil {
+			return err
+		}
+		e := envOf(cmd)
+		c, err := e.apiClient()
+		if err != nil {
+			return err
+		}
+		ms, err := c.ClusterManagers(cmd.Context())
+		if err != nil {
+			return err
+		}
+		if *out == outputJSON {
+			return writeJSONList(e.stdout, ms)
+		}
+		tb := newTable(e.stdout, "ID", "STATUS", "LEADER", "API", "PEER")
+		for _, m := range ms {
+			leader := ""
+			if m.Leader {
+				leader = "yes"
+			}
+			tb.row(m.ID, m.Status, leader, m.APIURL, m.PeerURL)
+		}
+		return tb.flush()
+	}
+	return cmd
+}
+
+func newManagerRmCmd() *cobra.Command {
+	var force bool
+	cmd := &cobra.Command{
+		Use:   "rm ID",
+		Short: "Remove a manager from the cluster (its etcd member leaves)",
+		Long: `Remove a manager from the cluster: its etcd member leaves the cluster and the
+manager can no longer start on its data directory. ID is the id, the member
+name or the hex member id that ` + "`berth manager ls`" + ` shows. Ask another
+manager than the one removed (--addr). A removal that would leave fewer running
+managers than a quorum of the rest needs --force.`,
+		Args: exactArgs(1),
+	}
+	cmd.Flags().BoolVar(&force, "force", false, "remove even if the managers left would not have a quorum")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		e := envOf(cmd)
+		c, err := e.apiClient()
+		if err != nil {
+			return err
+		}
+		if err := c.RemoveManager(cmd.Context(), args[0], force); err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "manager %s removed\n", args[0])
+		return nil
+	}
+	return cmd
+}

@@ -1,0 +1,179 @@
+package apiserver
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/berth-project/berth/api"
+	"github.com/berth-project/berth/internal/pki"
+	"github.com/berth-project/berth/internal/store"
+)
+
+func freeLoopbackPort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func (f *tlsFixture) managers(token string) []api.ClusterManager {
+	f.t.Helper()
+	code, b := f.do(f.client(nil), "GET", "/api/v1/cluster/managers", token, nil)
+	if code != 200 {
+		f.t.Fatalf("list managers: %d %s", code, b)
+	}
+	var out []api.ClusterManager
+	if err := json.Unmarshal(b, &out); err != nil {
+		f.t.Fatal(err)
+	}
+	return out
+}
+
+func TestManagerJoinListRemove(t *testing.T) {
+	t.Parallel()
+	f := newTLSFixture(t, nil)
+	ctx := context.Background()
+	toks := f.tokens()
+	_, csrPEM, err := pki.NewNodeKey("m2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := freeLoopbackPort(t)
+	peer := "http://127.0.0.1:" + strconv.Itoa(port)
+	req := api.ManagerJoinRequest{Token: toks.Manager, CSRPEM: string(csrPEM), Name: "m2", PeerURL: peer, APIURL: "https://127.0.0.1:17443"}
+
+	// Refusals first: each leaves the store and the members as they were.
+	before := f.snapshot()
+	bad := []struct {
+		name string
+		mut  func(*api.ManagerJoinRequest)
+		code int
+		want string
+	}{
+		{"worker token", func(r *api.ManagerJoinRequest) { r.Token = toks.Worker }, 403, "worker join token cannot join a manager"},
+		{"wrong token", func(r *api.ManagerJoinRequest) { r.Token = toks.Manager[:len(toks.Manager)-4] + "abcd" }, 401, "invalid join token"},
+		{"garbage token", func(r *api.ManagerJoinRequest) { r.Token = "nope" }, 401, "invalid join token"},
+		{"bad name", func(r *api.ManagerJoinRequest) { r.Name = "a/b" }, 400, "not a valid manager id"},
+		{"bad api url", func(r *api.ManagerJoinRequest) { r.APIURL = "http://x:1" }, 400, "api_url"},
+		{"bad csr", func(r *api.ManagerJoinRequest) { r.CSRPEM = "x" }, 400, "csr"},
+	}
+	for _, tc := range bad {
+		r := req
+		tc.mut(&r)
+		code, b := f.do(f.client(nil), "POST", "/api/v1/cluster/managers/join", "", r)
+		if code != tc.code || !strings.Contains(string(b), tc.want) {
+			t.Errorf("%s: %d %s, want %d with %q", tc.name, code, b, tc.code, tc.want)
+		}
+		if strings.Contains(string(b), toks.Manager) || strings.Contains(string(b), toks.Worker) {
+			t.Errorf("%s: the answer repeats a token", tc.name)
+		}
+	}
+	if f.snapshot() != before {
+		t.Fatal("a refused manager join changed the store")
+	}
+	if m, _ := f.st.Members(ctx); len(m) != 1 {
+		t.Fatalf("a refused join added a member: %+v", m)
+	}
+	if !strings.Contains(f.logs.String(), "refused a worker token on the manager join") {
+		t.Error("the worker token on the manager join was not logged")
+	}
+	if strings.Contains(f.logs.String(), toks.Manager) || strings.Contains(f.logs.String(), toks.Worker) {
+		t.Error("a token was logged")
+	}
+
+	// The manager token admits it.
+	code, b := f.do(f.client(nil), "POST", "/api/v1/cluster/managers/join", "", req)
+	if code != 200 {
+		t.Fatalf("join: %d %s", code, b)
+	}
+	var resp api.ManagerJoinResponse
+	if err := json.Unmarshal(b, &resp); err != nil {
+		t.Fatal(err)
+	}
+	if resp.AdminToken != testToken || resp.CACertPEM != string(f.ca.CertPEM) || resp.MemberName != "m2" {
+		t.Fatalf("response: %v (token ok %v)", resp, resp.AdminToken == testToken)
+	}
+	if _, err := pki.ParseCA([]byte(resp.CACertPEM), []byte(resp.CAKeyPEM), ""); err != nil {
+		t.Fatalf("CA in the response: %v", err)
+	}
+	id, role, _, err := pki.VerifyNode(f.ca.Cert, []byte(resp.CertPEM), time.Now())
+	if err != nil || id != "m2" || role != pki.RoleManager {
+		t.Fatalf("manager certificate: %s %s %v", id, role, err)
+	}
+	if !strings.Contains(resp.InitialCluster, "m2="+peer) || strings.Count(resp.InitialCluster, "=") != 2 {
+		t.Fatalf("initial cluster %q", resp.InitialCluster)
+	}
+
+	// Start the new member as the joining manager would.
+	sctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	m2, err := store.Open(sctx, store.Config{DataDir: t.TempDir(), Peer: &store.PeerConfig{Name: "m2", Port: port, InitialCluster: resp.InitialCluster}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m2.Close()
+	go m2.KeepManagerRecord(sctx, store.ManagerRecord{ID: "m2", MemberName: "m2", MemberID: m2.MemberID(), APIURL: req.APIURL, PeerURL: peer, Started: time.Now()}, store.ManagerTTL)
+
+	// A second join with the same name is refused.
+	if code, b := f.do(f.client(nil), "POST", "/api/v1/cluster/managers/join", "", req); code != 409 {
+		t.Fatalf("second join of m2: %d %s", code, b)
+	}
+
+	// The list shows m2 ready, the fixture's own member down (it runs no
+	// manager record), and a node certificate may read it too.
+	var ms []api.ClusterManager
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ms = f.managers(testToken)
+		if len(ms) == 2 && ms[0].ID == "berth" && ms[0].Status == api.ManagerDown && ms[1].ID == "m2" && ms[1].Status == api.ManagerReady {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("managers: %+v", ms)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	node := f.mustJoin("w1")
+	code, b = f.do(f.client(&node.cert), "GET", "/api/v1/cluster/managers", "", nil)
+	if code != 200 || !strings.Contains(string(b), "m2") {
+		t.Fatalf("node certificate listing managers: %d %s", code, b)
+	}
+	// ...but not remove one.
+	code, _ = f.do(f.client(&node.cert), "DELETE", "/api/v1/cluster/managers/m2", "", nil)
+	if code != 403 {
+		t.Fatalf("node certificate removing a manager: %d", code)
+	}
+
+	// Removal: unknown, self, below quorum without --force, then forced.
+	if code, b := f.do(f.client(nil), "DELETE", "/api/v1/cluster/managers/nope", testToken, nil); code != 404 {
+		t.Fatalf("remove unknown: %d %s", code, b)
+	}
+	if code, b := f.do(f.client(nil), "DELETE", "/api/v1/cluster/managers/berth", testToken, nil); code != 409 || !strings.Contains(string(b), "cannot remove itself") {
+		t.Fatalf("remove self: %d %s", code, b)
+	}
+	// With m2 gone only this member is left, and it runs no manager (no
+	// record): a quorum of one needs one running manager.
+	if code, b := f.do(f.client(nil), "DELETE", "/api/v1/cluster/managers/m2", testToken, nil); code != 409 || !strings.Contains(string(b), "quorum") {
+		t.Fatalf("remove below quorum: %d %s", code, b)
+	}
+	if m, _ := f.st.Members(ctx); len(m) != 2 {
+		t.Fatalf("a refused removal changed the members: %+v", m)
+	}
+	if code, b := f.do(f.client(nil), "DELETE", "/api/v1/cluster/managers/m2?force=true", testToken, nil); code != 204 {
+		t.Fatalf("forced remove: %d %s", code, b)
+	}
+	if m, _ := f.st.Members(ctx); len(m) != 1 {
+		t.Fatalf("members after removal: %+v", m)
+	}
+	if ms := f.managers(testToken); len(ms) != 1 || ms[0].ID != "berth" {
+		t.Fatalf("managers after removal: %+v", ms)
+	}
+}
