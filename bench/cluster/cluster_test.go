@@ -255,3 +255,51 @@ func heartbeat(ctx context.Context, wg *sync.WaitGroup, c *api.Client, ids []str
 		}(w)
 	}
 }
+
+// BenchmarkLeaderDeath measures, per trial, the time from SIGKILL of the
+// leader of three managers (each in its own namespace, the second and third
+// joined with the manager token) until a surviving manager lists another
+// manager as leader (GET /cluster/managers, leader: true, status ready),
+// polled every 20 ms. The killed manager is then restarted (same data dir,
+// it rejoins as the same etcd member) and the next trial waits until all
+// three are ready with one leader. Reports p50-s and max-s over b.N trials
+// (-benchtime 10x for the 10).
+func BenchmarkLeaderDeath(b *testing.B) {
+	cluster.RequireAvailable(b)
+	c := cluster.NewCluster(b, berthBin, cluster.Options{Managers: 3, HeartbeatTimeout: heartbeatTimeout})
+	var times []time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		c.WaitManagers(60*time.Second, c.Managers...)
+		old, err := c.Leader()
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		start := time.Now()
+		old.Kill()
+		var next *cluster.Process
+		deadline := start.Add(60 * time.Second)
+		for {
+			l, err := c.Leader()
+			if err == nil && l != old {
+				next = l
+				break
+			}
+			if time.Now().After(deadline) {
+				b.Fatalf("no new leader 60s after SIGKILL of the leader on %s: %v", old.Host.Name, err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		took := time.Since(start)
+		b.StopTimer()
+		times = append(times, took)
+		b.Logf("trial %d: leader on %s killed, the manager on %s leads after %v", i+1, old.Host.Name, next.Host.Name, took.Round(time.Millisecond))
+		old.Restart()
+		old.WaitServing(60 * time.Second)
+		b.StartTimer()
+	}
+	b.StopTimer()
+	report(b, times)
+}

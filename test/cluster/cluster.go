@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os/exec"
 	"sort"
@@ -11,30 +12,46 @@ import (
 	"time"
 
 	"github.com/berth-project/berth/api"
+	"github.com/berth-project/berth/internal/agent"
 )
 
-// Cluster is one manager and some agents, each on its own host of a
-// Network.
+// Cluster is one or more managers and some agents, each on its own host of
+// a Network.
 type Cluster struct {
 	t testing.TB
 	// Net is the network the hosts are on.
 	Net *Network
-	// Manager is the `berth server` process.
+	// Manager is the first `berth server` process (the one the others
+	// joined).
 	Manager *Process
+	// Managers are every `berth server` process, the first one first.
+	Managers []*Process
 	// Agents are the `berth agent` processes, in start order.
 	Agents []*Process
-	// Client is an admin client of the manager.
+	// Client is an admin client of the managers: it sends to the first
+	// manager and fails over to the others when it cannot reach it.
 	Client *api.Client
-	// HeartbeatTimeout is the node heartbeat timeout the manager was given,
-	// or 0 when `berth server` has no --heartbeat-timeout flag (it then
-	// uses its default).
+	// HeartbeatTimeout is the node heartbeat timeout the managers were
+	// given, or 0 when `berth server` has no --heartbeat-timeout flag (it
+	// then uses its default).
 	HeartbeatTimeout time.Duration
+	// Tokens are the cluster's join tokens (zero with AdminAgents and one
+	// manager).
+	Tokens api.JoinTokens
 }
 
 // Options shape a Cluster.
 type Options struct {
+	// Managers is the number of managers (and manager hosts); 0 means 1.
+	// The first runs `berth server --listen`, the others join it with the
+	// manager token.
+	Managers int
 	// Agents is the number of agents (and agent hosts).
 	Agents int
+	// AdminAgents makes the agents connect the old way, with the first
+	// manager's admin token and CA file, instead of joining with the worker
+	// token.
+	AdminAgents bool
 	// HeartbeatTimeout is passed as --heartbeat-timeout when `berth
 	// server` has that flag; 0 leaves the default.
 	HeartbeatTimeout time.Duration
@@ -62,12 +79,15 @@ func HasFlag(bin, sub, flag string) bool {
 	return strings.Contains(help, "--"+flag+" ") || strings.Contains(help, "--"+flag+"=")
 }
 
-// NewCluster starts a network with one manager host and o.Agents agent
-// hosts, the manager, and the agents, and waits until every agent's node is
-// ready.
+// NewCluster starts a network with o.Managers manager hosts and o.Agents
+// agent hosts, the managers (the first, then the others joining it with the
+// manager token), and the agents (joining the first manager with the worker
+// token, unless o.AdminAgents), and waits until every manager is ready with
+// one leader and every agent's node is ready.
 func NewCluster(t testing.TB, bin string, o Options) *Cluster {
 	t.Helper()
-	nw := NewNetwork(t, 1+o.Agents)
+	nm := max(o.Managers, 1)
+	nw := NewNetwork(t, nm+o.Agents)
 	hosts := nw.Hosts()
 	c := &Cluster{t: t, Net: nw}
 	args := append([]string(nil), o.ServerArgs...)
@@ -75,17 +95,141 @@ func NewCluster(t testing.TB, bin string, o Options) *Cluster {
 		args = append(args, "--heartbeat-timeout", o.HeartbeatTimeout.String())
 		c.HeartbeatTimeout = o.HeartbeatTimeout
 	}
+	if nm > 1 {
+		args = append(args, "--etcd-peer-port", EtcdPeerPort)
+	}
 	c.Manager = StartServer(t, bin, hosts[0], "", args...)
+	c.Managers = []*Process{c.Manager}
 	cl, err := c.Manager.Client()
 	if err != nil {
 		t.Fatal(err)
 	}
 	c.Client = cl
-	for _, h := range hosts[1:] {
-		c.Agents = append(c.Agents, StartAgent(t, bin, h, c.Manager, o.AgentArgs...))
+	if nm > 1 || !o.AdminAgents {
+		ctx, cancel := callCtx()
+		c.Tokens, err = cl.JoinTokens(ctx)
+		cancel()
+		if err != nil {
+			t.Fatalf("join tokens: %v", err)
+		}
 	}
-	c.WaitNodesReady(30*time.Second, c.Agents...)
+	for _, h := range hosts[1:nm] {
+		extra := append([]string(nil), o.ServerArgs...)
+		if c.HeartbeatTimeout > 0 {
+			extra = append(extra, "--heartbeat-timeout", c.HeartbeatTimeout.String())
+		}
+		c.Managers = append(c.Managers, StartJoinedServer(t, bin, h, c.Manager.ManagerURL(), c.Tokens.Manager, extra...))
+	}
+	if nm > 1 {
+		var urls []string
+		for _, m := range c.Managers[1:] {
+			urls = append(urls, m.ManagerURL())
+		}
+		if err := cl.SetAddrs(append([]string{c.Manager.ManagerURL()}, urls...)); err != nil {
+			t.Fatal(err)
+		}
+		c.WaitManagers(60*time.Second, c.Managers...)
+	}
+	for _, h := range hosts[nm:] {
+		if o.AdminAgents {
+			c.Agents = append(c.Agents, StartAgent(t, bin, h, c.Manager, o.AgentArgs...))
+		} else {
+			c.Agents = append(c.Agents, StartJoinedAgent(t, bin, h, c.Manager.ManagerURL(), c.Tokens.Worker, o.AgentArgs...))
+		}
+	}
+	c.WaitNodesReady(60*time.Second, c.Agents...)
+	if !o.AdminAgents {
+		// Joined for real: a node identity on disk, no admin credentials.
+		for _, a := range c.Agents {
+			if !agent.HasIdentity(a.DataDir) {
+				t.Fatalf("the agent on %s is ready but has no joined identity in %s", a.Host.Name, a.DataDir)
+			}
+		}
+	}
 	return c
+}
+
+// ManagerClient returns an admin client of manager m alone (no failover).
+func (c *Cluster) ManagerClient(m *Process) *api.Client {
+	c.t.Helper()
+	cl, err := m.Client()
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return cl
+}
+
+// Leader asks the managers that run (in order) which one leads and
+// returns it; it fails when none answers or the answer names no manager
+// of this cluster.
+func (c *Cluster) Leader() (*Process, error) {
+	var errs []error
+	for _, m := range c.Managers {
+		if m.Exited() {
+			continue
+		}
+		cl, err := m.Client()
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		ctx, cancel := callCtx()
+		list, err := cl.ClusterManagers(ctx)
+		cancel()
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		for _, x := range list {
+			if !x.Leader || x.Status != api.ManagerReady {
+				continue
+			}
+			for _, p := range c.Managers {
+				if x.APIURL == p.ManagerURL() && !p.Exited() {
+					return p, nil
+				}
+			}
+			return nil, fmt.Errorf("the leader %s (%s) is not a running manager of this cluster", x.ID, x.APIURL)
+		}
+		return nil, fmt.Errorf("%s lists no leader: %+v", m.Host.Name, list)
+	}
+	return nil, fmt.Errorf("no leader: %w", errors.Join(errs...))
+}
+
+// WaitManagers waits until each of the given managers answers and lists
+// exactly the given managers as ready, one of them the leader.
+func (c *Cluster) WaitManagers(timeout time.Duration, ms ...*Process) {
+	c.t.Helper()
+	eventually(c.t, timeout, func() error {
+		for _, m := range ms {
+			if m.Exited() {
+				c.t.Fatalf("manager on %s exited: %v\n%s", m.Host.Name, m.waitErr, m.LogTail(40))
+			}
+			cl, err := m.Client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := callCtx()
+			list, err := cl.ClusterManagers(ctx)
+			cancel()
+			if err != nil {
+				return fmt.Errorf("%s: %w", m.Host.Name, err)
+			}
+			ready, leaders := 0, 0
+			for _, x := range list {
+				if x.Status == api.ManagerReady {
+					ready++
+				}
+				if x.Leader {
+					leaders++
+				}
+			}
+			if ready != len(ms) || leaders != 1 {
+				return fmt.Errorf("%s lists %d ready, %d leaders, want %d and 1: %+v", m.Host.Name, ready, leaders, len(ms), list)
+			}
+		}
+		return nil
+	})
 }
 
 // ctx returns a context for one API call.

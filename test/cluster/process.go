@@ -107,6 +107,27 @@ type Process struct {
 // data directory is fresh unless dataDir is given.
 func StartServer(t testing.TB, bin string, h *Host, dataDir string, extra ...string) *Process {
 	t.Helper()
+	return startServer(t, bin, h, dataDir, nil, extra...)
+}
+
+// StartJoinedServer starts `berth server` on h as a further manager of the
+// cluster of the manager at joinURL, with the manager join token token (in
+// BERTH_JOIN_TOKEN, so that it does not show in ps), its embedded etcd
+// member's peers on h's address and port EtcdPeerPort, and waits until its
+// API answers. A restart keeps the arguments: a manager that has joined
+// ignores --join.
+func StartJoinedServer(t testing.TB, bin string, h *Host, joinURL, token string, extra ...string) *Process {
+	t.Helper()
+	args := append([]string{"--etcd-peer-port", EtcdPeerPort, "--join", joinURL}, extra...)
+	return startServer(t, bin, h, "", []string{"BERTH_JOIN_TOKEN=" + token}, args...)
+}
+
+// EtcdPeerPort is the etcd peer port of the managers in the tests (the
+// default of `berth server`, given explicitly).
+const EtcdPeerPort = "7444"
+
+func startServer(t testing.TB, bin string, h *Host, dataDir string, env []string, extra ...string) *Process {
+	t.Helper()
 	if dataDir == "" {
 		dataDir = t.TempDir()
 	}
@@ -114,8 +135,17 @@ func StartServer(t testing.TB, bin string, h *Host, dataDir string, extra ...str
 	p.Args = append([]string{"--data-dir", dataDir, "server", "--listen", h.IP + ":" + APIPort,
 		"--advertise", h.IP, "--log-level", "debug"}, extra...)
 	t.Cleanup(p.cleanup)
-	p.start()
-	eventually(t, 30*time.Second, func() error {
+	p.start(env...)
+	p.WaitServing(30 * time.Second)
+	return p
+}
+
+// WaitServing waits until a manager process's API answers, failing t if
+// the process exits first.
+func (p *Process) WaitServing(timeout time.Duration) {
+	t, h := p.t, p.Host
+	t.Helper()
+	eventually(t, timeout, func() error {
 		if p.Exited() {
 			t.Fatalf("berth server on %s exited while starting: %v\n%s", h.Name, p.waitErr, p.LogTail(40))
 		}
@@ -128,7 +158,6 @@ func StartServer(t testing.TB, bin string, h *Host, dataDir string, extra ...str
 		_, err = c.Info(ctx)
 		return err
 	})
-	return p
 }
 
 // ManagerURL is the API address of a manager process.
@@ -151,9 +180,10 @@ func (p *Process) Client() (*api.Client, error) {
 
 // StartAgent starts `berth agent` on h for the manager m, with h's name as
 // host name, h's address, a cgroup parent and a port range of its own, and
-// extra flags appended. It connects the way agents do today: the admin
-// token (in BERTH_TOKEN) and the cluster CA file from m's data directory.
-// It does not wait for the node to register (see Cluster.WaitNodes).
+// extra flags appended. It connects in local mode: the admin token (in
+// BERTH_TOKEN) and the cluster CA file from m's data directory (see
+// StartJoinedAgent for the way workers join). It does not wait for the
+// node to register (see Cluster.WaitNodesReady).
 func StartAgent(t testing.TB, bin string, h *Host, m *Process, extra ...string) *Process {
 	t.Helper()
 	token, err := os.ReadFile(filepath.Join(m.DataDir, "admin.token"))
@@ -168,6 +198,26 @@ func StartAgent(t testing.TB, bin string, h *Host, m *Process, extra ...string) 
 		"--stop-tasks", "--log-level", "debug"}, extra...)
 	t.Cleanup(p.cleanup)
 	p.start("BERTH_TOKEN=" + strings.TrimSpace(string(token)))
+	return p
+}
+
+// StartJoinedAgent starts `berth agent` on h the way a worker joins:
+// `--join joinURL` with the worker join token (in BERTH_JOIN_TOKEN), no
+// admin token and no CA file — the agent pins the CA from the token, gets a
+// node certificate and from then on speaks mutual TLS, failing over between
+// the managers it learns. Host name, address, cgroup parent, port range and
+// extra flags are as for StartAgent. A restart keeps the arguments: an agent
+// that has joined ignores --join.
+func StartJoinedAgent(t testing.TB, bin string, h *Host, joinURL, token string, extra ...string) *Process {
+	t.Helper()
+	p := &Process{t: t, Host: h, DataDir: t.TempDir(), bin: bin, CgroupParent: "berth-cluster-" + randomHex(5)}
+	p.Args = append([]string{"--data-dir", p.DataDir, "agent", "--join", joinURL,
+		"--hostname", h.Name, "--address", h.IP,
+		"--cgroup-parent", p.CgroupParent, "--port-range", "20000-29999",
+		"--mesh-http", "127.0.0.1:0", "--mesh-https", "127.0.0.1:0", "--dns", "127.0.0.1:0",
+		"--stop-tasks", "--log-level", "debug"}, extra...)
+	t.Cleanup(p.cleanup)
+	p.start("BERTH_JOIN_TOKEN=" + token)
 	return p
 }
 
