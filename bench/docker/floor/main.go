@@ -29,14 +29,15 @@ func main() {
 	n := flag.Int("n", 50, "containers")
 	label := flag.String("label", "berth-bench=floor", "KEY=VALUE label on every container")
 	conc := flag.Int("concurrency", 0, "calls in flight at once (0: all)")
+	hardened := flag.Bool("hardened", false, "create the containers as Berth's docker driver does by default (read-only root, all capabilities dropped, no-new-privileges, an init process, user nobody, capped json-file logs)")
 	flag.Parse()
-	if err := run(*img, *n, *label, *conc); err != nil {
+	if err := run(*img, *n, *label, *conc, *hardened); err != nil {
 		fmt.Fprintln(os.Stderr, "floor:", err)
 		os.Exit(1)
 	}
 }
 
-func run(img string, n int, label string, conc int) error {
+func run(img string, n int, label string, conc int, hardened bool) error {
 	k, v, ok := strings.Cut(label, "=")
 	if img == "" || !ok || n < 1 {
 		return fmt.Errorf("need -image, -n ≥ 1 and -label KEY=VALUE")
@@ -51,6 +52,18 @@ func run(img string, n int, label string, conc int) error {
 	}
 	defer cli.Close()
 	cfg := &container.Config{Image: img, Env: []string{"PORT=8080"}, Labels: map[string]string{k: v}}
+	hc := &container.HostConfig{}
+	if hardened {
+		// The defaults of internal/driver/docker (config.go), written out
+		// here because this program uses the public client only.
+		yes := true
+		cfg.User = "65534:65534"
+		hc = &container.HostConfig{
+			ReadonlyRootfs: true, CapDrop: []string{"ALL"}, SecurityOpt: []string{"no-new-privileges"},
+			IpcMode: container.IPCModePrivate, Init: &yes,
+			LogConfig: container.LogConfig{Type: "json-file", Config: map[string]string{"max-size": "33554432", "max-file": "2"}},
+		}
+	}
 	sem := make(chan struct{}, conc)
 	errs := make(chan error, n)
 	var wg sync.WaitGroup
@@ -61,7 +74,7 @@ func run(img string, n int, label string, conc int) error {
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			c, err := cli.ContainerCreate(ctx, cfg, &container.HostConfig{}, nil, nil, "")
+			c, err := cli.ContainerCreate(ctx, cfg, hc, nil, nil, "")
 			if err == nil {
 				err = cli.ContainerStart(ctx, c.ID, container.StartOptions{})
 			}
