@@ -44,3 +44,21 @@ func clusterCA(ctx context.Context, st *store.Store, local *pki.CA, cert tls.Cer
 	}
 	return ca, cert, nil
 }
+
+// clusterAdminToken returns the cluster's admin token: the one in the store,
+// which the first manager seeds with local (its data directory's). A manager
+// whose file holds another one (a second manager sharing an external etcd)
+// adopts the cluster's and rewrites its file (0600).
+func clusterAdminToken(ctx context.Context, st *store.Store, local, file string, log *slog.Logger) (string, error) {
+	tok, err := st.AdminToken(ctx, local)
+	if err != nil {
+		return "", fmt.Errorf("manager: cluster admin token: %w", err)
+	}
+	if tok != local {
+		if err := pki.WriteFileAtomic(file, []byte(tok+"\n"), 0o600); err != nil {
+			return "", fmt.Errorf("manager: cluster admin token: %w", err)
+		}
+		log.Info("adopted the cluster's admin token", "file", file)
+	}
+	return tok, nil
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -46,5 +47,43 @@ func TestClusterCASeedsThenAdopts(t *testing.T) {
 	again, err := pki.LoadOrCreateCA(dir, "x")
 	if err != nil || again.Digest() != first.Digest() {
 		t.Fatalf("the adopted CA was not saved: %v", err)
+	}
+}
+
+// TestClusterAdminTokenSeedsThenAdopts checks that managers sharing a store
+// accept one admin token: the first one's, which a second manager (another
+// token in its data directory, as when two managers point at one external
+// etcd) adopts and writes to its own token file.
+func TestClusterAdminTokenSeedsThenAdopts(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	st, err := store.Open(ctx, store.Config{DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	log := slog.New(slog.DiscardHandler)
+	f1, f2 := filepath.Join(t.TempDir(), TokenFile), filepath.Join(t.TempDir(), TokenFile)
+	t1, err := pki.LoadOrCreateToken(f1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t2, err := pki.LoadOrCreateToken(f2)
+	if err != nil || t1 == t2 {
+		t.Fatalf("two fresh tokens: %v (equal: %v)", err, t1 == t2)
+	}
+	got, err := clusterAdminToken(ctx, st, t1, f1, log)
+	if err != nil || got != t1 {
+		t.Fatalf("first manager: %v; kept its token: %v", err, got == t1)
+	}
+	got, err = clusterAdminToken(ctx, st, t2, f2, log)
+	if err != nil || got != t1 {
+		t.Fatalf("second manager: %v; adopted the cluster's token: %v", err, got == t1)
+	}
+	if again, err := pki.LoadOrCreateToken(f2); err != nil || again != t1 {
+		t.Fatalf("the adopted token was not written to the second manager's file: %v", err)
+	}
+	if fi, err := os.Stat(f2); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("token file mode: %v %v", fi.Mode(), err)
 	}
 }

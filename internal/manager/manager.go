@@ -198,6 +198,14 @@ func Start(ctx context.Context, cfg Config) (*Manager, error) {
 		st.Close()
 		return nil, err
 	}
+	// Every manager of the cluster accepts the same admin token: the first
+	// seeds the store with its own, the others adopt it (and write it where
+	// the CLI on their host finds it).
+	if token, err = clusterAdminToken(ctx, st, token, filepath.Join(cfg.DataDir, TokenFile), cfg.Logger.WithGroup("manager")); err != nil {
+		ln.Close()
+		st.Close()
+		return nil, err
+	}
 	// Joining managers pin the CA whose digest their token carries: the
 	// chain the API presents includes it.
 	if len(cert.Certificate) == 1 {

@@ -169,3 +169,22 @@ func (s *Store) getOrCreate(ctx context.Context, name string, create func() ([]b
 	}
 	return kvs[0].Value, kvs[0].ModRevision, nil
 }
+
+// adminTokenKey holds the admin token every manager accepts.
+const adminTokenKey = "cluster/admin-token"
+
+// AdminToken returns the cluster's admin token, storing local if there is
+// none yet, so that every manager of a cluster — joined ones, and ones that
+// share an external etcd without joining — accepts the same token. Like the
+// CA key, it is kept whole: the store is reachable only with the cluster
+// CA's certificates.
+func (s *Store) AdminToken(ctx context.Context, local string) (string, error) {
+	if local == "" {
+		return "", errors.New("store: empty admin token")
+	}
+	v, _, err := s.getOrCreate(ctx, adminTokenKey, func() ([]byte, error) { return []byte(local), nil })
+	if err != nil {
+		return "", err
+	}
+	return string(v), nil
+}
