@@ -61,7 +61,12 @@ type connPool struct {
 }
 
 // getConn returns an idle connection to b, or a new one; reused says which.
-func (g *Gateway) getConn(b *backendState) (c *bconn, reused bool, err error) {
+// With check, a pooled connection is first probed for a close by the backend
+// (one non-blocking peek, a system call); without, it is used as it is: the
+// caller can send its request again on a new connection if the pooled one
+// turns out closed (roundTrip does so for replayable requests, which is why
+// it skips the probe for them — a system call less per request).
+func (g *Gateway) getConn(b *backendState, check bool) (c *bconn, reused bool, err error) {
 	p := &b.pool
 	for {
 		p.mu.Lock()
@@ -74,7 +79,7 @@ func (g *Gateway) getConn(b *backendState) (c *bconn, reused bool, err error) {
 		p.idle[n-1] = nil
 		p.idle = p.idle[:n-1]
 		p.mu.Unlock()
-		if time.Since(c.idleAt) < backendIdleTimeout && c.alive() {
+		if time.Since(c.idleAt) < backendIdleTimeout && (!check || c.alive()) {
 			return c, true, nil
 		}
 		c.close()
@@ -237,7 +242,9 @@ func (o *outReq) replayable() bool {
 // connection found closed is replaced for requests that can be replayed.
 func (g *Gateway) roundTrip(ex *exchange, o *outReq) (*respHead, *bconn, error) {
 	for attempt := 1; ; attempt++ {
-		c, reused, err := g.getConn(ex.backend)
+		// A replayable request found a closed pooled connection on its
+		// first attempt: probe the next ones.
+		c, reused, err := g.getConn(ex.backend, !o.replayable() || attempt > 1)
 		if err != nil {
 			// Never reached the backend: eject it, try another.
 			g.ejectBackend(ex.backend, err)
