@@ -194,7 +194,7 @@ func pemTrim(b []byte) []byte {
 // lifetime (NodeCertLifetime if zero). The CSR's subject and extensions
 // are ignored: the manager decides who the node is.
 func (ca *CA) SignNode(csrPEM []byte, nodeID, role string, now time.Time, lifetime time.Duration) ([]byte, error) {
-	if !ValidNodeID(nodeID) {
+	if !ValidNodeID(nodeID) || nodeID == MemberCN {
 		return nil, fmt.Errorf("pki: node id %q is not valid", nodeID)
 	}
 	org, err := roleOrg(role)

@@ -103,12 +103,18 @@ func (ca *CA) ServerCertificate(hosts []string) (tls.Certificate, error) {
 	return tls.LoadX509KeyPair(certFile, keyFile)
 }
 
+// MemberCN is the CommonName of member certificates. The embedded etcd
+// accepts only it (store.MemberCN), so that the other certificates this CA
+// signs — node certificates above all — give no access to the store. It is
+// never a node id (SignNode refuses it).
+const MemberCN = "berth-etcd"
+
 // MemberCertificate issues (or reuses) the certificate an embedded etcd
 // member presents to its peers and clients and uses as a client itself: it
 // is valid for both server and client authentication on hosts. It returns
 // the paths of the certificate and key files in the CA's directory.
 func (ca *CA) MemberCertificate(hosts []string) (certFile, keyFile string, err error) {
-	return ca.leaf("etcd.pem", "etcd-key.pem", "berth-etcd", hosts, x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth)
+	return ca.leaf("etcd.pem", "etcd-key.pem", MemberCN, hosts, x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth)
 }
 
 // leaf returns the paths of a certificate signed by ca for hosts, kept in

@@ -109,6 +109,11 @@ type AgentRecord struct {
 	Revision   int64  `json:"-"`
 }
 
+// MemberCN is the CommonName of the certificate embedded etcd members present
+// to each other and use as clients (pki.CA.MemberCertificate issues it with
+// this name; a test there keeps the two equal); the members accept no other.
+const MemberCN = "berth-etcd"
+
 // Open starts the embedded member (unless cfg.Endpoints is set) and connects
 // to it.
 func Open(ctx context.Context, cfg Config) (*Store, error) {
@@ -263,8 +268,11 @@ func startEmbedded(ctx context.Context, dataDir string, tlsFiles *TLSFiles, peer
 	if tlsFiles != nil {
 		// Any local user can reach a loopback port: only holders of a
 		// certificate from the cluster CA may talk to the member.
+		// The cluster CA also signs node certificates (every joined
+		// worker has one): only the members' own certificate, by its
+		// CommonName, may talk to etcd, on the client and the peer port.
 		info := transport.TLSInfo{CertFile: tlsFiles.CertFile, KeyFile: tlsFiles.KeyFile,
-			TrustedCAFile: tlsFiles.CAFile, ClientCertAuth: true}
+			TrustedCAFile: tlsFiles.CAFile, ClientCertAuth: true, AllowedCNs: []string{MemberCN}}
 		cfg.ClientTLSInfo = info
 		cfg.PeerTLSInfo = info
 	}
