@@ -166,7 +166,7 @@ func (s *Server) registerAsNode(w http.ResponseWriter, r *http.Request) error {
 		return s.forbid(r, c, "the registration names node "+quoteOrNone(reg.NodeID)+" but the certificate is node "+c.nodeID)
 	}
 	r.Body = io.NopCloser(bytes.NewReader(b))
-	return s.registerNode(w, r)
+	return s.register(w, r, false)
 }
 
 func quoteOrNone(s string) string {

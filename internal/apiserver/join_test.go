@@ -471,3 +471,30 @@ func TestRotateJoinToken(t *testing.T) {
 		t.Fatalf("rotate an unknown role: %d", code)
 	}
 }
+
+// TestRemovedNodeCannotRegisterAgain checks that `berth node rm` holds even
+// when the removed node's agent registers again at once (it does, on
+// not_found), inside the window in which the manager trusts a node id it saw
+// in the store: the certificate no longer creates the node, and every node
+// route refuses it.
+func TestRemovedNodeCannotRegisterAgain(t *testing.T) {
+	f := newTLSFixture(t, nil)
+	a := f.mustJoin("node-a")
+	hc := f.client(&a.cert)
+	reg := api.NodeRegistration{NodeID: a.id, Hostname: "node-a", Drivers: []string{"process"}}
+	if code, b := f.do(hc, "POST", "/api/v1/nodes/register", "", reg); code != 200 {
+		t.Fatalf("register: %d %s", code, b)
+	}
+	if code, b := f.do(f.client(nil), "DELETE", "/api/v1/nodes/"+a.id+"?force=true", testToken, nil); code != 204 {
+		t.Fatalf("rm: %d %s", code, b)
+	}
+	if code, b := f.do(hc, "POST", "/api/v1/nodes/register", "", reg); code != 403 {
+		t.Errorf("registration after rm: %d %s, want 403", code, b)
+	}
+	if _, err := f.st.Nodes.Get(context.Background(), a.id); err == nil {
+		t.Error("the removed node is in the store again")
+	}
+	if code, _ := f.do(hc, "POST", "/api/v1/nodes/"+a.id+"/status", "", api.StatusReport{}); code != 403 && code != 401 && code != 404 {
+		t.Errorf("status report after rm: %d, want refused", code)
+	}
+}

@@ -207,6 +207,14 @@ func validateRegistration(reg *api.NodeRegistration) error {
 }
 
 func (s *Server) registerNode(w http.ResponseWriter, r *http.Request) error {
+	return s.register(w, r, true)
+}
+
+// register records a registration. Only the admin (the local mode of `berth
+// up` and of `berth agent` with the admin token's files) may create a node;
+// a node certificate may only update its own, so that a node removed with
+// `berth node rm` cannot come back by registering again: it must join anew.
+func (s *Server) register(w http.ResponseWriter, r *http.Request, mayCreate bool) error {
 	var reg api.NodeRegistration
 	if err := readJSON(r, &reg); err != nil {
 		return err
@@ -227,6 +235,10 @@ func (s *Server) registerNode(w http.ResponseWriter, r *http.Request) error {
 		create := errors.Is(err, store.ErrNotFound)
 		if err != nil && !create {
 			return err
+		}
+		if create && !mayCreate {
+			return &api.Error{Code: api.CodeForbidden, Status: http.StatusForbidden,
+				Message: "node " + reg.NodeID + " was removed from the cluster: its certificate no longer registers it; join again with a join token"}
 		}
 		if create {
 			id := reg.NodeID
@@ -662,6 +674,7 @@ func (s *Server) removeNode(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 		s.agents.forget(n.ID)
+		s.knownNodes.Delete(n.ID) // its certificate stops working here at once
 		s.log.Warn("node removed", "node", n.ID, "hostname", n.Hostname, "status", n.Status, "force", force)
 		if err := s.loseTasksOf(r, n); err != nil {
 			s.log.Warn("tasks of a removed node not marked lost; the node monitor will", "node", n.ID, "err", err)
