@@ -124,15 +124,18 @@ func (a *Agent) watchDraining(ctx context.Context) {
 
 // waitRemoteDrain waits, until deadline, for every gateway of the cluster to
 // acknowledge rev and have nothing in flight to task. Without a revision or
-// a manager that can tell, it returns at once; if the manager cannot be
-// asked, it gives up after a few tries (the local gateway is drained).
+// a manager that can tell, it returns at once. A manager that cannot be
+// asked (one failing over) is asked again with back-off until the deadline:
+// giving up early would stop the task while other gateways may still route
+// to it, and the deadline (the task's grace period) bounds the wait anyway.
 func (a *Agent) waitRemoteDrain(task string, rev int64, deadline time.Time) {
 	dw, ok := a.m.(DrainWaiter)
 	if !ok || rev <= 0 {
 		return
 	}
-	failures := 0
 	var last api.DrainStatus
+	var lastErr error
+	pause := drainPoll
 	for time.Now().Before(deadline) {
 		ctx, cancel := context.WithDeadline(context.Background(), deadline)
 		st, err := dw.Drained(ctx, task, rev)
@@ -141,14 +144,16 @@ func (a *Agent) waitRemoteDrain(task string, rev int64, deadline time.Time) {
 		case err == nil && st.Drained:
 			return
 		case err == nil:
-			last, failures = st, 0
+			last, lastErr, pause = st, nil, drainPoll
 		default:
-			if failures++; failures >= 3 {
-				a.log.Warn("cannot ask the manager whether other gateways let go of the task; stopping it now", "task", task, "err", err)
-				return
-			}
+			lastErr, pause = err, min(2*pause, 500*time.Millisecond)
 		}
-		time.Sleep(drainPoll)
+		time.Sleep(min(pause, max(time.Until(deadline), 0)))
+	}
+	if lastErr != nil {
+		a.log.Warn("could not ask the manager whether other gateways let go of the task within its grace period; stopping it anyway",
+			"task", task, "err", lastErr)
+		return
 	}
 	a.log.Warn("gateways of other nodes did not let go of the task within its grace period; stopping it anyway",
 		"task", task, "waiting_for", last.Waiting)

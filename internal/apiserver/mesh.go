@@ -174,27 +174,30 @@ func (s *Server) streamEndpoints(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return nil // the stream is open; the agent reconnects
 		}
-		rev := max(revs[0], revs[1], revs[2])
+		// A message's Revision is the revision of the task writes it
+		// includes: every task write at or before it is in the message. It
+		// is taken from the task list and the task watch only, which are in
+		// revision order, not from the service and node watches, whose
+		// events may arrive before or after the tasks' — a message stamped
+		// with a later node write could otherwise lack a task write before
+		// it, and a gateway acknowledging it would let a task be stopped
+		// while still routed (ADR 0023). A task write that leaves the
+		// routing state as it is still moves the revision on (a
+		// revision-only message), so that acknowledgements pass the revision
+		// of any task write, such as a task's desired shutdown.
+		rev := revs[1]
 		var last []byte
-		// A task or service change that leaves the routing state as it is
-		// still moves the revision on for the agents (a revision-only
-		// message), so that their acknowledgements (GatewayAck) pass the
-		// revision of any task write, such as a task's desired shutdown;
-		// node changes alone do not, or every acknowledgement (a node
-		// write) would cause another message.
 		var sentRev int64
-		ackWorthy := false
 		send := func() error {
 			msg := m.endpoints(0)
 			b, _ := json.Marshal(msg.Services)
 			if last != nil && string(b) == string(last) {
-				if !ackWorthy || rev <= sentRev {
+				if rev <= sentRev {
 					return nil // nothing the mesh cares about changed
 				}
 				msg = api.Endpoints{Services: []api.ServiceEndpoints{}, Unchanged: true}
 			}
 			last = b
-			ackWorthy = false
 			sentRev = rev
 			msg.Revision = rev
 			if err := enc.Encode(msg); err != nil {
@@ -213,8 +216,7 @@ func (s *Server) streamEndpoints(w http.ResponseWriter, r *http.Request) error {
 		var debounce <-chan time.Time
 		dirty := false
 		lastSend := time.Time{}
-		changed := func(evRev int64) {
-			rev = max(rev, evRev)
+		changed := func() {
 			if !dirty {
 				dirty = true
 				debounce = time.After(max(s.cfg.AssignmentDebounce-time.Since(lastSend), 0))
@@ -241,8 +243,7 @@ func (s *Server) streamEndpoints(w http.ResponseWriter, r *http.Request) error {
 				} else {
 					delete(m.services, ev.Key)
 				}
-				ackWorthy = true
-				changed(ev.Revision)
+				changed()
 			case ev, ok := <-taskW:
 				if !ok || ev.Err != nil {
 					break follow
@@ -252,8 +253,8 @@ func (s *Server) streamEndpoints(w http.ResponseWriter, r *http.Request) error {
 				} else {
 					delete(m.tasks, ev.Key)
 				}
-				ackWorthy = true
-				changed(ev.Revision)
+				rev = max(rev, ev.Revision)
+				changed()
 			case ev, ok := <-nodeW:
 				if !ok || ev.Err != nil {
 					break follow
@@ -263,7 +264,7 @@ func (s *Server) streamEndpoints(w http.ResponseWriter, r *http.Request) error {
 				} else {
 					delete(m.nodes, ev.Key)
 				}
-				changed(ev.Revision)
+				changed()
 			case <-debounce:
 				dirty, debounce = false, nil
 				if err := send(); err != nil {
