@@ -331,7 +331,15 @@ type TaskStatus struct {
 	ContainerID string    `json:"container_id,omitempty"`
 	StartedAt   time.Time `json:"started_at,omitempty"`
 	FinishedAt  time.Time `json:"finished_at,omitempty"`
-	Timestamp   time.Time `json:"timestamp"`
+	// HealthySince is when the task last started serving, by the agent's
+	// clock: when its health turned healthy, or when it started running
+	// without a health check. It is zero while the task has not served.
+	// It stays set once the task turns unhealthy or ends, so that how long
+	// the task served before it failed can be told (until Timestamp or
+	// FinishedAt); a task that turns healthy again starts it anew. Agents
+	// older than the field leave it zero.
+	HealthySince time.Time `json:"healthy_since,omitzero"`
+	Timestamp    time.Time `json:"timestamp"`
 }
 
 // Node availability and status.

@@ -104,6 +104,15 @@ type UpdateStatus struct {
 	// paused, or rolled back.
 	StartedAt   time.Time `json:"started_at"`
 	CompletedAt time.Time `json:"completed_at,omitzero"`
+	// Rollback is set when the update is a rollback, manual or automatic:
+	// it moves tasks with the rollback: policy, runs no canaries, cannot
+	// roll back in turn, and resumes as a rollback after a pause.
+	Rollback bool `json:"rollback,omitempty"`
+	// Promoted is set once the update's canaries were promoted (by
+	// `berth service promote` or auto_promote): the update then rolls on
+	// over every slot. An update with canaries that is not promoted holds
+	// at them, also when it is resumed after a pause.
+	Promoted bool `json:"promoted,omitempty"`
 }
 
 // ServiceVersion is one kept version of a service's spec.

@@ -256,3 +256,75 @@ func TestHealthProbesFastUntilFirstSuccess(t *testing.T) {
 		t.Fatalf("%d probes, want 5", n)
 	}
 }
+
+// TestHealthySince: the agent sets healthy_since when a task starts serving
+// (its check first passes, or it runs without a check), leaves it zero while
+// the check has not passed, and keeps it, across an agent restart, when the
+// task turns unhealthy and fails or exits: the manager tells from it how
+// long the task served.
+func TestHealthySince(t *testing.T) {
+	h := newHarness(t)
+	port := freePort(t, "tcp")
+	var code atomic.Int32
+	code.Store(http.StatusServiceUnavailable)
+	serveOnStart(t, h, port, &code, nil)
+	serve := h.d.StartFunc
+	h.d.StartFunc = func(ctx context.Context, spec driver.StartSpec) error {
+		if spec.TaskID != "checked" {
+			return nil
+		}
+		return serve(ctx, spec)
+	}
+	h.start()
+	checked := healthTask("checked", port, api.HealthCheck{
+		HTTP:     &api.HTTPCheck{Port: "http", Path: "/healthz"},
+		Interval: api.Duration(100 * time.Millisecond),
+		Timeout:  api.Duration(50 * time.Millisecond),
+		Retries:  2,
+		// Failures before the first success do not count for a while.
+		StartPeriod: api.Duration(time.Minute),
+	})
+	plain := newTask("plain")
+	plain.Slot = 2
+	h.m.Assign(checked, plain)
+
+	st := h.waitStatus(plain.ID, api.TaskRunning)
+	if st.StartedAt.IsZero() || !st.HealthySince.Equal(st.StartedAt) {
+		t.Fatalf("task without a check: healthy_since %v, want its start %v", st.HealthySince, st.StartedAt)
+	}
+	plainSince := st.HealthySince
+
+	st = h.waitStatus(checked.ID, api.TaskRunning)
+	if st.Health != api.HealthStarting || !st.HealthySince.IsZero() {
+		t.Fatalf("starting task: health %q, healthy_since %v, want starting and zero", st.Health, st.HealthySince)
+	}
+	// It stays zero while the check fails.
+	time.Sleep(200 * time.Millisecond)
+	if st, _ := h.m.Status(checked.ID); st.Health != api.HealthStarting || !st.HealthySince.IsZero() {
+		t.Fatalf("failing check: health %q, healthy_since %v", st.Health, st.HealthySince)
+	}
+
+	before := time.Now()
+	code.Store(http.StatusOK)
+	eventually(t, func() bool { st, _ := h.m.Status(checked.ID); return st.Health == api.HealthHealthy }, "healthy")
+	st, _ = h.m.Status(checked.ID)
+	if st.HealthySince.Before(before) || !st.HealthySince.Equal(st.Timestamp) || st.HealthySince.Before(st.StartedAt) {
+		t.Fatalf("healthy: healthy_since %v, want the change to healthy (%v, after %v)", st.HealthySince, st.Timestamp, before)
+	}
+	since := st.HealthySince
+
+	// Across a restart of the agent (the record on disk keeps it).
+	h.stop()
+	h.start()
+
+	code.Store(http.StatusServiceUnavailable)
+	st = h.waitStatus(checked.ID, api.TaskFailed)
+	if st.Health != api.HealthUnhealthy || !st.HealthySince.Equal(since) {
+		t.Fatalf("failed health check: health %q, healthy_since %v, want unhealthy and %v kept", st.Health, st.HealthySince, since)
+	}
+	h.d.Task(plain.ID).Exit(driver.Exit{Code: 2})
+	st = h.waitStatus(plain.ID, api.TaskFailed)
+	if !st.HealthySince.Equal(plainSince) {
+		t.Fatalf("exited task: healthy_since %v, want %v kept", st.HealthySince, plainSince)
+	}
+}

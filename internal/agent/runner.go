@@ -344,9 +344,11 @@ func (r *runner) start(ctx context.Context) bool {
 	st.ContainerID = ds.ContainerID
 	st.StartedAt = r.a.clock.Now()
 	st.Timestamp = st.StartedAt
-	st.Health = api.HealthNone
+	// Without a health check a running task serves from its start; with
+	// one, from when the check first passes (setHealth).
+	st.Health, st.HealthySince = api.HealthNone, st.StartedAt
 	if t.Spec.Health != nil {
-		st.Health = api.HealthStarting
+		st.Health, st.HealthySince = api.HealthStarting, time.Time{}
 	}
 	r.mu.Lock()
 	r.handle = h
@@ -430,15 +432,24 @@ func (r *runner) supervise(ctx context.Context) {
 	}
 }
 
-// setHealth records and reports a change of health of a running task.
+// setHealth records and reports a change of health of a running task. The
+// change to healthy sets HealthySince; the change to unhealthy keeps it, so
+// that the manager can tell how long the task served before it failed.
 func (r *runner) setHealth(health string) {
 	r.mu.Lock()
 	if r.status.State != api.TaskRunning || r.status.Health == health {
 		r.mu.Unlock()
 		return
 	}
+	now := r.a.clock.Now()
 	r.status.Health = health
-	r.status.Timestamp = r.a.clock.Now()
+	r.status.Timestamp = now
+	switch health {
+	case api.HealthHealthy:
+		r.status.HealthySince = now
+	case api.HealthStarting:
+		r.status.HealthySince = time.Time{}
+	}
 	st := r.status
 	rec := taskRecord{Task: r.task, Status: st}
 	if r.handle != nil {

@@ -68,6 +68,13 @@ func (s *Server) joinManager(w http.ResponseWriter, r *http.Request) error {
 	if err := checkManagerJoin(req); err != nil {
 		return err
 	}
+	// A member of a cluster whose members speak TLS on their peer port
+	// (the embedded one always does) never serves plain http: such a URL
+	// would add a member that cannot start, and a two-member cluster that
+	// cannot write.
+	if err := peerSchemeMatches(s.st.PeerURL(), req.PeerURL); err != nil {
+		return err
+	}
 	ca := s.cfg.CA
 	caKey, err := ca.KeyPEM()
 	if err != nil {
@@ -248,5 +255,14 @@ func (s *Server) removeManager(w http.ResponseWriter, r *http.Request) error {
 	}
 	s.log.Info("manager removed", "id", target.ID, "member", target.MemberID, "force", force)
 	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// peerSchemeMatches refuses a joining member's plain-http peer URL when this
+// member's peer URL is https: a member that speaks TLS never serves http.
+func peerSchemeMatches(own, joining string) error {
+	if strings.HasPrefix(own, "https://") && strings.HasPrefix(joining, "http://") {
+		return invalid("peer_url", "%q: the cluster's members speak TLS; use https", joining)
+	}
 	return nil
 }

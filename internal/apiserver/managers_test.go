@@ -177,3 +177,19 @@ func TestManagerJoinListRemove(t *testing.T) {
 		t.Fatalf("managers after removal: %+v", ms)
 	}
 }
+
+func TestPeerSchemeMatches(t *testing.T) {
+	for _, c := range []struct {
+		own, joining string
+		ok           bool
+	}{
+		{"https://10.0.0.1:7444", "https://10.0.0.2:7444", true},
+		{"https://10.0.0.1:7444", "http://10.0.0.2:7444", false},
+		{"http://127.0.0.1:2380", "http://127.0.0.2:2380", true},
+		{"", "http://10.0.0.2:7444", true},
+	} {
+		if err := peerSchemeMatches(c.own, c.joining); (err == nil) != c.ok {
+			t.Errorf("own %s, joining %s: %v, want ok %v", c.own, c.joining, err, c.ok)
+		}
+	}
+}

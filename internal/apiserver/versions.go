@@ -154,7 +154,7 @@ func (s *Server) commitVersion(ctx context.Context, r *http.Request, v newVersio
 				return svc, err
 			}
 			svc.UpdateStatus = &api.UpdateStatus{State: state, FromVersion: v.old.Version, ToVersion: svc.Version,
-				StartedAt: now, Total: total}
+				StartedAt: now, Total: total, Rollback: state == api.UpdateRollingBack}
 		}
 		rec.Summary = summarize(prev, v.spec)
 		s.st.Services.TxnUpdate(txn, &svc)
@@ -343,7 +343,8 @@ func (s *Server) versionNotKept(ctx context.Context, svc api.Service, to uint64)
 }
 
 // promoteService answers POST /services/{name}/promote: canaries waiting
-// for promotion let the update carry on.
+// for promotion let the update carry on, and the update is marked promoted
+// so that it never holds at its canaries again.
 func (s *Server) promoteService(w http.ResponseWriter, r *http.Request) error {
 	return s.moveUpdate(w, r, "promoted", func(svc *api.Service) error {
 		st := svc.UpdateStatus
@@ -351,13 +352,15 @@ func (s *Server) promoteService(w http.ResponseWriter, r *http.Request) error {
 			return &api.Error{Code: api.CodeConflict, Status: http.StatusConflict,
 				Message: fmt.Sprintf("service %s has no canaries waiting (update state: %s)", svc.Spec.Name, stateOf(st))}
 		}
-		st.State = api.UpdateUpdating
+		st.State, st.Promoted = api.UpdateUpdating, true
 		return nil
 	})
 }
 
 // resumeService answers POST /services/{name}/resume: a paused update
-// carries on; a paused rollback carries on as a rollback.
+// carries on; a paused rollback carries on as a rollback; an update paused
+// while holding at canaries not yet promoted holds at them again (the
+// orchestrator retries a failed canary and waits for a promotion).
 func (s *Server) resumeService(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	return s.moveUpdate(w, r, "resumed", func(svc *api.Service) error {
@@ -366,13 +369,20 @@ func (s *Server) resumeService(w http.ResponseWriter, r *http.Request) error {
 			return &api.Error{Code: api.CodeConflict, Status: http.StatusConflict,
 				Message: fmt.Sprintf("service %s has no paused update to resume (update state: %s)", svc.Spec.Name, stateOf(st))}
 		}
-		rb, err := s.isRollback(ctx, *svc)
-		if err != nil {
-			return err
+		rb := st.Rollback
+		if !rb {
+			var err error
+			if rb, err = s.isRollback(ctx, *svc); err != nil {
+				return err
+			}
 		}
-		st.State = api.UpdateUpdating
-		if rb {
-			st.State = api.UpdateRollingBack
+		switch {
+		case rb:
+			st.State, st.Rollback = api.UpdateRollingBack, true
+		case !st.Promoted && canaries(svc.Spec) > 0:
+			st.State = api.UpdateCanary
+		default:
+			st.State = api.UpdateUpdating
 		}
 		st.Message = ""
 		st.CompletedAt = time.Time{}
@@ -380,10 +390,19 @@ func (s *Server) resumeService(w http.ResponseWriter, r *http.Request) error {
 	})
 }
 
-// isRollback reports whether the update of svc is a rollback: its target
-// version was written by a rollback (manual or automatic), as its version
-// record's summary says; an update status whose versions go backwards
-// counts too.
+// canaries is how many canaries an update of spec runs.
+func canaries(spec api.ServiceSpec) int {
+	if spec.Update == nil || (spec.Mode != api.ModeReplicated && spec.Mode != "") {
+		return 0
+	}
+	return spec.Update.Canary
+}
+
+// isRollback reports whether the update of svc, whose status does not say
+// it is a rollback, is one anyway: a status written before the Rollback flag
+// existed. Its target version was written by a rollback (manual or
+// automatic), as its version record's summary says; an update status whose
+// versions go backwards counts too.
 func (s *Server) isRollback(ctx context.Context, svc api.Service) (bool, error) {
 	st := svc.UpdateStatus
 	if st.FromVersion > st.ToVersion {

@@ -459,3 +459,90 @@ func TestConcurrentDeploysClaimOnePortOnce(t *testing.T) {
 		}
 	}
 }
+
+// TestUpdateFlags: the API marks a rollback and a promotion in the update
+// status, and resume goes by the flags: a flagged rollback resumes as one
+// whatever its version record says, an update paused at canaries not yet
+// promoted holds at them again, a promoted one rolls on.
+func TestUpdateFlags(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	withCanary := func(v string) []string {
+		return []string{"restart:", "update: {canary: 1, failure_action: pause}\nrestart:",
+			"  driver: process", "  driver: process\n  env: {V: \"" + v + "\"}"}
+	}
+	// pause sets the stored update status to paused, as the orchestrator
+	// does on a failure.
+	pause := func() {
+		t.Helper()
+		svc, err := f.st.Services.Get(ctx, "hello")
+		if err != nil {
+			t.Fatal(err)
+		}
+		svc.UpdateStatus.State, svc.UpdateStatus.Message = api.UpdatePaused, "paused: task x failed"
+		svc.UpdateStatus.CompletedAt = time.Now()
+		if err := f.st.Services.Update(ctx, &svc); err != nil {
+			t.Fatal(err)
+		}
+	}
+	resume := func() *api.UpdateStatus {
+		t.Helper()
+		var svc api.Service
+		if code, e := f.call("POST", "/api/v1/services/hello/resume", "", "", &svc); code != 200 {
+			t.Fatalf("resume: %d %+v", code, e)
+		}
+		stored, err := f.st.Services.Get(ctx, "hello")
+		if err != nil || stored.UpdateStatus.State != svc.UpdateStatus.State {
+			t.Fatalf("stored %+v (%v), answered %+v", stored.UpdateStatus, err, svc.UpdateStatus)
+		}
+		return svc.UpdateStatus
+	}
+
+	f.deploy(withCanary("1")...)
+	if st := f.deploy(withCanary("2")...).UpdateStatus; st.State != api.UpdateUpdating || st.Rollback || st.Promoted {
+		t.Fatalf("deploy: %+v", st)
+	}
+	// Paused in the canary phase (the orchestrator moved it to canary,
+	// then a canary failed): resume holds at the canaries again.
+	pause()
+	if st := resume(); st.State != api.UpdateCanary || st.Promoted || st.Message != "" || !st.CompletedAt.IsZero() {
+		t.Fatalf("resume before a promotion: %+v", st)
+	}
+	var svc api.Service
+	if code, e := f.call("POST", "/api/v1/services/hello/promote", "", "", &svc); code != 200 ||
+		svc.UpdateStatus.State != api.UpdateUpdating || !svc.UpdateStatus.Promoted {
+		t.Fatalf("promote: %d %+v %+v", code, e, svc.UpdateStatus)
+	}
+	// Paused after the promotion: resume rolls on.
+	pause()
+	if st := resume(); st.State != api.UpdateUpdating || !st.Promoted {
+		t.Fatalf("resume after a promotion: %+v", st)
+	}
+
+	// A rollback is flagged; paused, it resumes as a rollback even when
+	// its version record does not read like one.
+	svc = api.Service{}
+	if code, e := f.call("POST", "/api/v1/services/hello/rollback", "", "", &svc); code != 200 ||
+		svc.UpdateStatus.State != api.UpdateRollingBack || !svc.UpdateStatus.Rollback || svc.UpdateStatus.Promoted {
+		t.Fatalf("rollback: %d %+v %+v", code, e, svc.UpdateStatus)
+	}
+	rec, err := f.st.Versions.Get(ctx, store.VersionKey("hello", svc.Version))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.Summary = "env ~V"
+	if err := f.st.Versions.Update(ctx, &rec); err != nil {
+		t.Fatal(err)
+	}
+	pause()
+	if st := resume(); st.State != api.UpdateRollingBack || !st.Rollback {
+		t.Fatalf("resume of a flagged rollback: %+v", st)
+	}
+	// An update of a spec with canaries that is paused and not flagged as
+	// a rollback or promoted, the target spec has canaries: canary.
+	f.deploy(withCanary("3")...)
+	pause()
+	if st := resume(); st.State != api.UpdateCanary || st.Rollback {
+		t.Fatalf("resume of a new update's canary phase: %+v", st)
+	}
+}

@@ -32,7 +32,8 @@ type State struct {
 	Nodes    map[string]api.Node    // by ID
 	// ServingSince is, by task ID, since when the loop first saw each task
 	// serving (see ObserveServing); it may be nil. It tells whether a task
-	// that failed had served for its monitor window first.
+	// that failed had served for its monitor window first, for tasks whose
+	// agent does not report TaskStatus.HealthySince (older agents).
 	ServingSince map[string]time.Time
 }
 
@@ -254,9 +255,10 @@ func (r *reconciler) service(svc api.Service, tasks []api.Task) {
 		return // rolled back: the next reconcile moves the tasks
 	}
 	if !ro.moving() {
-		// Paused (perhaps just now): failed attempts are not retried.
+		// Paused (perhaps just now): failed attempts are not retried (but
+		// for canaries while the update holds at them).
 		for _, v := range views {
-			if v.phase == phaseProgress && (v.retry != nil || v.failedRetry) {
+			if v.phase == phaseProgress && (v.retry != nil || v.failedRetry) && !ro.retrying(v.canary) {
 				v.phase = phaseHeld
 			}
 		}

@@ -48,6 +48,9 @@ type sim struct {
 	// place is the scheduler: the node for a pending task, or "" to leave
 	// it pending with a reason. Nil places every task on n1.
 	place func(s *sim, t api.Task) string
+	// legacyAgents: the agents are older than TaskStatus.HealthySince and
+	// leave it zero.
+	legacyAgents bool
 }
 
 // fataler is *testing.T or *rapid.T.
@@ -76,6 +79,16 @@ func byEnv(m map[string]behaviour) func(api.Task) behaviour {
 
 // svcOf is the one service of the simulation.
 func (s *sim) svcOf(id string) api.Service { return s.st.Services[id] }
+
+// failover is a change of leader: the new orchestrator starts without the
+// old one's memory. For gap it does not run at all (the election) while the
+// cluster moves on.
+func (s *sim) failover(gap time.Duration) {
+	s.seen = map[string]time.Time{}
+	for end := s.now.Add(gap); s.now.Before(end); s.now = s.now.Add(s.tick) {
+		s.move()
+	}
+}
 
 // step reconciles once, applies the result, checks, and moves the cluster.
 func (s *sim) step() Result {
@@ -177,8 +190,11 @@ func (s *sim) move() {
 			set(api.TaskRunning)
 			st.StartedAt = s.now
 			st.Health = api.HealthNone
+			if !s.legacyAgents {
+				st.HealthySince = s.now
+			}
 			if tk.Spec.Health != nil {
-				st.Health = api.HealthStarting
+				st.Health, st.HealthySince = api.HealthStarting, time.Time{}
 			}
 		case st.State == api.TaskRunning:
 			up := s.now.Sub(st.StartedAt)
@@ -196,6 +212,9 @@ func (s *sim) move() {
 			case st.Health == api.HealthStarting && !b.neverHealthy && up >= b.healthyAfter:
 				st.Health = api.HealthHealthy
 				st.Timestamp = s.now
+				if !s.legacyAgents {
+					st.HealthySince = s.now
+				}
 				s.healthyAt[id] = s.now
 			case st.Health == api.HealthHealthy && b.unhealthyAfter > 0 && s.now.Sub(s.healthyAt[id]) >= b.unhealthyAfter:
 				st.Health = api.HealthUnhealthy
@@ -226,15 +245,38 @@ func (s *sim) deploy(id string, mut func(*api.ServiceSpec)) {
 	s.st.Services[id] = svc
 }
 
-// setState is what the API's promote, resume or manual rollback write.
-func (s *sim) setState(id string, state string) {
+// setStatus changes the update status of a service as the API does.
+func (s *sim) setStatus(id string, change func(svc api.Service, st *api.UpdateStatus)) {
 	svc := s.st.Services[id]
 	st := *svc.UpdateStatus
-	st.State, st.Message = state, ""
+	change(svc, &st)
 	svc.UpdateStatus = &st
 	s.rev++
 	svc.Revision = s.rev
 	s.st.Services[id] = svc
+}
+
+// promote is what the API's promote writes.
+func (s *sim) promote(id string) {
+	s.setStatus(id, func(_ api.Service, st *api.UpdateStatus) {
+		st.State, st.Message, st.Promoted = api.UpdateUpdating, "", true
+	})
+}
+
+// resume is what the API's resume writes: a rollback resumes as one, an
+// update with canaries not promoted holds at them again.
+func (s *sim) resume(id string) {
+	s.setStatus(id, func(svc api.Service, st *api.UpdateStatus) {
+		st.Message, st.CompletedAt = "", time.Time{}
+		switch {
+		case st.Rollback:
+			st.State = api.UpdateRollingBack
+		case !st.Promoted && svc.Spec.Update != nil && svc.Spec.Update.Canary > 0:
+			st.State = api.UpdateCanary
+		default:
+			st.State = api.UpdateUpdating
+		}
+	})
 }
 
 // manualRollback swaps the spec back as the API's rollback does.
@@ -244,7 +286,7 @@ func (s *sim) manualRollback(id string) {
 	svc.Spec, svc.PreviousSpec = *svc.PreviousSpec, &cur
 	svc.Version++
 	svc.UpdateStatus = &api.UpdateStatus{State: api.UpdateRollingBack, FromVersion: svc.Version - 1, ToVersion: svc.Version,
-		StartedAt: s.now, Total: svc.Spec.ReplicaCount()}
+		StartedAt: s.now, Total: svc.Spec.ReplicaCount(), Rollback: true}
 	s.rev++
 	svc.Revision = s.rev
 	s.st.Services[id] = svc

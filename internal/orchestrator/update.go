@@ -15,7 +15,8 @@ import (
 //
 //   - A slot is done when its newest live task runs the current template
 //     and has served (running, healthy or without a health check) for the
-//     policy's monitor window; it is in progress while such a task starts
+//     policy's monitor window, counted from the agent's
+//     TaskStatus.HealthySince; it is in progress while such a task starts
 //     or is monitored, while its old task stops (stop-first), or while a
 //     failed new task is retried; it is old while it runs an old task.
 //   - A batch starts when no slot is in progress and the delay has passed
@@ -38,13 +39,23 @@ import (
 //   - A failure counts toward the action only when first seen: after a
 //     resume, the failures already counted do not pause it again.
 //
-// A rollback moves tasks with the rollback: policy of the spec being rolled
-// back to (the service's Spec once the rollback started), the same rule for
-// manual and automatic rollbacks. Canaries run in extra slots above
+// A rollback (UpdateStatus.Rollback, set by the API's rollback and by the
+// automatic one) moves tasks with the rollback: policy of the spec being
+// rolled back to (the service's Spec once the rollback started), the same
+// rule for manual and automatic rollbacks, also while paused; it runs no
+// canaries and cannot roll back in turn. Canaries run in extra slots above
 // api.CanarySlotBase and are dropped once the update completes. An update
-// with canaries starts with them (state canary) if it has created no task
-// yet; once it has (promoted, or resumed after a pause during the canary
-// phase), it rolls on.
+// with canaries holds at them (state canary) until it is promoted
+// (UpdateStatus.Promoted, set by the API's promote or by auto_promote);
+// while it holds, a failed canary is retried (its failure counted each
+// time), but no replica slot moves. A status written before the Promoted
+// flag existed that is updating with tasks of the update already created
+// counts as promoted (an older API promoted it).
+//
+// Whether a failed task had served for its monitor window first comes from
+// its HealthySince. Tasks reported by agents older than that field fall
+// back to the loop's memory of when it first saw each task serving
+// (State.ServingSince, ObserveServing), which a new leader starts without.
 //
 // Without an update in flight (no update status, or a finished one) tasks
 // of an old template still move with the update: policy, but nothing is
@@ -144,7 +155,7 @@ func newRollout(svc api.Service) *rollout {
 		st := *svc.UpdateStatus
 		ro.status, ro.state = &st, st.State
 	}
-	if ro.state == api.UpdateRollingBack {
+	if ro.rollback() {
 		ro.policy = policyOf(svc.Spec.Rollback, true)
 	} else {
 		ro.policy = policyOf(svc.Spec.Update, false)
@@ -154,16 +165,29 @@ func newRollout(svc api.Service) *rollout {
 
 func (ro *rollout) monitor() time.Duration { return ro.policy.Monitor.D() }
 
+// rollback reports whether the update in flight is a rollback. The state
+// rolling_back says so too for a status written before the flag existed.
+func (ro *rollout) rollback() bool {
+	return ro.state == api.UpdateRollingBack || (ro.status != nil && ro.status.Rollback)
+}
+
 // moving reports whether batches may start and failed new tasks be retried.
 func (ro *rollout) moving() bool {
 	return ro.state == "" || ro.state == api.UpdateUpdating || ro.state == api.UpdateRollingBack
+}
+
+// retrying reports whether failed new tasks of a slot are retried: while
+// the update moves, and for a canary slot while the update holds at its
+// canaries (a resume after a failed canary tries it again).
+func (ro *rollout) retrying(canary bool) bool {
+	return ro.moving() || (canary && ro.state == api.UpdateCanary)
 }
 
 // canaries is how many canary slots the service has now: the update
 // policy's canaries while its update runs them (canary) or rolls on after
 // their promotion (updating, paused).
 func (ro *rollout) canaries(svc api.Service) int {
-	if svc.Spec.Mode != api.ModeReplicated && svc.Spec.Mode != "" {
+	if (svc.Spec.Mode != api.ModeReplicated && svc.Spec.Mode != "") || ro.rollback() {
 		return 0
 	}
 	switch ro.state {
@@ -173,10 +197,15 @@ func (ro *rollout) canaries(svc api.Service) int {
 	return 0
 }
 
-// servingSince is since when t serves: when it turned healthy, or when it
-// started without a health check. The loop's memory of when it first saw the
-// task serving wins, since the status timestamp moves on when health changes.
+// servingSince is since when t serves, or last served before it turned
+// unhealthy or ended: when it turned healthy, or when it started without a
+// health check. The agent says so exactly (HealthySince). For a task of an
+// older agent, the loop's memory of when it first saw the task serving wins
+// over the status, whose timestamp moves on when health changes.
 func (r *reconciler) servingSince(t api.Task) (time.Time, bool) {
+	if s := t.Status.HealthySince; !s.IsZero() {
+		return s, true
+	}
 	if s, ok := r.st.ServingSince[t.ID]; ok {
 		return s, true
 	}
@@ -206,10 +235,12 @@ func statusServingSince(st api.TaskStatus) time.Time {
 // serves, the first time it is seen serving, and forgets tasks that are
 // gone. The loop keeps seen across reconciles and passes it as
 // State.ServingSince, so that a task that turned unhealthy or ended is still
-// known to have served (or not) for a monitor window.
+// known to have served (or not) for a monitor window. Only tasks whose agent
+// does not report HealthySince (older agents) need it; others are not
+// recorded.
 func ObserveServing(seen map[string]time.Time, tasks map[string]api.Task) {
 	for id, t := range tasks {
-		if _, ok := seen[id]; !ok && serving(t) {
+		if _, ok := seen[id]; !ok && serving(t) && t.Status.HealthySince.IsZero() {
 			seen[id] = statusServingSince(t.Status)
 		}
 	}
@@ -257,7 +288,7 @@ func (r *reconciler) view(svc api.Service, ro *rollout, k slotKey, ts []api.Task
 			v.retry = le
 			v.phase = phaseProgress
 			v.failedRetry = r.updateFailure(svc, ro, *le)
-			if !ro.moving() || !restartable(*le) {
+			if !ro.retrying(canary) || !restartable(*le) {
 				v.phase = phaseHeld
 			}
 		}
@@ -267,9 +298,10 @@ func (r *reconciler) view(svc api.Service, ro *rollout, k slotKey, ts []api.Task
 		v.phase = phaseProgress
 		v.failedRetry = r.updateFailure(svc, ro, *v.lastEnded)
 		// A new task that failed within its window is not restarted while
-		// the update is paused (nor held in canary): its slot waits for a
-		// resume, a rollback or a new deploy.
-		if (v.failedRetry && !ro.moving()) || !restartable(*v.lastEnded) {
+		// the update is paused (nor a replica's while it holds at its
+		// canaries): its slot waits for a resume, a promotion, a rollback
+		// or a new deploy.
+		if (v.failedRetry && !ro.retrying(canary)) || !restartable(*v.lastEnded) {
 			v.phase = phaseHeld
 		}
 	default:
@@ -462,7 +494,7 @@ func (r *reconciler) progress(svc api.Service, ro *rollout, tasks []api.Task, vi
 		why := fmt.Sprintf("task %s (%s) %s within monitor %s; %d of %d tasks failed (max_failure_ratio %g)",
 			f.task.ID, slotName(f.task.Slot), f.why, ro.policy.Monitor, st.Failed, total, ratio)
 		action := ro.policy.FailureAction
-		if action == api.FailureRollback && (st.State == api.UpdateRollingBack || svc.PreviousSpec == nil) {
+		if action == api.FailureRollback && (ro.rollback() || svc.PreviousSpec == nil) {
 			action = api.FailurePause
 			why += "; there is no version to roll back to"
 		}
@@ -476,20 +508,16 @@ func (r *reconciler) progress(svc api.Service, ro *rollout, tasks []api.Task, vi
 			st.Message = why + "; continuing (failure_action continue)"
 		}
 	}
+	n := ro.canaries(svc)
 	switch st.State {
 	case api.UpdateUpdating:
-		n := policyOf(svc.Spec.Update, false).Canary
 		switch {
-		case n > 0 && !allDone && !r.begun(svc, ro, tasks):
-			st.State = api.UpdateCanary
-			what := fmt.Sprintf("%d canary tasks of version %d run", n, svc.Version)
-			if n == 1 {
-				what = fmt.Sprintf("1 canary task of version %d runs", svc.Version)
-			}
-			st.Message = what + " beside the old tasks: promote or roll back"
-			if ro.policy.AutoPromote {
-				st.Message = fmt.Sprintf("%s beside the old tasks; promoted once healthy for %s", what, ro.policy.Monitor)
-			}
+		case n > 0 && !st.Promoted && !allDone && r.begun(svc, ro, tasks):
+			// Updating with tasks of the update but not promoted: a status
+			// an API older than the flag promoted or resumed.
+			st.Promoted = true
+		case n > 0 && !st.Promoted && !allDone:
+			st.State, st.Message = api.UpdateCanary, canaryMessage(svc, ro, n)
 		case allDone:
 			st.State, st.CompletedAt = api.UpdateCompleted, r.now
 			if st.Failed == 0 {
@@ -497,9 +525,13 @@ func (r *reconciler) progress(svc api.Service, ro *rollout, tasks []api.Task, vi
 			}
 		}
 	case api.UpdateCanary:
-		if ro.policy.AutoPromote && canaries > 0 && canariesDone == canaries {
-			st.State = api.UpdateUpdating
+		switch {
+		case ro.policy.AutoPromote && canaries > 0 && canariesDone == canaries:
+			st.State, st.Promoted = api.UpdateUpdating, true
 			st.Message = fmt.Sprintf("canaries healthy for %s: promoted automatically", ro.policy.Monitor)
+		case st.Message == "":
+			// Back at the canaries after a resume.
+			st.Message = canaryMessage(svc, ro, n)
 		}
 	case api.UpdateRollingBack:
 		if allDone {
@@ -515,9 +547,22 @@ func (r *reconciler) progress(svc api.Service, ro *rollout, tasks []api.Task, vi
 	return false
 }
 
+// canaryMessage is the status message of an update holding at its n
+// canaries.
+func canaryMessage(svc api.Service, ro *rollout, n int) string {
+	what := fmt.Sprintf("%d canary tasks of version %d run", n, svc.Version)
+	if n == 1 {
+		what = fmt.Sprintf("1 canary task of version %d runs", svc.Version)
+	}
+	if ro.policy.AutoPromote {
+		return fmt.Sprintf("%s beside the old tasks; promoted once healthy for %s", what, ro.policy.Monitor)
+	}
+	return what + " beside the old tasks: promote or roll back"
+}
+
 // begun reports whether the update has created any task yet (a canary
-// included). An update with canaries that has not begun starts with them;
-// one that has (promoted, or resumed after a pause) rolls on.
+// included). An update with canaries that has begun but is not promoted
+// can only be a status written before the Promoted flag existed.
 func (r *reconciler) begun(svc api.Service, ro *rollout, tasks []api.Task) bool {
 	for _, t := range tasks {
 		if t.SpecVersion >= ro.status.ToVersion && r.current(svc, t) {
@@ -541,7 +586,7 @@ func (r *reconciler) rollback(svc api.Service, st api.UpdateStatus, why string) 
 	next.Version = svc.Version + 1
 	next.UpdatedAt = r.now
 	next.UpdateStatus = &api.UpdateStatus{State: api.UpdateRollingBack, Message: "automatic rollback: " + why,
-		FromVersion: svc.Version, ToVersion: next.Version, StartedAt: r.now, Total: st.Total}
+		FromVersion: svc.Version, ToVersion: next.Version, StartedAt: r.now, Total: st.Total, Rollback: true}
 	rec := &api.ServiceVersion{Service: svc.Spec.Name, Version: next.Version, Spec: next.Spec, CreatedAt: r.now,
 		Author: autoRollbackAuthor, Summary: fmt.Sprintf("automatic rollback of v%d: %s", svc.Version, oneLine(why))}
 	r.res.Services = append(r.res.Services, ServiceWrite{Service: next, Version: rec})

@@ -293,7 +293,7 @@ func TestFailureActionPause(t *testing.T) {
 	// Resume (the API clears the message): the update goes on with the
 	// next slot and retries the failed one; no new failure is needed to
 	// move, and the earlier one does not pause it again at once.
-	s.setState(id, api.UpdateUpdating)
+	s.resume(id)
 	s.step()
 	if got := s.state(id); got != api.UpdateUpdating {
 		t.Fatalf("state %s right after resume", got)
@@ -451,7 +451,7 @@ func TestCanary(t *testing.T) {
 		if s.state(id) != api.UpdateCanary || fmt.Sprint(s.liveIDs(id, "1")) != fmt.Sprint(old) || len(s.createdOf(id, "2")) != 1 {
 			t.Fatalf("canary did not hold:\n%s", s.describe(id))
 		}
-		s.setState(id, api.UpdateUpdating) // promote
+		s.promote(id)
 		s.check = func(s *sim, _ Result) {
 			if n, _ := s.servingCount(id); n < 4 {
 				s.fatalf("step %d: %d serve", s.steps, n)

@@ -145,6 +145,26 @@ func movesTo(tasks []api.Task, to uint64) ([]slotMove, error) {
 	return out, nil
 }
 
+// settledMovesTo is movesTo once every old task has ended: an update counts
+// as completed when the new tasks serve, while the last old ones may still
+// be draining and stopping within their grace period.
+func (b *berth) settledMovesTo(t *testing.T, name string, to uint64) []slotMove {
+	t.Helper()
+	var moves []slotMove
+	eventually(t, 60*time.Second, func() (err error) {
+		if moves, err = movesTo(b.allTasks(name), to); err != nil {
+			return err
+		}
+		for _, m := range moves {
+			if m.old.Status.FinishedAt.IsZero() {
+				return fmt.Errorf("slot %d: old task %s has not ended yet", m.slot, m.old.ID)
+			}
+		}
+		return nil
+	})
+	return moves
+}
+
 // liveVersions counts the live tasks of name by spec version, and the live
 // canaries.
 func (b *berth) liveVersions(name string) (map[uint64]int, int) {
@@ -291,10 +311,7 @@ func TestRollingUpdateUnderLoad(t *testing.T) {
 		if st == nil || st.State != api.UpdateCompleted || st.ToVersion != svc.Version || st.Updated != 4 {
 			t.Fatalf("update status after deploy --wait: %+v", st)
 		}
-		moves, err := movesTo(b.allTasks("web"), svc.Version)
-		if err != nil {
-			t.Fatal(err)
-		}
+		moves := b.settledMovesTo(t, "web", svc.Version)
 		for _, m := range moves {
 			// start-first: the new task ran before the old one ended.
 			if !m.new.Status.StartedAt.Before(m.old.Status.FinishedAt) {
@@ -349,10 +366,7 @@ func TestRollingUpdateUnderLoad(t *testing.T) {
 			t.Fatalf("deploy --wait of v4: %v", res)
 		}
 		svc := b.inspect("web")
-		moves, err := movesTo(b.allTasks("web"), svc.Version)
-		if err != nil {
-			t.Fatal(err)
-		}
+		moves := b.settledMovesTo(t, "web", svc.Version)
 		for _, m := range moves {
 			// stop-first: the old task had ended before the new one started.
 			if m.old.Status.FinishedAt.IsZero() || m.new.Status.StartedAt.Before(m.old.Status.FinishedAt) {
