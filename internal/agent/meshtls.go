@@ -113,7 +113,28 @@ type certIssuer struct {
 
 	mu    sync.Mutex
 	cache map[string]*tls.Certificate // by requested name
+	// inflight coalesces concurrent handshakes for one name into one
+	// signing request; failed remembers a failure for failRetry, so that a
+	// flood of handshakes cannot turn into a flood of signing requests.
+	inflight map[string]*issueCall
+	failed   map[string]failure
 }
+
+// issueCall is one signing request that handshakes for a name wait on.
+type issueCall struct {
+	done chan struct{}
+	cert *tls.Certificate
+	err  error
+}
+
+// failure is a remembered signing failure.
+type failure struct {
+	err   error
+	until time.Time
+}
+
+// failRetry is how long a failed signing request is not repeated.
+const failRetry = 10 * time.Second
 
 // issue returns a certificate for the server name host.
 func (ci *certIssuer) issue(host string) (*tls.Certificate, error) {
@@ -125,23 +146,48 @@ func (ci *certIssuer) issue(host string) (*tls.Certificate, error) {
 		}
 		name = "*." + host[i+1:]
 	}
+	now := ci.now()
 	ci.mu.Lock()
 	c := ci.cache[name]
-	ci.mu.Unlock()
-	if c != nil && ci.now().Add(renewBefore).Before(c.Leaf.NotAfter) {
+	if c != nil && now.Add(renewBefore).Before(c.Leaf.NotAfter) {
+		ci.mu.Unlock()
 		return c, nil
 	}
-	c, err := ci.sign(name)
-	if err != nil {
-		return nil, err
+	if f, ok := ci.failed[name]; ok && now.Before(f.until) {
+		ci.mu.Unlock()
+		return nil, f.err
 	}
+	if call, ok := ci.inflight[name]; ok {
+		ci.mu.Unlock()
+		<-call.done
+		return call.cert, call.err
+	}
+	call := &issueCall{done: make(chan struct{})}
+	if ci.inflight == nil {
+		ci.inflight = map[string]*issueCall{}
+	}
+	ci.inflight[name] = call
+	ci.mu.Unlock()
+
+	call.cert, call.err = ci.sign(name)
+
 	ci.mu.Lock()
-	defer ci.mu.Unlock()
-	if ci.cache == nil || len(ci.cache) >= maxIssuedNames {
-		ci.cache = map[string]*tls.Certificate{}
+	delete(ci.inflight, name)
+	if call.err != nil {
+		if ci.failed == nil || len(ci.failed) >= maxIssuedNames {
+			ci.failed = map[string]failure{}
+		}
+		ci.failed[name] = failure{err: call.err, until: now.Add(failRetry)}
+	} else {
+		delete(ci.failed, name)
+		if ci.cache == nil || len(ci.cache) >= maxIssuedNames {
+			ci.cache = map[string]*tls.Certificate{}
+		}
+		ci.cache[name] = call.cert
 	}
-	ci.cache[name] = c
-	return c, nil
+	ci.mu.Unlock()
+	close(call.done)
+	return call.cert, call.err
 }
 
 // sign makes a P-256 key and has the manager sign a certificate for name.
