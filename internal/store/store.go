@@ -18,6 +18,8 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
+	"syscall"
 	"time"
 
 	"github.com/berth-project/berth/api"
@@ -207,6 +209,28 @@ type etcdPorts struct {
 }
 
 func startEmbedded(ctx context.Context, dataDir string, tlsFiles *TLSFiles, peer *PeerConfig, log *slog.Logger) (*embed.Etcd, error) {
+	// The member's ports are picked free, then bound by etcd: another
+	// process (a test running beside this one) may take one in between.
+	// Then pick again, a few times.
+	for attempt := 1; ; attempt++ {
+		e, err := startEmbeddedOnce(ctx, dataDir, tlsFiles, peer, log)
+		if err == nil || attempt == 5 || !addrInUse(err) {
+			return e, err
+		}
+		log.Warn("a port picked for the embedded etcd was taken meanwhile; picking again", "err", err)
+		if rerr := os.Remove(filepath.Join(dataDir, "etcd-ports.json")); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
+			return nil, fmt.Errorf("store: %w", rerr)
+		}
+	}
+}
+
+// addrInUse reports whether err is a listener's "address already in use",
+// however etcd wrapped it.
+func addrInUse(err error) bool {
+	return errors.Is(err, syscall.EADDRINUSE) || strings.Contains(err.Error(), "address already in use")
+}
+
+func startEmbeddedOnce(ctx context.Context, dataDir string, tlsFiles *TLSFiles, peer *PeerConfig, log *slog.Logger) (*embed.Etcd, error) {
 	if dataDir == "" {
 		return nil, errors.New("store: no data dir for the embedded etcd")
 	}

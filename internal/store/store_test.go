@@ -5,7 +5,11 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"fmt"
+	"net"
+	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -342,5 +346,23 @@ func TestFencedWritesFailAfterLeadershipIsLost(t *testing.T) {
 	}
 	if _, err := s.Services.Get(ctx, "after"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("the fenced write landed: %v", err)
+	}
+}
+
+// TestAddrInUse checks that the embedded member's start recognises a port
+// taken between its pick and etcd's bind (it then picks again), in the forms
+// the error comes in.
+func TestAddrInUse(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want bool
+	}{
+		{&net.OpError{Op: "listen", Err: os.NewSyscallError("bind", syscall.EADDRINUSE)}, true},
+		{fmt.Errorf("store: start embedded etcd: %v", "listen tcp 127.0.0.1:1: bind: address already in use"), true},
+		{errors.New("permission denied"), false},
+	} {
+		if got := addrInUse(c.err); got != c.want {
+			t.Errorf("addrInUse(%v) = %v, want %v", c.err, got, c.want)
+		}
 	}
 }
