@@ -44,6 +44,10 @@ cleanup() {
 	ids=$(docker ps -aq --filter label=berth-bench=run; docker ps -aq --filter label=berth-bench=floor; docker ps -aq --filter label=io.berth.service=bench-berth)
 	[ -n "$ids" ] && docker rm -f $ids >/dev/null 2>&1
 	docker rmi -f "$TAG" >/dev/null 2>&1
+	# The cgroup parent `berth up` made for its tasks (empty once they are gone).
+	for d in /sys/fs/cgroup/*/"berth-bench-$$"; do
+		[ -d "$d" ] && rmdir "$d" 2>/dev/null
+	done
 	rm -rf "$WORK"
 }
 trap cleanup EXIT
