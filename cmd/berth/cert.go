@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -116,22 +117,9 @@ func newCertLsCmd() *cobra.Command {
 		Args:    noArgs,
 	}
 	out := addOutputFlag(cmd)
-	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		if err := checkOutput(*out); err != nil {
-			return err
-		}
-		e := envOf(cmd)
-		c, err := e.apiClient()
-		if err != nil {
-			return err
-		}
-		certs, err := c.ListCertificates(cmd.Context())
-		if err != nil {
-			return err
-		}
-		if *out == outputJSON {
-			return writeJSONList(e.stdout, certs)
-		}
+	cmd.RunE = listRunE(nil, out, func(ctx context.Context, c *api.Client, _ []string) ([]api.Certificate, error) {
+		return c.ListCertificates(ctx)
+	}, func(e *env, certs []api.Certificate) error {
 		now := e.now()
 		tb := newTable(e.stdout, "NAME", "DNS NAMES", "NOT AFTER", "ISSUER", "SHA256")
 		for _, ct := range certs {
@@ -142,7 +130,7 @@ func newCertLsCmd() *cobra.Command {
 			tb.row(ct.Name, strings.Join(ct.DNSNames, ","), until, ct.Issuer, shortID(ct.SHA256))
 		}
 		return tb.flush()
-	}
+	})
 	return cmd
 }
 

@@ -1,9 +1,12 @@
 package main
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/spf13/cobra"
+
+	"github.com/berth-project/berth/api"
 )
 
 // The manager commands list the cluster's managers and remove one (issue
@@ -29,22 +32,9 @@ func newManagerLsCmd() *cobra.Command {
 		Args:    noArgs,
 	}
 	out := addOutputFlag(cmd)
-	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		if err := checkOutput(*out); err != nil {
-			return err
-		}
-		e := envOf(cmd)
-		c, err := e.apiClient()
-		if err != nil {
-			return err
-		}
-		ms, err := c.ClusterManagers(cmd.Context())
-		if err != nil {
-			return err
-		}
-		if *out == outputJSON {
-			return writeJSONList(e.stdout, ms)
-		}
+	cmd.RunE = listRunE(nil, out, func(ctx context.Context, c *api.Client, _ []string) ([]api.ClusterManager, error) {
+		return c.ClusterManagers(ctx)
+	}, func(e *env, ms []api.ClusterManager) error {
 		tb := newTable(e.stdout, "ID", "STATUS", "LEADER", "API", "PEER")
 		for _, m := range ms {
 			leader := ""
@@ -54,7 +44,7 @@ func newManagerLsCmd() *cobra.Command {
 			tb.row(m.ID, m.Status, leader, m.APIURL, m.PeerURL)
 		}
 		return tb.flush()
-	}
+	})
 	return cmd
 }
 

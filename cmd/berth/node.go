@@ -26,34 +26,23 @@ func newNodeLsCmd(e *env) *cobra.Command {
 		Args:    noArgs,
 	}
 	out := addOutputFlag(cmd)
-	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		if err := checkOutput(*out); err != nil {
-			return err
-		}
-		c, err := e.apiClient()
-		if err != nil {
-			return err
-		}
-		nodes, err := c.ListNodes(cmd.Context())
-		if err != nil {
-			return err
-		}
+	cmd.RunE = listRunE(e, out, func(ctx context.Context, c *api.Client, _ []string) ([]api.Node, error) {
+		nodes, err := c.ListNodes(ctx)
 		sort.Slice(nodes, func(i, j int) bool {
 			if nodes[i].Hostname != nodes[j].Hostname {
 				return nodes[i].Hostname < nodes[j].Hostname
 			}
 			return nodes[i].ID < nodes[j].ID
 		})
-		if *out == outputJSON {
-			return writeJSONList(e.stdout, nodes)
-		}
+		return nodes, err
+	}, func(e *env, nodes []api.Node) error {
 		tb := newTable(e.stdout, "ID", "HOSTNAME", "STATUS", "AVAILABILITY", "CPUS", "MEMORY", "ADDRESS")
 		for _, n := range nodes {
 			tb.row(shortID(n.ID), n.Hostname, n.Status, n.Availability,
 				formatCPUs(n.Resources.CPUs), humanBytes(int64(n.Resources.Memory)), n.Address)
 		}
 		return tb.flush()
-	}
+	})
 	return cmd
 }
 

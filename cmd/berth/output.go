@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -12,6 +13,8 @@ import (
 	"unicode"
 
 	"github.com/spf13/cobra"
+
+	"github.com/berth-project/berth/api"
 )
 
 // Output formats of listings.
@@ -34,6 +37,35 @@ func checkOutput(o string) error {
 		return nil
 	}
 	return usageErrorf("unknown output format %q: use table or json", o)
+}
+
+// listRunE returns the RunE of a listing command: it checks -o, fetches the
+// rows through the API, and prints them as a JSON array with -o json, else
+// through table. e may be nil for commands made without one: then the
+// command's own env is used.
+func listRunE[T any](e *env, out *string, fetch func(ctx context.Context, c *api.Client, args []string) ([]T, error),
+	table func(e *env, rows []T) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		if err := checkOutput(*out); err != nil {
+			return err
+		}
+		e := e
+		if e == nil {
+			e = envOf(cmd)
+		}
+		c, err := e.apiClient()
+		if err != nil {
+			return err
+		}
+		rows, err := fetch(cmd.Context(), c, args)
+		if err != nil {
+			return err
+		}
+		if *out == outputJSON {
+			return writeJSONList(e.stdout, rows)
+		}
+		return table(e, rows)
+	}
 }
 
 // writeJSON pretty-prints v.

@@ -41,21 +41,9 @@ block I/O).`,
 		Args: exactArgs(1),
 	}
 	out := addOutputFlag(cmd)
-	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		if err := checkOutput(*out); err != nil {
-			return err
-		}
-		c, err := e.apiClient()
-		if err != nil {
-			return err
-		}
-		stats, err := c.ServiceStats(cmd.Context(), args[0])
-		if err != nil {
-			return err
-		}
-		if *out == outputJSON {
-			return writeJSONList(e.stdout, stats)
-		}
+	cmd.RunE = listRunE(e, out, func(ctx context.Context, c *api.Client, args []string) ([]api.TaskStats, error) {
+		return c.ServiceStats(ctx, args[0])
+	}, func(e *env, stats []api.TaskStats) error {
 		tb := newTable(e.stdout, "ID", "SLOT", "CPU TIME", "MEMORY", "PIDS", "NET RX/TX", "BLOCK R/W", "ERROR")
 		for _, st := range stats {
 			if st.Stats == nil {
@@ -72,7 +60,7 @@ block I/O).`,
 				"-")
 		}
 		return tb.flush()
-	}
+	})
 	return cmd
 }
 

@@ -28,28 +28,16 @@ NAME --to VERSION' puts one of them back.`,
 		Args: exactArgs(1),
 	}
 	out := addOutputFlag(cmd)
-	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		if err := checkOutput(*out); err != nil {
-			return err
-		}
-		c, err := e.apiClient()
-		if err != nil {
-			return err
-		}
-		vs, err := c.Versions(cmd.Context(), args[0])
-		if err != nil {
-			return err
-		}
-		if *out == outputJSON {
-			return writeJSONList(e.stdout, vs)
-		}
+	cmd.RunE = listRunE(e, out, func(ctx context.Context, c *api.Client, args []string) ([]api.ServiceVersion, error) {
+		return c.Versions(ctx, args[0])
+	}, func(e *env, vs []api.ServiceVersion) error {
 		tb := newTable(e.stdout, "VERSION", "CREATED", "AUTHOR", "SUMMARY")
 		now := e.now()
 		for _, v := range vs {
 			tb.row(strconv.FormatUint(v.Version, 10), ago(now, v.CreatedAt), v.Author, summaryCell(v.Summary))
 		}
 		return tb.flush()
-	}
+	})
 	return cmd
 }
 
