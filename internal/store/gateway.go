@@ -2,12 +2,8 @@ package store
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"time"
-
-	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // CertRecord is a certificate uploaded for the routing mesh: its chain, its
@@ -54,47 +50,6 @@ var ErrNoGatewayCA = errors.New("store: no gateway CA")
 // meanwhile: then that one is returned, so that every manager agrees on one
 // CA. Writes are not fenced: any manager may create it.
 func (s *Store) GatewayCA(ctx context.Context, create func() (GatewayCARecord, error)) (GatewayCARecord, error) {
-	key := s.prefix + gatewayCAKey
-	var rec GatewayCARecord
-	decode := func(v []byte) (GatewayCARecord, error) {
-		var r GatewayCARecord
-		if err := json.Unmarshal(v, &r); err != nil {
-			return r, fmt.Errorf("store: decode %s: %w", key, err)
-		}
-		return r, nil
-	}
-	resp, err := s.cli.Get(ctx, key)
-	if err != nil {
-		return rec, fmt.Errorf("store: get %s: %w", key, err)
-	}
-	if len(resp.Kvs) > 0 {
-		return decode(resp.Kvs[0].Value)
-	}
-	if create == nil {
-		return rec, ErrNoGatewayCA
-	}
-	rec, err = create()
-	if err != nil {
-		return rec, err
-	}
-	b, err := encode(rec)
-	if err != nil {
-		return rec, fmt.Errorf("store: encode %s: %w", key, err)
-	}
-	tresp, err := s.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
-		Then(clientv3.OpPut(key, string(b))).
-		Else(clientv3.OpGet(key)).
-		Commit()
-	if err != nil {
-		return GatewayCARecord{}, fmt.Errorf("store: create %s: %w", key, err)
-	}
-	if tresp.Succeeded {
-		return rec, nil
-	}
-	kvs := tresp.Responses[0].GetResponseRange().Kvs
-	if len(kvs) == 0 {
-		return GatewayCARecord{}, fmt.Errorf("%w: %s created and deleted concurrently", ErrConflict, key)
-	}
-	return decode(kvs[0].Value)
+	rec, _, err := getOrCreateJSON(ctx, s, gatewayCAKey, create, ErrNoGatewayCA)
+	return rec, err
 }

@@ -58,34 +58,24 @@ var (
 // the CA in its data directory) unless another manager stored one
 // meanwhile: then that one is returned, so that every manager agrees.
 func (s *Store) ClusterCA(ctx context.Context, create func() (ClusterCARecord, error)) (ClusterCARecord, error) {
-	var rec ClusterCARecord
-	var mk func() ([]byte, error)
-	if create != nil {
-		mk = func() ([]byte, error) {
-			r, err := create()
-			if err != nil {
-				return nil, err
-			}
-			return encode(r)
-		}
-	}
-	v, _, err := s.getOrCreate(ctx, clusterCAKey, mk)
-	if errors.Is(err, ErrNotFound) {
-		return rec, ErrNoClusterCA
-	}
-	if err != nil {
-		return rec, err
-	}
-	if err := json.Unmarshal(v, &rec); err != nil {
-		return rec, fmt.Errorf("store: decode %s: %w", clusterCAKey, err)
-	}
-	return rec, nil
+	rec, _, err := getOrCreateJSON(ctx, s, clusterCAKey, create, ErrNoClusterCA)
+	return rec, err
 }
 
 // JoinTokens returns the stored join tokens, storing the ones create makes
 // if there are none (and create is not nil), as ClusterCA does.
 func (s *Store) JoinTokens(ctx context.Context, create func() (JoinTokensRecord, error)) (JoinTokensRecord, error) {
-	var rec JoinTokensRecord
+	rec, rev, err := getOrCreateJSON(ctx, s, joinTokensKey, create, ErrNoJoinTokens)
+	rec.Revision = rev
+	return rec, err
+}
+
+// getOrCreateJSON is getOrCreate for a JSON record: the stored one, or the
+// one create makes when there is none (and create is not nil; else missing),
+// unless another manager stored one meanwhile: then that one, so that every
+// manager agrees. It also returns the record's mod revision.
+func getOrCreateJSON[T any](ctx context.Context, s *Store, name string, create func() (T, error), missing error) (T, int64, error) {
+	var rec T
 	var mk func() ([]byte, error)
 	if create != nil {
 		mk = func() ([]byte, error) {
@@ -96,18 +86,17 @@ func (s *Store) JoinTokens(ctx context.Context, create func() (JoinTokensRecord,
 			return encode(r)
 		}
 	}
-	v, rev, err := s.getOrCreate(ctx, joinTokensKey, mk)
+	v, rev, err := s.getOrCreate(ctx, name, mk)
 	if errors.Is(err, ErrNotFound) {
-		return rec, ErrNoJoinTokens
+		return rec, 0, missing
 	}
 	if err != nil {
-		return rec, err
+		return rec, 0, err
 	}
 	if err := json.Unmarshal(v, &rec); err != nil {
-		return rec, fmt.Errorf("store: decode %s: %w", joinTokensKey, err)
+		return rec, 0, fmt.Errorf("store: decode %s: %w", name, err)
 	}
-	rec.Revision = rev
-	return rec, nil
+	return rec, rev, nil
 }
 
 // SetJoinTokens replaces the join tokens if they have not changed since
