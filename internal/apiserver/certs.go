@@ -16,7 +16,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/hex"
-	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -444,16 +443,11 @@ func signLeaf(rec store.GatewayCARecord, csr *x509.CertificateRequest, names []s
 // change (debounced like the endpoints stream), until the client goes away.
 func (s *Server) streamGatewayCertificates(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
-	flusher, ok := w.(http.Flusher)
-	if !ok {
-		return errors.New("apiserver: streaming unsupported")
+	stream, err := startNDJSON(w)
+	if err != nil {
+		return err
 	}
-	w.Header().Set("Content-Type", "application/x-ndjson")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(200)
-	enc := json.NewEncoder(w)
-	keepalive := time.NewTicker(15 * time.Second)
-	defer keepalive.Stop()
+	defer stream.Keepalive.Stop()
 	for {
 		recs, rev, err := s.st.Certificates.List(ctx)
 		if err != nil {
@@ -469,11 +463,7 @@ func (s *Server) streamGatewayCertificates(w http.ResponseWriter, r *http.Reques
 				msg.Certificates = append(msg.Certificates, api.GatewayCertificate{Name: c.Name, CertPEM: c.CertPEM, KeyPEM: c.KeyPEM})
 			}
 			sort.Slice(msg.Certificates, func(i, j int) bool { return msg.Certificates[i].Name < msg.Certificates[j].Name })
-			if err := enc.Encode(msg); err != nil {
-				return err
-			}
-			flusher.Flush()
-			return nil
+			return stream.send(msg)
 		}
 		if err := send(); err != nil {
 			return nil
@@ -487,12 +477,11 @@ func (s *Server) streamGatewayCertificates(w http.ResponseWriter, r *http.Reques
 			case <-ctx.Done():
 				cancel()
 				return nil
-			case <-keepalive.C:
-				if _, err := w.Write([]byte("\n")); err != nil {
+			case <-stream.Keepalive.C:
+				if err := stream.ping(); err != nil {
 					cancel()
 					return nil
 				}
-				flusher.Flush()
 			case ev, ok := <-watch:
 				if !ok || ev.Err != nil {
 					break follow

@@ -3,7 +3,6 @@ package apiserver
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"sort"
@@ -159,16 +158,11 @@ func (s *Server) listMesh(ctx context.Context) (*meshState, [3]int64, error) {
 // client goes away.
 func (s *Server) streamEndpoints(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
-	flusher, ok := w.(http.Flusher)
-	if !ok {
-		return errors.New("apiserver: streaming unsupported")
+	stream, err := startNDJSON(w)
+	if err != nil {
+		return err
 	}
-	w.Header().Set("Content-Type", "application/x-ndjson")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(200)
-	enc := json.NewEncoder(w)
-	keepalive := time.NewTicker(15 * time.Second)
-	defer keepalive.Stop()
+	defer stream.Keepalive.Stop()
 	for {
 		m, revs, err := s.listMesh(ctx)
 		if err != nil {
@@ -200,11 +194,7 @@ func (s *Server) streamEndpoints(w http.ResponseWriter, r *http.Request) error {
 			last = b
 			sentRev = rev
 			msg.Revision = rev
-			if err := enc.Encode(msg); err != nil {
-				return err
-			}
-			flusher.Flush()
-			return nil
+			return stream.send(msg)
 		}
 		if err := send(); err != nil {
 			return nil
@@ -228,12 +218,11 @@ func (s *Server) streamEndpoints(w http.ResponseWriter, r *http.Request) error {
 			case <-ctx.Done():
 				cancel()
 				return nil
-			case <-keepalive.C:
-				if _, err := w.Write([]byte("\n")); err != nil {
+			case <-stream.Keepalive.C:
+				if err := stream.ping(); err != nil {
 					cancel()
 					return nil
 				}
-				flusher.Flush()
 			case ev, ok := <-svcW:
 				if !ok || ev.Err != nil {
 					break follow

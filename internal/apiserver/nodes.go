@@ -2,7 +2,6 @@ package apiserver
 
 import (
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -292,16 +291,11 @@ func (s *Server) assignments(w http.ResponseWriter, r *http.Request) error {
 	} else if err != nil {
 		return err
 	}
-	flusher, ok := w.(http.Flusher)
-	if !ok {
-		return errors.New("apiserver: streaming unsupported")
+	stream, err := startNDJSON(w)
+	if err != nil {
+		return err
 	}
-	w.Header().Set("Content-Type", "application/x-ndjson")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(200)
-	enc := json.NewEncoder(w)
-	keepalive := time.NewTicker(15 * time.Second)
-	defer keepalive.Stop()
+	defer stream.Keepalive.Stop()
 	for {
 		// List, send the full set, then follow changes from that revision.
 		all, rev, err := s.st.Tasks.List(ctx)
@@ -320,11 +314,7 @@ func (s *Server) assignments(w http.ResponseWriter, r *http.Request) error {
 				msg.Tasks = append(msg.Tasks, t)
 			}
 			sort.Slice(msg.Tasks, func(i, j int) bool { return msg.Tasks[i].ID < msg.Tasks[j].ID })
-			if err := enc.Encode(msg); err != nil {
-				return err
-			}
-			flusher.Flush()
-			return nil
+			return stream.send(msg)
 		}
 		if err := send(rev); err != nil {
 			return nil
@@ -340,11 +330,10 @@ func (s *Server) assignments(w http.ResponseWriter, r *http.Request) error {
 			select {
 			case <-ctx.Done():
 				return nil
-			case <-keepalive.C:
-				if _, err := w.Write([]byte("\n")); err != nil {
+			case <-stream.Keepalive.C:
+				if err := stream.ping(); err != nil {
 					return nil
 				}
-				flusher.Flush()
 			case ev, ok := <-watch:
 				if !ok || ev.Err != nil {
 					break follow // list again
