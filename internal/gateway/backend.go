@@ -26,6 +26,11 @@ const (
 	// backendIdleTimeout closes pooled connections idle this long (the
 	// backend would close them soon anyway).
 	backendIdleTimeout = 60 * time.Second
+	// awaitIdleMax is the longest a pooled connection may have been idle
+	// for flushAwait to be used on it: a backend may have closed one idle
+	// longer (its keep-alive timeout), and a backend that only half-closes
+	// (a lingering close) would make flushAwait wait for its full close.
+	awaitIdleMax = time.Second
 	// syncBodyMax is the largest request body written before the response
 	// is read; a larger one (or one of unknown length) is written by its
 	// own goroutine, so that a backend that answers while it reads (an
@@ -51,6 +56,14 @@ type bconn struct {
 	closed atomic.Bool
 	peek   func(fd uintptr) bool
 	peekOK bool
+	// await is flushAwait's callback (made once per connection); awaitErr
+	// and awaiting are its state.
+	await    func(fd uintptr) bool
+	awaitErr error
+	awaiting bool
+	// recent is set by getConn for a new connection or one idle less than
+	// awaitIdleMax: flushAwait may be used.
+	recent bool
 }
 
 // connPool holds a backend's idle connections, most recently used first.
@@ -79,7 +92,8 @@ func (g *Gateway) getConn(b *backendState, check bool) (c *bconn, reused bool, e
 		p.idle[n-1] = nil
 		p.idle = p.idle[:n-1]
 		p.mu.Unlock()
-		if time.Since(c.idleAt) < backendIdleTimeout && (!check || c.alive()) {
+		if idle := time.Since(c.idleAt); idle < backendIdleTimeout && (!check || c.alive()) {
+			c.recent = idle < awaitIdleMax
 			return c, true, nil
 		}
 		c.close()
@@ -94,7 +108,9 @@ func (g *Gateway) getConn(b *backendState, check bool) (c *bconn, reused bool, e
 		tc.Close()
 		return nil, false, &dialError{addr: b.Addr, err: err}
 	}
-	return newBconn(b, tc, raw), false, nil
+	c = newBconn(b, tc, raw)
+	c.recent = true
+	return c, false, nil
 }
 
 func newBconn(b *backendState, tc *net.TCPConn, raw syscall.RawConn) *bconn {
@@ -108,7 +124,44 @@ func newBconn(b *backendState, tc *net.TCPConn, raw syscall.RawConn) *bconn {
 		c.peekOK = err == syscall.EAGAIN
 		return true
 	}
+	c.await = func(uintptr) bool {
+		if c.awaiting {
+			return true // woken by the poller: the answer is there
+		}
+		c.awaiting = true
+		if c.awaitErr = c.bw.Flush(); c.awaitErr != nil {
+			return true
+		}
+		return false // wait until readable
+	}
 	return c
+}
+
+// flushAwait sends the buffered request and waits until the backend's
+// answer can be read, without the read attempt that a Flush followed by a
+// read makes first (and that fails with EAGAIN, as the answer cannot be
+// there yet): one system call less per request.
+//
+// It relies on the order of the exchange. RawConn.Read resets the
+// connection's read readiness before it calls await, and await writes the
+// request only then, so the readiness the answer raises cannot be lost. Data
+// the backend sent before the request (it should send none) arrives before
+// the reset: that wait would then last until the answer arrives, which
+// still ends it. A wake-up without data costs only the read that would have
+// been made anyway.
+//
+// A connection idle for longer than awaitIdleMax is flushed and read the
+// ordinary way: the read then sees at once a close that came while it was
+// idle, and a replayable request is sent again on a new connection.
+func (c *bconn) flushAwait() error {
+	if !c.recent {
+		return c.bw.Flush()
+	}
+	c.awaiting, c.awaitErr = false, nil
+	if err := c.raw.Read(c.await); err != nil {
+		return err
+	}
+	return c.awaitErr
 }
 
 // alive reports whether a pooled connection still looks usable: nothing to
@@ -300,7 +353,10 @@ func (c *bconn) exchange(o *outReq) (*respHead, error) {
 	writeRequestHead(w, o)
 	if o.body != nil {
 		if o.body.length >= 0 && o.body.length <= syncBodyMax {
-			if err := writeBody(w, o.body); err != nil {
+			if err := copyBodyTo(w, o.body); err != nil {
+				return nil, err
+			}
+			if err := c.flushAwait(); err != nil {
 				return nil, err
 			}
 		} else {
@@ -311,7 +367,7 @@ func (c *bconn) exchange(o *outReq) (*respHead, error) {
 			o.writer = done
 			go func() { done <- writeBody(w, o.body) }()
 		}
-	} else if err := w.Flush(); err != nil {
+	} else if err := c.flushAwait(); err != nil {
 		return nil, err
 	}
 	if _, err := c.br.Peek(1); err != nil {
@@ -329,18 +385,14 @@ func (c *bconn) exchange(o *outReq) (*respHead, error) {
 // writeBody sends a request body, chunked when its length is unknown, and
 // flushes.
 func writeBody(w *bufio.Writer, body *bodyReader) error {
-	buf := getBuffer()
-	defer putBuffer(buf)
 	if body.length >= 0 {
-		n, err := io.CopyBuffer(w, io.LimitReader(body, body.length), *buf)
-		if err == nil && n < body.length {
-			err = io.ErrUnexpectedEOF
-		}
-		if err != nil {
+		if err := copyBodyTo(w, body); err != nil {
 			return err
 		}
 		return w.Flush()
 	}
+	buf := getBuffer()
+	defer putBuffer(buf)
 	cw := httputil.NewChunkedWriter(w)
 	if _, err := io.CopyBuffer(cw, body, *buf); err != nil {
 		return err
@@ -352,6 +404,17 @@ func writeBody(w *bufio.Writer, body *bodyReader) error {
 		return err
 	}
 	return w.Flush()
+}
+
+// copyBodyTo copies a body of known length to w, without the final flush.
+func copyBodyTo(w *bufio.Writer, body *bodyReader) error {
+	buf := getBuffer()
+	defer putBuffer(buf)
+	n, err := io.CopyBuffer(w, io.LimitReader(body, body.length), *buf)
+	if err == nil && n < body.length {
+		err = io.ErrUnexpectedEOF
+	}
+	return err
 }
 
 // writeRequestHead writes the request line and headers: the client's

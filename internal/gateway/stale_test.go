@@ -75,3 +75,79 @@ func TestStalePooledConnections(t *testing.T) {
 		t.Errorf("the backend accepted %d connections for 8 requests, want 8 (one each)", n)
 	}
 }
+
+// TestHalfClosedPooledConnection checks a pooled connection the backend has
+// half-closed while it was idle (a lingering close: no more answers, but
+// the backend still reads, and may for long). A connection idle for longer
+// than awaitIdleMax is read at once after the request is sent, so the close
+// is seen and the GET goes to a new connection; the request must not wait
+// for the backend's full close.
+func TestHalfClosedPooledConnection(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var conns atomic.Int64
+	halfClosed := make(chan struct{}, 10)
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns.Add(1)
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				if _, err := http.ReadRequest(br); err != nil {
+					return
+				}
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				c.(*net.TCPConn).CloseWrite()
+				halfClosed <- struct{}{}
+				go io.Copy(io.Discard, c) // keeps reading, never answers again
+				<-stop
+			}()
+		}
+	}()
+	g := newGateway(t, nil)
+	mustUpdate(t, g, Config{Routes: []Route{{Service: "svc", Path: "/", Backends: []Backend{{ID: "a", Addr: ln.Addr().String()}}}}})
+	url := "http://" + g.HTTPAddr().String() + "/"
+	client := &http.Client{Timeout: 5 * time.Second}
+	get := func(i int) {
+		t.Helper()
+		resp, err := client.Get(url)
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(b) != "ok" {
+			t.Fatalf("request %d: %d %q", i, resp.StatusCode, b)
+		}
+	}
+	for i := 1; i <= 3; i++ {
+		get(i)
+		select {
+		case <-halfClosed:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the backend did not half-close its connection")
+		}
+		// The pooled connection has been idle longer than awaitIdleMax.
+		g.mu.Lock()
+		for _, s := range g.backends {
+			s.pool.mu.Lock()
+			for _, c := range s.pool.idle {
+				c.idleAt = c.idleAt.Add(-2 * awaitIdleMax)
+			}
+			s.pool.mu.Unlock()
+		}
+		g.mu.Unlock()
+	}
+	if n := conns.Load(); n != 3 {
+		t.Errorf("the backend accepted %d connections for 3 requests, want 3", n)
+	}
+}
