@@ -328,9 +328,9 @@ func runCmd(args []string) error {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	berth := fs.String("berth", "", "path of the berth binary (for `berth whoami`)")
 	self := fs.String("self", "", "path of this binary (default: os.Executable)")
-	duration := fs.Duration("duration", 15*time.Second, "length of each measured wrk run")
+	duration := fs.Duration("duration", 10*time.Second, "length of each measured wrk run")
 	warmup := fs.Duration("warmup", 3*time.Second, "length of the wrk warm-up before each run")
-	rounds := fs.Int("rounds", 3, "rounds of all targets, in turn")
+	rounds := fs.Int("rounds", 5, "rounds of all targets, in turn (each round starts one target later)")
 	threads := fs.Int("threads", 2, "wrk threads")
 	conns := fs.Int("conns", 64, "wrk connections")
 	outPath := fs.String("out", "bench/gateway/RESULTS.md", "results file")
@@ -468,7 +468,11 @@ func runCmd(args []string) error {
 	loadBefore := loadAvg()
 	results := map[string][]result{}
 	for round := 1; round <= *rounds; round++ {
-		for _, t := range targets {
+		// Each round starts one target later, so that every target runs
+		// in every position (first, after the direct run, last...) as
+		// often as the others: the machine's speed drifts over minutes.
+		for i := range targets {
+			t := targets[(i+round-1)%len(targets)]
 			if _, _, err := wrk(ctx, tools["wrk"], t.url, *threads, *conns, *warmup); err != nil {
 				return fmt.Errorf("%s warm-up: %w", t.name, err)
 			}
@@ -554,6 +558,33 @@ func median(rs []result) result {
 	return s[len(s)/2]
 }
 
+// pairedRatios divides each round's req/s by the reference's in the same
+// round.
+func pairedRatios(rs, ref []result) []float64 {
+	var out []float64
+	for i := range min(len(rs), len(ref)) {
+		if ref[i].rps > 0 {
+			out = append(out, rs[i].rps/ref[i].rps)
+		}
+	}
+	if len(out) == 0 {
+		out = []float64{0}
+	}
+	return out
+}
+
+// medianFloat returns the median of xs (the mean of the middle two for an
+// even count).
+func medianFloat(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
+}
+
 func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/1e6) }
 
 func report(targets []*target, results map[string][]result, v map[string]string, threads, conns int,
@@ -566,21 +597,24 @@ func report(targets []*target, results map[string][]result, v map[string]string,
 	w("backends run on one machine at once, so a proxy's throughput is bounded by what the load generator and the\n")
 	w("backends leave it. Linux %s, %s, %s, %s, wrk: %s.\n\n", v["kernel"], v["go"], v["haproxy"], v["nginx"], v["wrk"])
 	w("Load average (1, 5, 15 min) of the machine: %s the runs — other work on the machine shows here.\n\n", v["load"])
-	w("Load: `wrk -t%d -c%d -d%s --latency` on `GET /` (a %s warm-up before each run), %d rounds with the targets in turn;\n",
+	w("Load: `wrk -t%d -c%d -d%s --latency` on `GET /` (a %s warm-up before each run), %d rounds with the targets in turn (each round starting one target later);\n",
 		threads, conns, d, warmup, rounds)
 	w("the table shows each target's median round by throughput. Every proxy has the same three backends, round robin,\n")
 	w("keep-alive to the backends, adds X-Forwarded-For/-Proto/-Host and a request id, and writes no access log\n")
 	w("(except the row that says so). Configs are below.\n\n")
 
 	hap := median(results["HAProxy"])
-	w("| target | req/s | p50 | p99 | req/s vs HAProxy | p99 vs HAProxy | CPU µs/req | errors |\n")
-	w("|---|---:|---:|---:|---:|---:|---:|---:|\n")
+	w("| target | req/s | p50 | p99 | req/s vs HAProxy | p99 vs HAProxy | req/s vs HAProxy per round: median (min–max) | CPU µs/req | errors |\n")
+	w("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, t := range targets {
 		r := median(results[t.name])
-		w("| %s | %.0f | %s | %s | %.2f | %.2f | %.1f | %d |\n", t.name, r.rps, ms(r.p50), ms(r.p99),
-			r.rps/hap.rps, float64(r.p99)/float64(hap.p99), r.cpuUS, r.errors)
+		pr := pairedRatios(results[t.name], results["HAProxy"])
+		w("| %s | %.0f | %s | %s | %.2f | %.2f | %.2f (%.2f–%.2f) | %.1f | %d |\n", t.name, r.rps, ms(r.p50), ms(r.p99),
+			r.rps/hap.rps, float64(r.p99)/float64(hap.p99), medianFloat(pr), slices.Min(pr), slices.Max(pr), r.cpuUS, r.errors)
 	}
-	w("\nRatios: above 1.00 in req/s is faster than HAProxy; below 1.00 in p99 is a better tail. CPU µs/req is the\n")
+	w("\nRatios: above 1.00 in req/s is faster than HAProxy; below 1.00 in p99 is a better tail. The per-round column\n")
+	w("divides each round's req/s by HAProxy's in the same round (runs minutes apart see different machine speeds; a\n")
+	w("round's runs are closest in time). CPU µs/req is the\n")
 	w("user+system time of the target's own processes (the proxy, or the one whoami for \"direct\") per request\n")
 	w("(from /proc, 10 ms ticks): what the proxy costs, less sensitive to other load than req/s.\n\n")
 	w("## Every round\n\n| round | target | req/s | p50 | p99 | CPU µs/req | requests | errors |\n|---:|---|---:|---:|---:|---:|---:|---:|\n")

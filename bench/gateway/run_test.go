@@ -33,3 +33,18 @@ Transfer/sec:      2.67MB
 		t.Fatal("garbage parsed")
 	}
 }
+
+func TestPairedRatios(t *testing.T) {
+	rs := []result{{rps: 100}, {rps: 90}, {rps: 120}, {rps: 50}}
+	ref := []result{{rps: 100}, {rps: 100}, {rps: 100}, {rps: 0}}
+	got := pairedRatios(rs, ref)
+	if len(got) != 3 || got[0] != 1 || got[1] != 0.9 || got[2] != 1.2 {
+		t.Fatalf("pairedRatios = %v", got)
+	}
+	if m := medianFloat(got); m != 1 {
+		t.Fatalf("median of %v = %v, want 1", got, m)
+	}
+	if m := medianFloat([]float64{1, 2, 3, 4}); m != 2.5 {
+		t.Fatalf("median of an even count = %v, want 2.5", m)
+	}
+}
