@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -335,6 +336,8 @@ func runCmd(args []string) error {
 	conns := fs.Int("conns", 64, "wrk connections")
 	outPath := fs.String("out", "bench/gateway/RESULTS.md", "results file")
 	withLog := fs.Bool("access-log", true, "also measure Berth with its access log on")
+	abbaN := fs.Int("abba", 12, "blocks of Berth, HAProxy, HAProxy, Berth short runs after the rounds (0: none)")
+	abbaDur := fs.Duration("abba-duration", 3*time.Second, "length of each run of an ABBA block")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -489,6 +492,35 @@ func runCmd(args []string) error {
 			results[t.name] = append(results[t.name], r)
 		}
 	}
+	var blocks []abbaBlock
+	if *abbaN > 0 {
+		var berthT, hapT *target
+		for _, t := range targets {
+			switch t.name {
+			case "Berth gateway":
+				berthT = t
+			case "HAProxy":
+				hapT = t
+			}
+		}
+		for i := 1; i <= *abbaN; i++ {
+			var blk abbaBlock
+			for j, t := range []*target{berthT, hapT, hapT, berthT} {
+				r, _, err := wrk(ctx, tools["wrk"], t.url, *threads, *conns, *abbaDur)
+				if err != nil {
+					return fmt.Errorf("%s: %w", t.name, err)
+				}
+				if t == berthT {
+					blk.berth[j/3] = r
+				} else {
+					blk.hap[j-1] = r
+				}
+			}
+			fmt.Printf("ABBA block %d  Berth %.0f, %.0f req/s  HAProxy %.0f, %.0f req/s  ratio %.2f\n",
+				i, blk.berth[0].rps, blk.berth[1].rps, blk.hap[0].rps, blk.hap[1].rps, blk.ratio())
+			blocks = append(blocks, blk)
+		}
+	}
 	versions := map[string]string{
 		"haproxy": firstLine(exec.Command(tools["haproxy"], "-v")),
 		"nginx":   firstLine(exec.Command(tools["nginx"], "-v")),
@@ -500,6 +532,9 @@ func runCmd(args []string) error {
 		"load":    loadBefore + " before, " + loadAvg() + " after",
 	}
 	md := report(targets, results, versions, *threads, *conns, *duration, *warmup, *rounds, hcfg, ncfg, dir)
+	if len(blocks) > 0 {
+		md = strings.Replace(md, "\n## Every round", abbaReport(blocks, *abbaDur)+"\n## Every round", 1)
+	}
 	if err := os.WriteFile(*outPath, []byte(md), 0o644); err != nil {
 		return err
 	}
@@ -556,6 +591,87 @@ func median(rs []result) result {
 		return 0
 	})
 	return s[len(s)/2]
+}
+
+// abbaBlock is four short runs back to back: Berth, HAProxy, HAProxy,
+// Berth. A drift of the machine's speed that is linear over the block
+// cancels out of its ratio.
+type abbaBlock struct{ berth, hap [2]result }
+
+// ratio is Berth's throughput over HAProxy's in the block.
+func (b abbaBlock) ratio() float64 {
+	h := b.hap[0].rps + b.hap[1].rps
+	if h == 0 {
+		return 0
+	}
+	return (b.berth[0].rps + b.berth[1].rps) / h
+}
+
+// p99Ratio is Berth's mean p99 over HAProxy's in the block.
+func (b abbaBlock) p99Ratio() float64 {
+	h := b.hap[0].p99 + b.hap[1].p99
+	if h == 0 {
+		return 0
+	}
+	return float64(b.berth[0].p99+b.berth[1].p99) / float64(h)
+}
+
+// abbaReport is the report's section on the ABBA blocks.
+func abbaReport(blocks []abbaBlock, d time.Duration) string {
+	var b strings.Builder
+	w := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+	var ratios, p99s []float64
+	ahead, logSum := 0, 0.0
+	for _, blk := range blocks {
+		r := blk.ratio()
+		ratios = append(ratios, r)
+		p99s = append(p99s, blk.p99Ratio())
+		if r > 1 {
+			ahead++
+		}
+		if r > 0 {
+			logSum += math.Log(r)
+		}
+	}
+	n := len(blocks)
+	w("## Berth and HAProxy side by side (ABBA blocks)\n\n")
+	w("After the rounds, %d blocks of four back-to-back `wrk` runs of %s each, in the order Berth, HAProxy, HAProxy,\n", n, d)
+	w("Berth (no warm-up between: both were warm). Within a block the runs are seconds apart, and a drift of the\n")
+	w("machine's speed that is linear over the block cancels out of its ratio (Berth's two req/s over HAProxy's two).\n\n")
+	w("**Throughput, Berth / HAProxy: median %.2f, geometric mean %.2f, min %.2f, max %.2f; Berth ahead in %d of %d\n",
+		medianFloat(ratios), math.Exp(logSum/float64(n)), slices.Min(ratios), slices.Max(ratios), ahead, n)
+	w("blocks** (two-sided sign test p = %.2f). p99, Berth / HAProxy: median %.2f.\n\n", signTest(ahead, n), medianFloat(p99s))
+	w("| block | Berth req/s | HAProxy req/s | HAProxy req/s | Berth req/s | req/s ratio | p99 ratio |\n")
+	w("|---:|---:|---:|---:|---:|---:|---:|\n")
+	for i, blk := range blocks {
+		w("| %d | %.0f | %.0f | %.0f | %.0f | %.2f | %.2f |\n", i+1, blk.berth[0].rps, blk.hap[0].rps, blk.hap[1].rps,
+			blk.berth[1].rps, blk.ratio(), blk.p99Ratio())
+	}
+	return b.String()
+}
+
+// signTest is the two-sided p-value of k successes in n fair coin tosses.
+func signTest(k, n int) float64 {
+	if n == 0 {
+		return 1
+	}
+	tail := func(lo, hi int) float64 {
+		p := 0.0
+		for i := lo; i <= hi; i++ {
+			p += binom(n, i)
+		}
+		return p / math.Pow(2, float64(n))
+	}
+	p := 2 * math.Min(tail(0, k), tail(k, n))
+	return math.Min(p, 1)
+}
+
+func binom(n, k int) float64 {
+	r := 1.0
+	for i := 1; i <= k; i++ {
+		r = r * float64(n-k+i) / float64(i)
+	}
+	return r
 }
 
 // pairedRatios divides each round's req/s by the reference's in the same

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"strings"
 	"testing"
 	"time"
 )
@@ -46,5 +47,29 @@ func TestPairedRatios(t *testing.T) {
 	}
 	if m := medianFloat([]float64{1, 2, 3, 4}); m != 2.5 {
 		t.Fatalf("median of an even count = %v, want 2.5", m)
+	}
+}
+
+func TestABBA(t *testing.T) {
+	blk := abbaBlock{berth: [2]result{{rps: 110, p99: 10}, {rps: 90, p99: 30}}, hap: [2]result{{rps: 100, p99: 20}, {rps: 100, p99: 20}}}
+	if r := blk.ratio(); r != 1 {
+		t.Fatalf("ratio = %v, want 1", r)
+	}
+	if r := blk.p99Ratio(); r != 1 {
+		t.Fatalf("p99 ratio = %v, want 1", r)
+	}
+	// 10 of 12 is significant at 5 %; 7 of 12 is not; 6 of 12 is p = 1.
+	if p := signTest(10, 12); p < 0.03 || p > 0.04 {
+		t.Fatalf("signTest(10, 12) = %v, want 0.039", p)
+	}
+	if p := signTest(7, 12); p < 0.7 || p > 0.8 {
+		t.Fatalf("signTest(7, 12) = %v, want 0.774", p)
+	}
+	if p := signTest(6, 12); p != 1 {
+		t.Fatalf("signTest(6, 12) = %v, want 1", p)
+	}
+	rep := abbaReport([]abbaBlock{blk, blk}, time.Second)
+	if !strings.Contains(rep, "Berth ahead in 0 of 2") {
+		t.Fatalf("report:\n%s", rep)
 	}
 }
