@@ -2,7 +2,7 @@
 // the same three whoami backends, the same load generator (wrk), one after
 // the other on the same machine. run.sh installs the tools and calls it.
 //
-//	benchgateway run -berth PATH [-duration 15s] [-rounds 3] [-out RESULTS.md]
+//	benchgateway run -berth PATH [-duration 10s] [-rounds 5] [-abba 12] [-out RESULTS.md]
 //	benchgateway serve -listen ADDR -backends A,B,C   (the gateway under test)
 //
 // Every process it starts is stopped by its recorded pid; its temporary

@@ -3,7 +3,7 @@
 # three `berth whoami` backends. Installs haproxy, nginx and wrk from Debian
 # if missing, builds berth and the benchmark driver, runs it, and writes
 # bench/gateway/RESULTS.md. Extra arguments go to `benchgateway run`
-# (e.g. -duration 15s -rounds 3 -conns 64).
+# (e.g. -rounds 5 -duration 10s -abba 12; the defaults).
 #
 # Every process is started by the driver and stopped by its recorded pid;
 # the temporary directory (binaries, configs, logs) is removed on exit.
