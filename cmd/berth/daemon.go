@@ -79,6 +79,7 @@ type agentFlags struct {
 	meshHTTP     string
 	meshHTTPS    string
 	dns          string
+	taskDNS      string
 }
 
 // Default ports of the mesh entrypoints, on the --mesh-bind host.
@@ -99,7 +100,20 @@ func (f *agentFlags) add(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.meshHTTP, "mesh-http", defaultMeshHTTP, `the mesh's HTTP entrypoint for service routes: HOST:PORT, or a PORT on the --mesh-bind host (default 127.0.0.1:7480; "off": none)`)
 	cmd.Flags().StringVar(&f.meshHTTPS, "mesh-https", defaultMeshHTTPS, `the mesh's HTTPS entrypoint for service routes: HOST:PORT, or a PORT on the --mesh-bind host (default 127.0.0.1:7481; "off": none)`)
 	cmd.Flags().StringVar(&f.dns, "dns", agent.DefaultDNSAddr, `host:port where the agent answers DNS for <service>.berth ("off": no DNS on this node)`)
+	cmd.Flags().StringVar(&f.taskDNS, "task-dns", agent.DefaultTaskDNSAddr, `IP:53 where the agent also answers DNS for process tasks, which get it in their own /etc/resolv.conf (as root; "off": process tasks keep the host's resolver)`)
 	cmd.Flags().StringVar(&f.reservedCPUs, "reserved-cpus", "", "CPUs kept for the system, such as 0 or 0-1,8: no task is pinned to them (must exist on this machine)")
+}
+
+// maybeTaskInit runs the init of a process task (internal/driver/process)
+// when the binary was started as one: it execs the task's program, and
+// exits 127 if it cannot. Otherwise it returns at once.
+func maybeTaskInit(args []string) {
+	if len(args) == 0 || args[0] != process.InitArg {
+		return
+	}
+	err := process.TaskInit(args[1:])
+	fmt.Fprintln(os.Stderr, "berth:", err)
+	os.Exit(127)
 }
 
 func (f *agentFlags) config(dataDir string, log *slog.Logger) (agent.Config, error) {
@@ -117,7 +131,7 @@ func (f *agentFlags) config(dataDir string, log *slog.Logger) (agent.Config, err
 		cfg.Mesh = &agent.MeshConfig{BindAddr: f.meshBind, HTTPAddr: httpAddr, HTTPSAddr: httpsAddr}
 	}
 	if f.dns != agent.DNSOff {
-		cfg.DNS = &agent.DNSConfig{Addr: f.dns}
+		cfg.DNS = &agent.DNSConfig{Addr: f.dns, TaskAddr: f.taskDNS}
 	}
 	if len(f.labels) > 0 {
 		cfg.Labels = map[string]string{}
@@ -138,7 +152,17 @@ func (f *agentFlags) config(dataDir string, log *slog.Logger) (agent.Config, err
 	cfg.PortRange = [2]int{a, b}
 	// Without root, cgroups cannot be made: run tasks without limits (with a
 	// warning) rather than refuse them.
-	drv, err := process.New(process.Config{CgroupParent: f.cgroupParent, Logger: log, BestEffortLimits: os.Geteuid() != 0})
+	pc := process.Config{CgroupParent: f.cgroupParent, Logger: log, BestEffortLimits: os.Geteuid() != 0}
+	if os.Geteuid() == 0 && f.taskDNS != agent.DNSOff {
+		// Process tasks get their resolv.conf from this binary run as
+		// their init (it mounts, which takes root).
+		self, err := os.Executable()
+		if err != nil {
+			return cfg, fmt.Errorf("finding the berth binary for the task init: %w", err)
+		}
+		pc.InitPath = self
+	}
+	drv, err := process.New(pc)
 	if err != nil {
 		return cfg, err
 	}

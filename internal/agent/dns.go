@@ -34,6 +34,10 @@ const (
 	// DefaultDNSAddr is where the agent answers DNS unless DNSConfig.Addr
 	// says otherwise: loopback, a port of its own (53 is usually taken).
 	DefaultDNSAddr = "127.0.0.1:7453"
+	// DefaultTaskDNSAddr is where process tasks' own resolv.conf points
+	// unless DNSConfig.TaskAddr says otherwise: a loopback address of its
+	// own, on port 53 (a resolv.conf cannot name another port).
+	DefaultTaskDNSAddr = "127.0.0.153:53"
 	// DNSOff, as DNSConfig.Addr, turns DNS off; as Upstream, refuses names
 	// outside the zone; as BridgeAddr, gives containers no Berth resolver.
 	DNSOff = "off"
@@ -49,9 +53,15 @@ const (
 type DNSConfig struct {
 	// Addr is host:port the host and process tasks ask (default
 	// DefaultDNSAddr; DNSOff turns DNS off). Process tasks get it as
-	// BERTH_DNS; their resolver (/etc/resolv.conf) is the host's and is not
-	// replaced.
+	// BERTH_DNS.
 	Addr string
+	// TaskAddr is IP:53 where the agent also answers for process tasks,
+	// whose /etc/resolv.conf names it (with the search domain "berth") when
+	// the process driver can give a task its own (as root, with an init:
+	// process.Config.InitPath). Default DefaultTaskDNSAddr; DNSOff: process
+	// tasks keep the host's resolver. An address that cannot be bound is
+	// logged, and process tasks then keep the host's resolver too.
+	TaskAddr string
 	// Upstream is host:port of the resolver that names outside the zone
 	// are forwarded to. Default: the first nameserver of ResolvConf that is
 	// not this agent, or none; DNSOff refuses such names.
@@ -81,6 +91,8 @@ type nodeDNS struct {
 	hostAddr string // what process tasks are told (BERTH_DNS)
 	bridge   *dns.Server
 	bridgeIP netip.Addr
+	task     *dns.Server // for process tasks' resolv.conf; nil: none
+	taskIP   netip.Addr
 
 	mu     sync.Mutex
 	warned map[string]bool // node addresses that are not IPs, logged once
@@ -107,6 +119,10 @@ func (a *Agent) startDNSOn(bridgePort int) error {
 		return fmt.Errorf("%w: dns address %q: %w", ErrConfig, addr, err)
 	}
 	bridgeIP, err := a.bridgeAddr(dc.BridgeAddr)
+	if err != nil {
+		return err
+	}
+	taskIP, err := taskDNSAddr(dc.TaskAddr)
 	if err != nil {
 		return err
 	}
@@ -146,7 +162,18 @@ func (a *Agent) startDNSOn(bridgePort int) error {
 			d.bridge, d.bridgeIP = b, bridgeIP
 		}
 	}
-	log.Info("answering DNS", "addr", d.hostAddr, "bridge", d.bridgeAddr(), "upstream", upstream)
+	if taskIP.IsValid() {
+		ts, err := dns.New(opts)
+		if err == nil {
+			err = ts.Listen(net.JoinHostPort(taskIP.String(), "53"))
+		}
+		if err != nil {
+			log.Warn("cannot answer DNS for process tasks; they keep the host's resolver", "addr", taskIP, "err", err)
+		} else {
+			d.task, d.taskIP = ts, taskIP
+		}
+	}
+	log.Info("answering DNS", "addr", d.hostAddr, "bridge", d.bridgeAddr(), "tasks", d.taskAddr(), "upstream", upstream)
 	a.dns.Store(d)
 	return nil
 }
@@ -261,6 +288,29 @@ func dialable(addr string) string {
 	return net.JoinHostPort(host, port)
 }
 
+// taskDNSAddr resolves DNSConfig.TaskAddr: IP:53, DNSOff, or "" for the
+// default. It returns the zero Addr for none.
+func taskDNSAddr(conf string) (netip.Addr, error) {
+	switch conf {
+	case DNSOff:
+		return netip.Addr{}, nil
+	case "":
+		conf = DefaultTaskDNSAddr
+	}
+	ap, err := netip.ParseAddrPort(conf)
+	if err != nil || ap.Port() != 53 {
+		return netip.Addr{}, fmt.Errorf("%w: task dns address %q: want IP:53 (a resolv.conf cannot name another port)", ErrConfig, conf)
+	}
+	return ap.Addr().Unmap(), nil
+}
+
+func (d *nodeDNS) taskAddr() string {
+	if d.task == nil {
+		return ""
+	}
+	return d.taskIP.String()
+}
+
 func (d *nodeDNS) bridgeAddr() string {
 	if d.bridge == nil {
 		return ""
@@ -277,6 +327,9 @@ func (a *Agent) stopDNS() {
 	_ = d.host.Close()
 	if d.bridge != nil {
 		_ = d.bridge.Close()
+	}
+	if d.task != nil {
+		_ = d.task.Close()
 	}
 }
 
@@ -344,6 +397,11 @@ func (a *Agent) updateDNS(e api.Endpoints) {
 	if err := d.host.Update(hostRecs); err != nil {
 		a.log.Error("dns refused the records", "err", err)
 	}
+	if d.task != nil {
+		if err := d.task.Update(hostRecs); err != nil {
+			a.log.Error("dns (tasks) refused the records", "err", err)
+		}
+	}
 	if bridgeRecs != nil {
 		if err := d.bridge.Update(bridgeRecs); err != nil {
 			a.log.Error("dns (bridge) refused the records", "err", err)
@@ -395,7 +453,8 @@ func dnsLabel(s string) bool {
 }
 
 // taskDNS points a task at the node's DNS server, if it runs: a process
-// task is told its address in BERTH_DNS; a container task gets the bridge
+// task is told its address in BERTH_DNS, and gets the task address as its
+// resolver (which its driver may give it or not); a container task gets the bridge
 // address as its resolver, with the search domain "berth", and is told it
 // in BERTH_DNS too. A container gets nothing when there is no bridge
 // listener: the host address is not reachable from inside it.
@@ -406,6 +465,9 @@ func (a *Agent) taskDNS(t api.Task, spec *driver.StartSpec) {
 	}
 	if t.Spec.Driver != api.DriverDocker {
 		setDNSEnv(spec, d.hostAddr)
+		if d.task != nil {
+			spec.DNS = driver.Resolver{Servers: []string{d.taskIP.String()}, Search: []string{DNSDomain}}
+		}
 		return
 	}
 	if d.bridge == nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
@@ -111,7 +112,7 @@ func webService(backends ...api.EndpointBackend) api.ServiceEndpoints {
 // endpoints, drops a task that left them on the next update, and forwards
 // names outside the zone to the upstream.
 func TestDNSServesEndpoints(t *testing.T) {
-	a := newDNSAgent(t, &DNSConfig{Addr: "127.0.0.1:0", Upstream: fakeUpstream(t), BridgeAddr: DNSOff}, nil)
+	a := newDNSAgent(t, &DNSConfig{TaskAddr: DNSOff, Addr: "127.0.0.1:0", Upstream: fakeUpstream(t), BridgeAddr: DNSOff}, nil)
 	if err := a.startDNS(); err != nil {
 		t.Fatal(err)
 	}
@@ -215,7 +216,7 @@ func TestDNSServesEndpoints(t *testing.T) {
 // Names that cannot be DNS labels and node addresses that are not IPs are
 // left out; the rest of the update still applies.
 func TestDNSSkipsWhatItCannotServe(t *testing.T) {
-	a := newDNSAgent(t, &DNSConfig{Addr: "127.0.0.1:0", Upstream: DNSOff, BridgeAddr: DNSOff}, nil)
+	a := newDNSAgent(t, &DNSConfig{TaskAddr: DNSOff, Addr: "127.0.0.1:0", Upstream: DNSOff, BridgeAddr: DNSOff}, nil)
 	if err := a.startDNS(); err != nil {
 		t.Fatal(err)
 	}
@@ -248,7 +249,7 @@ func TestDNSSkipsWhatItCannotServe(t *testing.T) {
 // node's address; another node's loopback address is left out.
 func TestDNSBridgeView(t *testing.T) {
 	// 127.0.0.2 stands in for the bridge gateway (on Docker: 172.17.0.1).
-	a := newDNSAgent(t, &DNSConfig{Addr: "127.0.0.1:0", Upstream: DNSOff, BridgeAddr: "127.0.0.2"}, nil)
+	a := newDNSAgent(t, &DNSConfig{TaskAddr: DNSOff, Addr: "127.0.0.1:0", Upstream: DNSOff, BridgeAddr: "127.0.0.2"}, nil)
 	a.nodeID.Store("n1")
 	if err := a.startDNSOn(0); err != nil {
 		t.Fatal(err)
@@ -330,7 +331,7 @@ func TestDNSConfig(t *testing.T) {
 	if err := os.WriteFile(rc, []byte("# x\nsearch example\nnameserver 192.0.2.53\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	a = newDNSAgent(t, &DNSConfig{Addr: "127.0.0.1:0", ResolvConf: rc}, nil)
+	a = newDNSAgent(t, &DNSConfig{TaskAddr: DNSOff, Addr: "127.0.0.1:0", ResolvConf: rc}, nil)
 	if err := a.startDNS(); err != nil {
 		t.Fatal(err)
 	}
@@ -466,7 +467,7 @@ func TestDNSDockerTaskResolvesService(t *testing.T) {
 	// The agent's DNS, with the bridge found as in production. Port 53 on
 	// the bridge may be held for a moment by another agent (a `berth up`
 	// of another test): wait for it.
-	a := newDNSAgent(t, &DNSConfig{Addr: "127.0.0.1:0", Upstream: DNSOff}, map[string]driver.Driver{"docker": drv})
+	a := newDNSAgent(t, &DNSConfig{TaskAddr: DNSOff, Addr: "127.0.0.1:0", Upstream: DNSOff}, map[string]driver.Driver{"docker": drv})
 	a.nodeID.Store("node-1")
 	var d *nodeDNS
 	deadline := time.Now().Add(90 * time.Second)
@@ -557,7 +558,7 @@ func (d *gatewayDriver) BridgeGateway(context.Context) (netip.Addr, error) {
 // leaves the bridge off (unless docker0 exists), and DNSOff turns it off.
 func TestDNSBridgeFromDriver(t *testing.T) {
 	d := &gatewayDriver{ip: netip.MustParseAddr("127.0.0.3")}
-	a := newDNSAgent(t, &DNSConfig{Addr: "127.0.0.1:0", Upstream: DNSOff}, map[string]driver.Driver{"docker": d})
+	a := newDNSAgent(t, &DNSConfig{TaskAddr: DNSOff, Addr: "127.0.0.1:0", Upstream: DNSOff}, map[string]driver.Driver{"docker": d})
 	if err := a.startDNSOn(0); err != nil {
 		t.Fatal(err)
 	}
@@ -566,7 +567,7 @@ func TestDNSBridgeFromDriver(t *testing.T) {
 	}
 	a.stopDNS()
 
-	a = newDNSAgent(t, &DNSConfig{Addr: "127.0.0.1:0", Upstream: DNSOff, BridgeAddr: DNSOff}, map[string]driver.Driver{"docker": d})
+	a = newDNSAgent(t, &DNSConfig{TaskAddr: DNSOff, Addr: "127.0.0.1:0", Upstream: DNSOff, BridgeAddr: DNSOff}, map[string]driver.Driver{"docker": d})
 	if err := a.startDNSOn(0); err != nil {
 		t.Fatal(err)
 	}
@@ -576,7 +577,7 @@ func TestDNSBridgeFromDriver(t *testing.T) {
 	a.stopDNS()
 
 	d.err = errors.New("engine away")
-	a = newDNSAgent(t, &DNSConfig{Addr: "127.0.0.1:0", Upstream: DNSOff}, map[string]driver.Driver{"docker": d})
+	a = newDNSAgent(t, &DNSConfig{TaskAddr: DNSOff, Addr: "127.0.0.1:0", Upstream: DNSOff}, map[string]driver.Driver{"docker": d})
 	if err := a.startDNSOn(0); err != nil {
 		t.Fatal(err)
 	}
@@ -588,4 +589,60 @@ func TestDNSBridgeFromDriver(t *testing.T) {
 		t.Errorf("bridge = %q after the driver failed, want %q", got, want)
 	}
 	a.stopDNS()
+}
+
+// TestDNSForProcessTasks checks the listener for process tasks' own
+// resolv.conf: it answers the same records as the host listener on IP:53,
+// and a process task's spec names it (with the search domain) beside
+// BERTH_DNS. An address that is not IP:53 is a config error; one already
+// in use leaves process tasks with the host's resolver.
+func TestDNSForProcessTasks(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("port 53 needs root (CI runs as root)")
+	}
+	// A loopback address of this test's own, so that parallel tests and
+	// agents do not meet on the default one.
+	ip := fmt.Sprintf("127.%d.%d.%d", 1+rand.IntN(250), rand.IntN(250), 1+rand.IntN(250))
+	a := newDNSAgent(t, &DNSConfig{Addr: "127.0.0.1:0", TaskAddr: ip + ":53", Upstream: DNSOff, BridgeAddr: DNSOff}, nil)
+	if err := a.startDNS(); err != nil {
+		t.Fatal(err)
+	}
+	defer a.stopDNS()
+	t1 := api.EndpointBackend{TaskID: "t1", NodeID: "n1", Host: "10.0.0.1", Ports: map[string]int{"http": 20001}}
+	a.updateDNS(api.Endpoints{Services: []api.ServiceEndpoints{webService(t1)}})
+	if got, err := lookupHost(t, resolverFor(ip+":53"), "web.berth."); err != nil || !reflect.DeepEqual(got, []string{"10.0.0.1"}) {
+		t.Errorf("web.berth from the task listener = %v, %v", got, err)
+	}
+	spec := driver.StartSpec{}
+	a.taskDNS(api.Task{Spec: api.TaskSpec{Driver: api.DriverProcess}}, &spec)
+	want := driver.Resolver{Servers: []string{ip}, Search: []string{"berth"}}
+	if !reflect.DeepEqual(spec.DNS, want) || !slices.Contains(spec.Env, "BERTH_DNS="+a.DNSAddr()) {
+		t.Errorf("process task spec = %+v, want DNS %+v and BERTH_DNS", spec, want)
+	}
+	spec = driver.StartSpec{}
+	a.taskDNS(api.Task{Spec: api.TaskSpec{Driver: api.DriverDocker}}, &spec)
+	if spec.DNS.Servers != nil {
+		t.Errorf("a container got the process tasks' resolver: %+v", spec.DNS)
+	}
+
+	for _, bad := range []string{"127.0.0.153:5353", "nonsense", "localhost:53"} {
+		b := newDNSAgent(t, &DNSConfig{Addr: "127.0.0.1:0", TaskAddr: bad, Upstream: DNSOff, BridgeAddr: DNSOff}, nil)
+		if err := b.startDNS(); !errors.Is(err, ErrConfig) {
+			t.Errorf("TaskAddr %q: %v, want ErrConfig", bad, err)
+			b.stopDNS()
+		}
+	}
+
+	// In use (by the agent above): logged, and process tasks keep the
+	// host's resolver.
+	c := newDNSAgent(t, &DNSConfig{Addr: "127.0.0.1:0", TaskAddr: ip + ":53", Upstream: DNSOff, BridgeAddr: DNSOff}, nil)
+	if err := c.startDNS(); err != nil {
+		t.Fatalf("task address in use: %v, want a warning only", err)
+	}
+	defer c.stopDNS()
+	spec = driver.StartSpec{}
+	c.taskDNS(api.Task{Spec: api.TaskSpec{Driver: api.DriverProcess}}, &spec)
+	if spec.DNS.Servers != nil {
+		t.Errorf("process task got a resolver nobody answers on: %+v", spec.DNS)
+	}
 }

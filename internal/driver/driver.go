@@ -57,10 +57,11 @@ type StartSpec struct {
 	Ports []Port
 	// Container holds what only container drivers read.
 	Container ContainerOptions
-	// DNS is the resolver a container task is given (the node agent's DNS
-	// server, for service discovery). The zero value keeps the engine's
-	// default. A process task shares the host's resolver: process drivers
-	// ignore it.
+	// DNS is the resolver a task is given (the node agent's DNS server, for
+	// service discovery). The zero value keeps the default: the engine's
+	// for a container, the host's for a process. The process driver gives
+	// it to a task as its own /etc/resolv.conf when it can (see
+	// process.Config.InitPath) and ignores it otherwise.
 	DNS Resolver
 }
 

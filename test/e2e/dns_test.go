@@ -7,9 +7,13 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -160,4 +164,55 @@ func TestDNSServiceDiscovery(t *testing.T) {
 func isNotFound(err error) bool {
 	var de *net.DNSError
 	return errors.As(err, &de) && de.IsNotFound
+}
+
+// TestDNSProcessTaskResolver runs a process task that looks a service up
+// the way any program does, through the C library and /etc/resolv.conf
+// (getent hosts hello): its resolver is the agent's task listener, with the
+// search domain berth, so the bare service name resolves. The host's
+// /etc/resolv.conf is not touched.
+func TestDNSProcessTaskResolver(t *testing.T) {
+	t.Parallel()
+	requireRoot(t)
+	if _, err := exec.LookPath("getent"); err != nil {
+		t.Skip("getent (Debian's libc-bin) is not installed")
+	}
+	hostBefore, err := os.ReadFile("/etc/resolv.conf")
+	if err != nil {
+		t.Skipf("this host has no /etc/resolv.conf: %v", err)
+	}
+	dir := t.TempDir()
+	out, rc := filepath.Join(dir, "hosts"), filepath.Join(dir, "resolv.conf")
+	spec := filepath.Join(dir, "asker.yaml")
+	script := fmt.Sprintf("while :; do getent hosts hello > %[1]s.tmp && mv %[1]s.tmp %[1]s; cp /etc/resolv.conf %[2]s; sleep 0.2; done", out, rc)
+	if err := os.WriteFile(spec, []byte("name: asker\ntask:\n  driver: process\n  command: [/bin/sh, -c, "+strconv.Quote(script)+"]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// A task address of this test's own (other berth processes of the
+	// suite may hold the default one).
+	taskIP := fmt.Sprintf("127.%d.%d.%d", 1+rand.IntN(250), rand.IntN(250), 1+rand.IntN(250))
+	addr := "127.0.0.1:" + strconv.Itoa(dnsPort(t))
+	b := startBerthFlags(t, []string{"--dns", addr, "--task-dns", taskIP + ":53"}, helloSpec(), spec)
+	b.waitConverged("hello", 3, deployTimeout)
+
+	eventually(t, 20*time.Second, func() error {
+		got, err := os.ReadFile(out)
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(string(got), "hello.berth") {
+			return fmt.Errorf("getent hosts hello in the task: %q", got)
+		}
+		return nil
+	})
+	got, err := os.ReadFile(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(got), "nameserver "+taskIP+"\n") || !strings.Contains(string(got), "search berth\n") {
+		t.Errorf("the task's /etc/resolv.conf:\n%s", got)
+	}
+	if after, err := os.ReadFile("/etc/resolv.conf"); err != nil || string(after) != string(hostBefore) {
+		t.Errorf("the host's /etc/resolv.conf changed: %q (%v), was %q", after, err, hostBefore)
+	}
 }

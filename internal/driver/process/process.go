@@ -98,6 +98,12 @@ type Config struct {
 	BestEffortLimits bool
 	// Now returns the time stamped on stats. Default time.Now.
 	Now func() time.Time
+	// InitPath is the Berth binary, which the driver runs as
+	// "InitPath task-init" (TaskInit) to give a task with a resolver
+	// (StartSpec.DNS) its own /etc/resolv.conf in a mount namespace of its
+	// own. Empty: tasks keep the host's resolver and StartSpec.DNS is
+	// ignored. Needs root (the init mounts, then drops to the task's user).
+	InitPath string
 }
 
 // Driver runs tasks as host processes. It is safe for concurrent use.
@@ -284,7 +290,7 @@ func (d *Driver) Start(ctx context.Context, spec driver.StartSpec) (driver.Handl
 		return nil, invalid("task %s asks for limits (%+v) but cgroups are unavailable here", spec.TaskID, lim)
 	}
 
-	pid, err := spawn(spec, cred, out, cg)
+	pid, err := spawn(spec, cred, out, cg, d.cfg.InitPath)
 	if err != nil {
 		if cg != nil {
 			rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
