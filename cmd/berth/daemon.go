@@ -104,18 +104,6 @@ func (f *agentFlags) add(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.reservedCPUs, "reserved-cpus", "", "CPUs kept for the system, such as 0 or 0-1,8: no task is pinned to them (must exist on this machine)")
 }
 
-// maybeTaskInit runs the init of a process task (internal/driver/process)
-// when the binary was started as one: it execs the task's program, and
-// exits 127 if it cannot. Otherwise it returns at once.
-func maybeTaskInit(args []string) {
-	if len(args) == 0 || args[0] != process.InitArg {
-		return
-	}
-	err := process.TaskInit(args[1:])
-	fmt.Fprintln(os.Stderr, "berth:", err)
-	os.Exit(127)
-}
-
 func (f *agentFlags) config(dataDir string, log *slog.Logger) (agent.Config, error) {
 	cfg := agent.Config{DataDir: dataDir, Hostname: f.hostname, Address: f.address, LogListen: f.logListen, Logger: log,
 		ReservedCPUs: f.reservedCPUs}
@@ -153,15 +141,9 @@ func (f *agentFlags) config(dataDir string, log *slog.Logger) (agent.Config, err
 	// Without root, cgroups cannot be made: run tasks without limits (with a
 	// warning) rather than refuse them.
 	pc := process.Config{CgroupParent: f.cgroupParent, Logger: log, BestEffortLimits: os.Geteuid() != 0}
-	if os.Geteuid() == 0 && f.taskDNS != agent.DNSOff {
-		// Process tasks get their resolv.conf from this binary run as
-		// their init (it mounts, which takes root).
-		self, err := os.Executable()
-		if err != nil {
-			return cfg, fmt.Errorf("finding the berth binary for the task init: %w", err)
-		}
-		pc.InitPath = self
-	}
+	// Process tasks get the agent's DNS as their resolver through a mount
+	// namespace, which takes root.
+	pc.TaskResolvers = os.Geteuid() == 0 && f.taskDNS != agent.DNSOff
 	drv, err := process.New(pc)
 	if err != nil {
 		return cfg, err

@@ -15,7 +15,6 @@ import (
 )
 
 func main() {
-	maybeTaskInit(os.Args[1:])
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:], osEnv())
 	stop()

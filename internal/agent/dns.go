@@ -57,8 +57,8 @@ type DNSConfig struct {
 	Addr string
 	// TaskAddr is IP:53 where the agent also answers for process tasks,
 	// whose /etc/resolv.conf names it (with the search domain "berth") when
-	// the process driver can give a task its own (as root, with an init:
-	// process.Config.InitPath). Default DefaultTaskDNSAddr; DNSOff: process
+	// the process driver can give a task its own (as root:
+	// process.Config.TaskResolvers). Default DefaultTaskDNSAddr; DNSOff: process
 	// tasks keep the host's resolver. An address that cannot be bound is
 	// logged, and process tasks then keep the host's resolver too.
 	TaskAddr string

@@ -61,7 +61,7 @@ type StartSpec struct {
 	// service discovery). The zero value keeps the default: the engine's
 	// for a container, the host's for a process. The process driver gives
 	// it to a task as its own /etc/resolv.conf when it can (see
-	// process.Config.InitPath) and ignores it otherwise.
+	// process.Config.TaskResolvers) and ignores it otherwise.
 	DNS Resolver
 }
 

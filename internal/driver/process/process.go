@@ -53,6 +53,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/berth-project/berth/internal/cgroups"
@@ -98,12 +99,12 @@ type Config struct {
 	BestEffortLimits bool
 	// Now returns the time stamped on stats. Default time.Now.
 	Now func() time.Time
-	// InitPath is the Berth binary, which the driver runs as
-	// "InitPath task-init" (TaskInit) to give a task with a resolver
-	// (StartSpec.DNS) its own /etc/resolv.conf in a mount namespace of its
-	// own. Empty: tasks keep the host's resolver and StartSpec.DNS is
-	// ignored. Needs root (the init mounts, then drops to the task's user).
-	InitPath string
+	// TaskResolvers gives a task with a resolver (StartSpec.DNS) its own
+	// read-only /etc/resolv.conf naming it, through a mount namespace the
+	// task is forked into (resolvns.go). Needs root; a namespace that
+	// cannot be made is logged once and the task keeps the host's
+	// resolver. Off: StartSpec.DNS is ignored.
+	TaskResolvers bool
 }
 
 // Driver runs tasks as host processes. It is safe for concurrent use.
@@ -112,6 +113,9 @@ type Driver struct {
 	log      *slog.Logger
 	cg       *cgroups.Hierarchy // nil: no cgroups
 	warnOnce sync.Once
+
+	resolvers    resolverThreads // by resolv.conf, with TaskResolvers
+	resolverWarn sync.Once
 
 	mu        sync.Mutex
 	tasks     map[string]*handle   // live or ended handles by task id
@@ -180,6 +184,24 @@ func (d *Driver) noCgroups(why error) {
 // Cgroups returns the hierarchy the driver puts tasks in, or nil when it
 // runs them without cgroups.
 func (d *Driver) Cgroups() *cgroups.Hierarchy { return d.cg }
+
+// spawn starts the task's process: from its resolver's namespace thread
+// when it has one (TaskResolvers), else from any thread.
+func (d *Driver) spawn(spec driver.StartSpec, cred *syscall.Credential, out *os.File, cg *cgroups.Cgroup) (int, error) {
+	if !d.cfg.TaskResolvers || len(spec.DNS.Servers) == 0 {
+		return spawn(spec, cred, out, cg)
+	}
+	t, err := d.resolvers.get(spec.DNS)
+	if err != nil {
+		d.resolverWarn.Do(func() {
+			d.log.Warn("tasks keep the host's resolver: cannot give them their own", "err", err)
+		})
+		return spawn(spec, cred, out, cg)
+	}
+	var pid int
+	t.do(func() { pid, err = spawn(spec, cred, out, cg) })
+	return pid, err
+}
 
 // Name returns "process".
 func (d *Driver) Name() string { return Name }
@@ -290,7 +312,7 @@ func (d *Driver) Start(ctx context.Context, spec driver.StartSpec) (driver.Handl
 		return nil, invalid("task %s asks for limits (%+v) but cgroups are unavailable here", spec.TaskID, lim)
 	}
 
-	pid, err := spawn(spec, cred, out, cg, d.cfg.InitPath)
+	pid, err := d.spawn(spec, cred, out, cg)
 	if err != nil {
 		if cg != nil {
 			rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"runtime"
 	"syscall"
 
@@ -16,11 +15,7 @@ import (
 // spec.Env, stdout and stderr on out and stdin on /dev/null, inside cg (if
 // not nil) before its first instruction. It returns the pid of a child the
 // caller must reap.
-//
-// With initPath set and a resolver in spec.DNS, the child is the task init
-// (initPath task-init) in a mount namespace of its own, started as root: it
-// mounts the task's resolv.conf, takes cred and execs the program.
-func spawn(spec driver.StartSpec, cred *syscall.Credential, out *os.File, cg *cgroups.Cgroup, initPath string) (int, error) {
+func spawn(spec driver.StartSpec, cred *syscall.Credential, out *os.File, cg *cgroups.Cgroup) (int, error) {
 	devnull, err := os.Open(os.DevNull)
 	if err != nil {
 		return 0, fmt.Errorf("process: %w", err)
@@ -36,23 +31,11 @@ func spawn(spec driver.StartSpec, cred *syscall.Credential, out *os.File, cg *cg
 	}
 	sys := &syscall.SysProcAttr{Setpgid: true, Credential: cred}
 	attr := &os.ProcAttr{Dir: dir, Env: env, Files: []*os.File{devnull, out, out}, Sys: sys}
-	name, argv := spec.Command[0], spec.Command
-	if initPath != "" && len(spec.DNS.Servers) > 0 {
-		// The program is found and checked here, as os.StartProcess
-		// would: a missing one is the caller's error, not a task that
-		// starts and exits.
-		if err := checkProgram(dir, name); err != nil {
-			return 0, startErr(name, err)
-		}
-		argv = initArgs(initPath, spec.DNS, cred, spec.Command)
-		name = initPath
-		sys.Credential = nil // the init drops to cred after its mount
-		sys.Unshareflags = syscall.CLONE_NEWNS
-	}
+	name := spec.Command[0]
 
 	switch {
 	case cg == nil:
-		return startPlain(name, argv, attr)
+		return startPlain(name, spec.Command, attr)
 	case cg.Version() == cgroups.V2:
 		f, err := cg.OpenDir()
 		if err != nil {
@@ -61,9 +44,9 @@ func spawn(spec driver.StartSpec, cred *syscall.Credential, out *os.File, cg *cg
 		defer f.Close()
 		sys.UseCgroupFD = true
 		sys.CgroupFD = int(f.Fd())
-		return startPlain(name, argv, attr)
+		return startPlain(name, spec.Command, attr)
 	default:
-		return startTraced(name, argv, attr, cg)
+		return startTraced(name, spec.Command, attr, cg)
 	}
 }
 
@@ -130,24 +113,6 @@ func startTraced(name string, argv []string, attr *os.ProcAttr, cg *cgroups.Cgro
 		return abandon(fmt.Errorf("process: detaching from %s: %w", name, err))
 	}
 	return pid, nil
-}
-
-// checkProgram reports what execve would say of a program that does not
-// exist or is not an executable file (a relative name is looked up from
-// dir, as the child, which starts there, would).
-func checkProgram(dir, name string) error {
-	path := name
-	if !filepath.IsAbs(path) {
-		path = filepath.Join(dir, path)
-	}
-	fi, err := os.Stat(path)
-	if err != nil {
-		return &os.PathError{Op: "fork/exec", Path: name, Err: errors.Unwrap(err)}
-	}
-	if fi.IsDir() || fi.Mode().Perm()&0o111 == 0 {
-		return &os.PathError{Op: "fork/exec", Path: name, Err: syscall.EACCES}
-	}
-	return nil
 }
 
 // ptrace issues a request that takes a signal to deliver (PTRACE_CONT,

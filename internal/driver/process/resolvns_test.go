@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,36 +13,21 @@ import (
 	"github.com/berth-project/berth/internal/driver/process"
 )
 
-// TestMain lets this test binary be the task init too, as the Berth binary
-// is in production: the driver runs it as "<binary> task-init ...".
-func TestMain(m *testing.M) {
-	if len(os.Args) > 1 && os.Args[1] == process.InitArg {
-		err := process.TaskInit(os.Args[2:])
-		fmt.Fprintln(os.Stderr, "task-init:", err)
-		os.Exit(127)
-	}
-	os.Exit(m.Run())
-}
-
-// TestTaskResolver starts process tasks with a resolver through the task
-// init: each sees its own read-only /etc/resolv.conf naming the agent's
-// server and search domain, runs as its user and in its cgroups from its
-// first instruction, while the host's file and mounts stay as they were.
-// Without an init the resolver is ignored; a missing program is still the
-// caller's error.
+// TestTaskResolver starts process tasks with a resolver: each sees a
+// read-only /etc/resolv.conf naming the agent's server and search domain,
+// runs as its user and in its cgroups from its first instruction, while the
+// host's file and mount table, and this process's view, stay as they were.
+// With TaskResolvers off the resolver is ignored; a missing program is
+// still the caller's error; two resolvers get two namespaces.
 func TestTaskResolver(t *testing.T) {
 	t.Parallel()
 	needRoot(t)
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
 	hostBefore, err := os.ReadFile("/etc/resolv.conf")
 	if err != nil {
 		t.Skipf("this host has no /etc/resolv.conf to stand in for: %v", err)
 	}
-	mountsBefore := resolvMounts(t)
-	f := newFixture(t, process.Config{InitPath: self})
+	mountsBefore, hostMountsBefore := resolvMounts(t, "/proc/self/mountinfo"), resolvMounts(t, "/proc/1/mountinfo")
+	f := newFixture(t, process.Config{TaskResolvers: true})
 	dns := driver.Resolver{Servers: []string{"127.0.0.153"}, Search: []string{"berth"}}
 	script := `cat /etc/resolv.conf; id -u; cat /proc/self/cgroup; if echo x >/etc/resolv.conf 2>/dev/null; then echo writable; fi`
 
@@ -102,7 +86,25 @@ func TestTaskResolver(t *testing.T) {
 		})
 	}
 
-	t.Run("no init", func(t *testing.T) {
+	t.Run("another resolver", func(t *testing.T) {
+		sp := f.spec("dns-other")
+		sp.Command = []string{"/bin/cat", "/etc/resolv.conf"}
+		sp.Workdir = "/"
+		sp.DNS = driver.Resolver{Servers: []string{"127.0.0.154"}}
+		h := f.start(sp)
+		if ex := f.wait(h); ex.Code != 0 {
+			t.Fatalf("Wait = %+v", ex)
+		}
+		b, err := os.ReadFile(filepath.Join(f.dir, sp.TaskID+".log"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(b), "nameserver 127.0.0.154\n") || strings.Contains(string(b), "search") {
+			t.Errorf("a task with another resolver sees:\n%s", b)
+		}
+	})
+
+	t.Run("off", func(t *testing.T) {
 		g := newFixture(t, process.Config{})
 		sp := g.spec("dns-noinit")
 		sp.Command = []string{"/bin/cat", "/etc/resolv.conf"}
@@ -116,13 +118,14 @@ func TestTaskResolver(t *testing.T) {
 			t.Fatal(err)
 		}
 		if string(b) != string(hostBefore) {
-			t.Errorf("without an init the task should see the host's resolv.conf:\n%s", b)
+			t.Errorf("with TaskResolvers off the task should see the host's resolv.conf:\n%s", b)
 		}
 	})
 
 	t.Run("missing program", func(t *testing.T) {
 		sp := f.spec("dns-missing")
 		sp.Command = []string{"/nonexistent/program"}
+		sp.Workdir = "/"
 		sp.DNS = dns
 		_, err := f.d.Start(context.Background(), sp)
 		if !errors.Is(err, driver.ErrInvalid) {
@@ -130,19 +133,25 @@ func TestTaskResolver(t *testing.T) {
 		}
 	})
 
+	// This goroutine may run on any thread but the namespace threads.
 	if after, err := os.ReadFile("/etc/resolv.conf"); err != nil || string(after) != string(hostBefore) {
 		t.Errorf("the host's /etc/resolv.conf changed: %q (%v), was %q", after, err, hostBefore)
 	}
-	if after := resolvMounts(t); after != mountsBefore {
-		t.Errorf("the host's mounts of resolv.conf changed:\nbefore: %s\nafter: %s", mountsBefore, after)
+	// Neither this process's view (its main thread's) nor the host's (pid
+	// 1's) has the tasks' mount.
+	if after := resolvMounts(t, "/proc/self/mountinfo"); after != mountsBefore {
+		t.Errorf("this process's mounts of resolv.conf changed:\nbefore: %s\nafter: %s", mountsBefore, after)
+	}
+	if after := resolvMounts(t, "/proc/1/mountinfo"); after != hostMountsBefore {
+		t.Errorf("the host's mounts of resolv.conf changed:\nbefore: %s\nafter: %s", hostMountsBefore, after)
 	}
 }
 
-// resolvMounts returns the lines of this process's mount table that mount
-// something on a resolv.conf.
-func resolvMounts(t *testing.T) string {
+// resolvMounts returns the lines of a mount table (a mountinfo file) that
+// mount something on a resolv.conf.
+func resolvMounts(t *testing.T, mountinfo string) string {
 	t.Helper()
-	b, err := os.ReadFile("/proc/self/mountinfo")
+	b, err := os.ReadFile(mountinfo)
 	if err != nil {
 		t.Fatal(err)
 	}
