@@ -20,7 +20,7 @@ import (
 // thread, and a child starts in its parent thread's mount namespace. The
 // rest of the agent, and the host, keep the host's file; the thread is
 // locked and never unlocked, so no other goroutine ever runs on it, and it
-// ends with the driver.
+// lasts as long as the agent process (one per resolver: one in practice).
 
 // resolvConfPath is the file a task's resolver replaces.
 const resolvConfPath = "/etc/resolv.conf"
@@ -99,9 +99,6 @@ func (t *nsThread) do(fn func()) {
 	<-done
 }
 
-// close ends the thread (and with it the namespace, once no task holds it).
-func (t *nsThread) close() { close(t.fns) }
-
 // enterResolvNamespace is run by a locked thread: after it, the thread and
 // every process it forks see content as /etc/resolv.conf.
 func enterResolvNamespace(content string) error {
@@ -174,14 +171,4 @@ func (r *resolverThreads) get(dns driver.Resolver) (*nsThread, error) {
 	}
 	r.threads[content] = t
 	return t, nil
-}
-
-// closeAll ends every thread.
-func (r *resolverThreads) closeAll() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for k, t := range r.threads {
-		t.close()
-		delete(r.threads, k)
-	}
 }
