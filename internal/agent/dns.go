@@ -91,8 +91,7 @@ type nodeDNS struct {
 	hostAddr string // what process tasks are told (BERTH_DNS)
 	bridge   *dns.Server
 	bridgeIP netip.Addr
-	task     *dns.Server // for process tasks' resolv.conf; nil: none
-	taskIP   netip.Addr
+	taskIP   netip.Addr // where host also answers, for process tasks' resolv.conf; invalid: nowhere
 
 	mu     sync.Mutex
 	warned map[string]bool // node addresses that are not IPs, logged once
@@ -163,14 +162,12 @@ func (a *Agent) startDNSOn(bridgePort int) error {
 		}
 	}
 	if taskIP.IsValid() {
-		ts, err := dns.New(opts)
-		if err == nil {
-			err = ts.Listen(net.JoinHostPort(taskIP.String(), "53"))
-		}
-		if err != nil {
+		// The same records as the host address: process tasks are on
+		// the host's network.
+		if err := host.Listen(net.JoinHostPort(taskIP.String(), "53")); err != nil {
 			log.Warn("cannot answer DNS for process tasks; they keep the host's resolver", "addr", taskIP, "err", err)
 		} else {
-			d.task, d.taskIP = ts, taskIP
+			d.taskIP = taskIP
 		}
 	}
 	log.Info("answering DNS", "addr", d.hostAddr, "bridge", d.bridgeAddr(), "tasks", d.taskAddr(), "upstream", upstream)
@@ -305,7 +302,7 @@ func taskDNSAddr(conf string) (netip.Addr, error) {
 }
 
 func (d *nodeDNS) taskAddr() string {
-	if d.task == nil {
+	if !d.taskIP.IsValid() {
 		return ""
 	}
 	return d.taskIP.String()
@@ -327,9 +324,6 @@ func (a *Agent) stopDNS() {
 	_ = d.host.Close()
 	if d.bridge != nil {
 		_ = d.bridge.Close()
-	}
-	if d.task != nil {
-		_ = d.task.Close()
 	}
 }
 
@@ -397,11 +391,6 @@ func (a *Agent) updateDNS(e api.Endpoints) {
 	if err := d.host.Update(hostRecs); err != nil {
 		a.log.Error("dns refused the records", "err", err)
 	}
-	if d.task != nil {
-		if err := d.task.Update(hostRecs); err != nil {
-			a.log.Error("dns (tasks) refused the records", "err", err)
-		}
-	}
 	if bridgeRecs != nil {
 		if err := d.bridge.Update(bridgeRecs); err != nil {
 			a.log.Error("dns (bridge) refused the records", "err", err)
@@ -465,7 +454,7 @@ func (a *Agent) taskDNS(t api.Task, spec *driver.StartSpec) {
 	}
 	if t.Spec.Driver != api.DriverDocker {
 		setDNSEnv(spec, d.hostAddr)
-		if d.task != nil {
+		if d.taskIP.IsValid() {
 			spec.DNS = driver.Resolver{Servers: []string{d.taskIP.String()}, Search: []string{DNSDomain}}
 		}
 		return

@@ -97,8 +97,8 @@ type Server struct {
 	zone atomic.Pointer[zone]
 
 	mu     sync.Mutex
-	udp    *net.UDPConn
-	tcp    net.Listener
+	udps   []*net.UDPConn // one per Listen, with the TCP listener of tcps
+	tcps   []net.Listener
 	conns  map[net.Conn]struct{}
 	closed bool
 	wg     sync.WaitGroup
@@ -235,7 +235,8 @@ func validLabel(l string) bool {
 }
 
 // Listen serves UDP and TCP on addr (host:port; port 0 picks one free for
-// both) until Close.
+// both) until Close. It may be called again to answer on another address
+// too, with the same records.
 func (s *Server) Listen(addr string) error {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
@@ -268,26 +269,22 @@ func (s *Server) Listen(addr string) error {
 		tcp.Close()
 		return errors.New("dns: server closed")
 	}
-	if s.udp != nil {
-		udp.Close()
-		tcp.Close()
-		return errors.New("dns: already listening")
-	}
-	s.udp, s.tcp = udp, tcp
+	s.udps, s.tcps = append(s.udps, udp), append(s.tcps, tcp)
 	s.wg.Add(2)
 	go s.serveUDP(udp)
 	go s.serveTCP(tcp)
 	return nil
 }
 
-// Addr returns the address served (UDP and TCP share the port), or "".
+// Addr returns the address of the first Listen (UDP and TCP share the
+// port), or "".
 func (s *Server) Addr() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.udp == nil {
+	if len(s.udps) == 0 {
 		return ""
 	}
-	return s.udp.LocalAddr().String()
+	return s.udps[0].LocalAddr().String()
 }
 
 // Close stops serving and waits for the server's goroutines.
@@ -295,8 +292,8 @@ func (s *Server) Close() error {
 	s.mu.Lock()
 	s.closed = true
 	var errs []error
-	if s.udp != nil {
-		errs = append(errs, s.udp.Close(), s.tcp.Close())
+	for i := range s.udps {
+		errs = append(errs, s.udps[i].Close(), s.tcps[i].Close())
 	}
 	for c := range s.conns {
 		c.Close()

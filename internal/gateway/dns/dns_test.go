@@ -242,6 +242,35 @@ func TestUpdate(t *testing.T) {
 	}
 }
 
+// TestListenTwice: a second Listen answers on another address with the
+// same records, updates included; Addr stays the first; Close ends both.
+func TestListenTwice(t *testing.T) {
+	t.Parallel()
+	s := start(t, Options{})
+	first := s.Addr()
+	if err := s.Listen("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	if s.Addr() != first {
+		t.Fatalf("Addr after a second Listen = %s, want the first, %s", s.Addr(), first)
+	}
+	s.mu.Lock()
+	second := s.udps[1].LocalAddr().String()
+	s.mu.Unlock()
+	if err := s.Update(map[string][]Endpoint{"web": {{ID: "task7", IP: netip.MustParseAddr("10.0.0.7")}}}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, addr := range []string{first, second} {
+		for _, network := range []string{"udp", "tcp"} {
+			if addrs, err := resolver(addr, network).LookupHost(ctx, "web.berth."); err != nil || !slices.Equal(addrs, []string{"10.0.0.7"}) {
+				t.Errorf("%s over %s: %v, %v", addr, network, addrs, err)
+			}
+		}
+	}
+}
+
 // TestForwardUpstream: names outside the zone go to the upstream.
 func TestForwardUpstream(t *testing.T) {
 	t.Parallel()
