@@ -41,6 +41,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"path"
@@ -600,9 +601,9 @@ var (
 )
 
 // BridgeGateway returns the host's address on the engine's default "bridge"
-// network (its IPAM gateway), where the containers of tasks can reach the
-// host: the agent answers DNS there, and task ports are bound there too. It
-// is asked once and remembered.
+// network, where the containers of tasks can reach the host: the agent
+// answers DNS there, and task ports are bound there too. It is asked once
+// and remembered. See bridgeGateway for where the address comes from.
 func (d *Driver) BridgeGateway(ctx context.Context) (netip.Addr, error) {
 	d.mu.Lock()
 	ip := d.bridge
@@ -614,13 +615,77 @@ func (d *Driver) BridgeGateway(ctx context.Context) (netip.Addr, error) {
 	if err != nil {
 		return netip.Addr{}, d.engineErr("inspect the bridge network", err)
 	}
+	a, err := bridgeGateway(nw, interfacePrefixes)
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	d.mu.Lock()
+	d.bridge = a
+	d.mu.Unlock()
+	return a, nil
+}
+
+// bridgeOption names the Linux bridge of a docker bridge network.
+const bridgeOption = "com.docker.network.bridge.name"
+
+// bridgeGateway finds the host's IPv4 address on a bridge network. The IPAM
+// gateway is the engine's own word for it, but an engine just installed
+// and started (Debian's 20.10) reports the default bridge's subnet with no
+// gateway: then the address of the bridge interface that lies in the
+// subnet is the gateway (the engine puts it there), and failing that the
+// subnet's first host, which is where the engine puts it by default.
+// addrs lists an interface's addresses; it is a parameter for tests.
+func bridgeGateway(nw dnetwork.Inspect, addrs func(name string) ([]netip.Prefix, error)) (netip.Addr, error) {
+	var subnets []netip.Prefix
 	for _, c := range nw.IPAM.Config {
-		if a, err := netip.ParseAddr(c.Gateway); err == nil && a.Is4() {
-			d.mu.Lock()
-			d.bridge = a
-			d.mu.Unlock()
-			return a, nil
+		if a, err := netip.ParseAddr(c.Gateway); err == nil && a.Unmap().Is4() {
+			return a.Unmap(), nil
+		}
+		if p, err := netip.ParsePrefix(c.Subnet); err == nil && p.Addr().Unmap().Is4() {
+			subnets = append(subnets, netip.PrefixFrom(p.Addr().Unmap(), p.Bits()).Masked())
 		}
 	}
-	return netip.Addr{}, fmt.Errorf("docker: the bridge network has no IPv4 gateway")
+	if len(subnets) == 0 {
+		return netip.Addr{}, fmt.Errorf("docker: the bridge network %q has neither an IPv4 gateway nor an IPv4 subnet", nw.Name)
+	}
+	if name := nw.Options[bridgeOption]; name != "" {
+		// An interface the engine names but that cannot be read (another
+		// network namespace, say) leaves the subnet's first host.
+		if ifaddrs, err := addrs(name); err == nil {
+			for _, s := range subnets {
+				for _, ia := range ifaddrs {
+					if a := ia.Addr().Unmap(); a.Is4() && s.Contains(a) {
+						return a, nil
+					}
+				}
+			}
+		}
+	}
+	first := subnets[0].Addr().Next()
+	if !subnets[0].Contains(first) {
+		return netip.Addr{}, fmt.Errorf("docker: the bridge network %q: subnet %s has no host address", nw.Name, subnets[0])
+	}
+	return first, nil
+}
+
+// interfacePrefixes returns the addresses of the host's network interface
+// called name.
+func interfacePrefixes(name string) ([]netip.Prefix, error) {
+	ifc, err := net.InterfaceByName(name)
+	if err != nil {
+		return nil, err
+	}
+	as, err := ifc.Addrs()
+	if err != nil {
+		return nil, err
+	}
+	var out []netip.Prefix
+	for _, a := range as {
+		if n, ok := a.(*net.IPNet); ok {
+			if p, err := netip.ParsePrefix(n.String()); err == nil {
+				out = append(out, p)
+			}
+		}
+	}
+	return out, nil
 }
