@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -17,6 +19,7 @@ import (
 
 	"github.com/berth-project/berth/api"
 	"github.com/berth-project/berth/internal/agent"
+	"github.com/berth-project/berth/internal/datadir"
 	"github.com/berth-project/berth/internal/driver"
 	"github.com/berth-project/berth/internal/driver/docker"
 	"github.com/berth-project/berth/internal/driver/process"
@@ -224,6 +227,11 @@ it again on the same data directory: running tasks are adopted, not restarted.`,
 			if err != nil {
 				return err
 			}
+			unlock, err := lockDataDir(dataDir, datadir.Manager, datadir.Agent)
+			if err != nil {
+				return err
+			}
+			defer unlock()
 			acfg, err := af.config(dataDir, log)
 			if err != nil {
 				return err
@@ -259,7 +267,11 @@ it again on the same data directory: running tasks are adopted, not restarted.`,
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "%s\n", deployMessage(svc, created))
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "Berth is up. API %s, data in %s.\nIn another terminal: berth service ps (or: go run ./cmd/berth service ps). Ctrl-C stops Berth and its tasks.\n", m.Addr(), dataDir)
+			var names []string
+			for _, d := range docs {
+				names = append(names, d.name)
+			}
+			fmt.Fprint(cmd.OutOrStdout(), upMessage(m.Addr(), dataDir, defaultDataDir(noDataDirEnv(envOf(cmd).getenv), envOf(cmd).euid), berthCommand(), names))
 
 			agentEnded := false
 			var agentErr error
@@ -292,6 +304,86 @@ it again on the same data directory: running tasks are adopted, not restarted.`,
 	af.add(cmd)
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd
+}
+
+// lockDataDir takes the data directory's locks of roles before anything
+// else starts: a second manager or agent on one directory fails at once
+// with the holder's pid, where it used to wait forever on etcd's database.
+func lockDataDir(dir string, roles ...datadir.Role) (release func(), err error) {
+	var held []*datadir.Lock
+	release = func() {
+		for _, l := range held {
+			_ = l.Release()
+		}
+	}
+	for _, r := range roles {
+		l, err := datadir.Take(dir, r)
+		if err != nil {
+			release()
+			return nil, err
+		}
+		held = append(held, l)
+	}
+	return release, nil
+}
+
+// upMessage is what `up` prints once it is up: where it is, and the one
+// command to type next, as it works in another terminal: with the data
+// directory when it is not the one that terminal finds by default, and with
+// the way this binary was started.
+func upMessage(addr, dataDir, defaultDir, berth string, services []string) string {
+	next := berth + " service ls"
+	if len(services) > 0 {
+		next = berth + " service ps " + services[0]
+	}
+	if abs, err := filepath.Abs(dataDir); err == nil {
+		dataDir = abs
+	}
+	if filepath.Clean(dataDir) != filepath.Clean(defaultDir) {
+		next = envDataDir + "=" + shellQuote(dataDir) + " " + next
+	}
+	return fmt.Sprintf("Berth is up. API %s, data in %s.\nIn another terminal:\n  %s\nCtrl-C stops Berth and its tasks.\n", addr, dataDir, next)
+}
+
+// noDataDirEnv hides BERTH_DATA_DIR: another terminal may not have it.
+func noDataDirEnv(getenv func(string) string) func(string) string {
+	return func(k string) string {
+		if k == envDataDir {
+			return ""
+		}
+		return getenv(k)
+	}
+}
+
+// berthCommand is how a user runs this binary again: "berth" when that is
+// what PATH finds, "go run ./cmd/berth" under go run (a binary in Go's
+// build cache), else the binary's path.
+func berthCommand() string {
+	exe, err := os.Executable()
+	if err != nil {
+		return "berth"
+	}
+	if strings.Contains(exe, string(filepath.Separator)+"go-build") {
+		return "go run ./cmd/berth"
+	}
+	if onPath, err := exec.LookPath("berth"); err == nil {
+		if a, err := filepath.EvalSymlinks(onPath); err == nil {
+			if b, err := filepath.EvalSymlinks(exe); err == nil && a == b {
+				return "berth"
+			}
+		}
+	}
+	return shellQuote(exe)
+}
+
+// shellQuote quotes s for a POSIX shell when it needs it.
+func shellQuote(s string) string {
+	if s != "" && strings.IndexFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("/._-+=:@%,", r))
+	}) < 0 {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 func deployMessage(svc api.Service, created bool) string {
@@ -333,6 +425,11 @@ See docs/operations.md for adding, removing and replacing managers.`,
 			if peerPort < 0 || peerPort > 65535 {
 				return usageErrorf("--etcd-peer-port %d: want a port between 1 and 65535", peerPort)
 			}
+			unlock, err := lockDataDir(dataDirOf(cmd), datadir.Manager)
+			if err != nil {
+				return err
+			}
+			defer unlock()
 			cfg := manager.Config{DataDir: dataDirOf(cmd), Listen: mf.listen,
 				EtcdEndpoints: mf.etcd, AdvertiseHosts: mf.advertise, VersionHistory: mf.history, HeartbeatTimeout: mf.heartbeatTimeout, Version: version, Logger: log,
 				EtcdPeerPort: peerPort}
@@ -405,6 +502,11 @@ data directory's files) and authenticates with the admin token.`,
 			if err != nil {
 				return err
 			}
+			unlock, err := lockDataDir(dataDir, datadir.Agent)
+			if err != nil {
+				return err
+			}
+			defer unlock()
 			m, id, err := agentManager(cmd, e, join, dataDir, acfg, log)
 			if err != nil {
 				return err
