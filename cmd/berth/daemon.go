@@ -83,6 +83,7 @@ type agentFlags struct {
 	meshHTTPS    string
 	dns          string
 	taskDNS      string
+	dnsBridge    string
 }
 
 // Default ports of the mesh entrypoints, on the --mesh-bind host.
@@ -104,6 +105,7 @@ func (f *agentFlags) add(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.meshHTTPS, "mesh-https", defaultMeshHTTPS, `the mesh's HTTPS entrypoint for service routes: HOST:PORT, or a PORT on the --mesh-bind host (default 127.0.0.1:7481; "off": none)`)
 	cmd.Flags().StringVar(&f.dns, "dns", agent.DefaultDNSAddr, `host:port where the agent answers DNS for <service>.berth ("off": no DNS on this node)`)
 	cmd.Flags().StringVar(&f.taskDNS, "task-dns", agent.DefaultTaskDNSAddr, `IP:53 where the agent also answers DNS for process tasks, which get it in their own /etc/resolv.conf (as root; "off": process tasks keep the host's resolver)`)
+	cmd.Flags().StringVar(&f.dnsBridge, "dns-bridge", "", `IP on the container bridge where the agent also answers DNS (port 53) for container tasks (default: the gateway of the Docker engine's "bridge" network; "off": containers keep the engine's resolver)`)
 	cmd.Flags().StringVar(&f.reservedCPUs, "reserved-cpus", "", "CPUs kept for the system, such as 0 or 0-1,8: no task is pinned to them (must exist on this machine)")
 }
 
@@ -122,7 +124,7 @@ func (f *agentFlags) config(dataDir string, log *slog.Logger) (agent.Config, err
 		cfg.Mesh = &agent.MeshConfig{BindAddr: f.meshBind, HTTPAddr: httpAddr, HTTPSAddr: httpsAddr}
 	}
 	if f.dns != agent.DNSOff {
-		cfg.DNS = &agent.DNSConfig{Addr: f.dns, TaskAddr: f.taskDNS}
+		cfg.DNS = &agent.DNSConfig{Addr: f.dns, TaskAddr: f.taskDNS, BridgeAddr: f.dnsBridge}
 	}
 	if len(f.labels) > 0 {
 		cfg.Labels = map[string]string{}

@@ -119,7 +119,10 @@ func (b *berth) start() time.Time {
 	// its own flag in upArgs, which comes later and wins. The chosen
 	// addresses are in the data dir's mesh.addr.
 	args := []string{"up", "--data-dir", b.dataDir, "--listen", "127.0.0.1:0", "--cgroup-parent", b.cgParent,
-		"--mesh-http", "127.0.0.1:0", "--mesh-https", "127.0.0.1:0", "--dns", "127.0.0.1:0"}
+		"--mesh-http", "127.0.0.1:0", "--mesh-https", "127.0.0.1:0", "--dns", "127.0.0.1:0",
+		// Port 53 on the container bridge and on 127.0.0.153 is one per
+		// machine: the tests that need them ask for them (or their own).
+		"--dns-bridge", "off", "--task-dns", "off"}
 	args = append(args, b.upArgs...)
 	args = append(args, b.files...)
 	cmd := exec.Command(berthBin, args...)
