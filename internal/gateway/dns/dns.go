@@ -102,6 +102,9 @@ type Server struct {
 	log    *slog.Logger
 
 	zone atomic.Pointer[zone]
+	// serial is the SOA serial: the start time in seconds, plus one per
+	// Update, so that it grows with every change, across restarts too.
+	serial atomic.Uint32
 
 	mu     sync.Mutex
 	udps   []*net.UDPConn // one per Listen, with the TCP listener of tcps
@@ -163,13 +166,13 @@ func New(opts Options) (*Server, error) {
 	s.soa = dnsmessage.SOAResource{
 		NS:      ns,
 		MBox:    mbox,
-		Serial:  1,
 		Refresh: 60,
 		Retry:   60,
 		Expire:  3600,
 		MinTTL:  uint32(opts.TTL / time.Second),
 	}
 	s.zone.Store(&zone{names: map[string]bool{domain: true}})
+	s.serial.Store(uint32(time.Now().Unix()))
 	return s, nil
 }
 
@@ -226,6 +229,7 @@ func (s *Server) Update(services map[string][]Endpoint) error {
 		return errors.Join(errs...)
 	}
 	s.zone.Store(z)
+	s.serial.Add(1)
 	return nil
 }
 
@@ -652,8 +656,10 @@ func (s *Server) build(out []byte, r reply) []byte {
 		}
 	}
 	apex := dnsmessage.ResourceHeader{Name: s.apex, Class: dnsmessage.ClassINET, TTL: ttl}
+	soa := s.soa
+	soa.Serial = s.serial.Load()
 	if a.apex.soa {
-		if err := b.SOAResource(apex, s.soa); err != nil {
+		if err := b.SOAResource(apex, soa); err != nil {
 			return fail(err)
 		}
 	}
@@ -666,7 +672,7 @@ func (s *Server) build(out []byte, r reply) []byte {
 		return fail(err)
 	}
 	if a.soa && h.Authoritative {
-		if err := b.SOAResource(apex, s.soa); err != nil {
+		if err := b.SOAResource(apex, soa); err != nil {
 			return fail(err)
 		}
 	}

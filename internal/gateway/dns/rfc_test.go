@@ -247,6 +247,14 @@ func TestApex(t *testing.T) {
 		if soa.NS.String() != "ns.berth." || soa.MinTTL != 5 {
 			t.Errorf("%s: SOA %+v", network, soa)
 		}
+		// The serial grows with every change of the records.
+		if err := s.Update(sample()); err != nil {
+			t.Fatal(err)
+		}
+		resp, _ = ask(t, network, s.Addr(), msg("berth.", dnsmessage.TypeSOA, nil))
+		if next := resp.Answers[0].Body.(*dnsmessage.SOAResource).Serial; next != soa.Serial+1 {
+			t.Errorf("%s: SOA serial %d after an update, want %d", network, next, soa.Serial+1)
+		}
 
 		resp, _ = ask(t, network, s.Addr(), msg("berth.", dnsmessage.TypeNS, nil))
 		if resp.RCode != dnsmessage.RCodeSuccess || len(resp.Answers) != 1 {
