@@ -31,6 +31,12 @@ const (
 	MaxConstraints = 64
 )
 
+// MaxStopGracePeriod caps task.stop_grace_period. A stop waits for it (and
+// a drain may wait as long), so an absurd value would pin a node's slot and
+// an update for ever; an hour covers the slowest clean shutdown we know of
+// (a database flushing), where Nomad's default cap is 30s.
+const MaxStopGracePeriod = time.Hour
+
 // Spec defaults.
 const (
 	DefaultStopGracePeriod = 10 * time.Second
@@ -494,6 +500,9 @@ func (t *TaskSpec) validate(at string, add func(string, string, ...any)) {
 		t.validateDocker(at, add)
 	default:
 		add(at+".driver", "unknown driver %q: use process or docker", truncate(t.Driver))
+	}
+	if t.StopGracePeriod.D() > MaxStopGracePeriod {
+		add(at+".stop_grace_period", "%s is over the limit of %s", t.StopGracePeriod, MaxStopGracePeriod)
 	}
 	if len(t.Command) > MaxCommandArgs {
 		add(at+".command", "at most %d arguments", MaxCommandArgs)

@@ -2,6 +2,7 @@ package api
 
 import (
 	"encoding/json"
+	"errors"
 	"reflect"
 	"strings"
 	"testing"
@@ -159,6 +160,29 @@ func TestTaskViewHealthOfEndedTask(t *testing.T) {
 		v := NewTaskView(Task{Status: TaskStatus{State: c.state, Health: c.health}})
 		if v.Health != c.want {
 			t.Errorf("%s/%q: health %q, want %q", c.state, c.health, v.Health, c.want)
+		}
+	}
+}
+
+// TestStopGracePeriodCap: up to MaxStopGracePeriod is accepted; more (a
+// typo of units, or the 292 years of the largest duration) names the field.
+func TestStopGracePeriodCap(t *testing.T) {
+	for _, c := range []struct {
+		value string
+		ok    bool
+	}{{"1h", true}, {"59m59s", true}, {"3601s", false}, {"2562047h", false}} {
+		s, err := ParseServiceSpec([]byte(strings.Replace(helloSpec, "  driver: process", "  driver: process\n  stop_grace_period: "+c.value, 1)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Normalize()
+		err = s.Validate()
+		var ve ValidationErrors
+		switch {
+		case c.ok && err != nil:
+			t.Errorf("%s: %v", c.value, err)
+		case !c.ok && (!errors.As(err, &ve) || len(ve) != 1 || ve[0].Field != "task.stop_grace_period"):
+			t.Errorf("%s: %v, want one error on task.stop_grace_period", c.value, err)
 		}
 	}
 }

@@ -181,6 +181,7 @@ func TestBadInputIsRejectedWithFieldAndChangesNothing(t *testing.T) {
 		{"bad env name", "PUT", "/api/v1/services/hello", "application/yaml", testToken, spec("  driver: process", "  driver: process\n  env: {1ABC: x}"), 400, "task.env.1ABC"},
 		{"env clashes with port", "PUT", "/api/v1/services/hello", "application/yaml", testToken, spec("  driver: process", "  driver: process\n  env: {PORT_HTTP: \"80\"}"), 400, "task.env.PORT_HTTP"},
 		{"relative workdir", "PUT", "/api/v1/services/hello", "application/yaml", testToken, spec("  driver: process", "  driver: process\n  workdir: tmp"), 400, "task.workdir"},
+		{"stop grace period over 1h", "PUT", "/api/v1/services/hello", "application/yaml", testToken, spec("  driver: process", "  driver: process\n  stop_grace_period: 2562047h"), 400, "task.stop_grace_period"},
 		{"bad user", "PUT", "/api/v1/services/hello", "application/yaml", testToken, spec("  driver: process", "  driver: process\n  user: \"root;rm\""), 400, "task.user"},
 		{"unsupported content type", "PUT", "/api/v1/services/hello", "text/html", testToken, []byte(goodSpec), 415, ""},
 		{"scale negative", "POST", "/api/v1/services/hello/scale", "application/json", testToken, []byte(`{"replicas":-2}`), 400, "replicas"},

@@ -5,9 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/berth-project/berth/api"
@@ -55,7 +58,8 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (caller, e
 	if auth := r.Header.Get("Authorization"); auth != "" {
 		tok, ok := strings.CutPrefix(auth, "Bearer ")
 		if !ok || !s.tokens.Match(strings.TrimSpace(tok)) {
-			s.log.Warn("rejected request with a wrong token", "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr)
+			// Never the token itself: a typo of the real one would leak it.
+			s.badToken.record(s.now(), remoteHost(r), r.Method, r.URL.Path)
 			w.Header().Set("WWW-Authenticate", `Bearer realm="berth", error="invalid_token"`)
 			return caller{}, &api.Error{Code: api.CodeUnauthorized, Status: http.StatusUnauthorized, Message: "invalid token"}
 		}
@@ -174,4 +178,130 @@ func quoteOrNone(s string) string {
 		return "(none)"
 	}
 	return `"` + s + `"`
+}
+
+// Defaults of the wrong-token log.
+const (
+	// badTokenLogEvery is how often a source that keeps sending a wrong
+	// token gets a summary line.
+	badTokenLogEvery = time.Minute
+	// badTokenSources bounds the table of sources: it is fed by
+	// unauthenticated requests.
+	badTokenSources = 1024
+)
+
+// failureLog aggregates the WARN lines of a failure that anyone can cause
+// at will (a wrong token): the first failure from a source logs at once,
+// later ones from it are counted and logged as one summary line per
+// interval. Sources past the table's cap are counted together. Its
+// memory is bounded by max entries whatever the input; a source quiet for
+// an interval is forgotten.
+type failureLog struct {
+	log   *slog.Logger
+	msg   string
+	every time.Duration
+	max   int
+	now   func() time.Time
+
+	mu      sync.Mutex
+	sources map[string]*failureSource
+	// overflow counts failures from sources not in the full table, since
+	// overflowLogged.
+	overflow       int
+	overflowLogged time.Time
+	swept          time.Time   // the last flush
+	timer          *time.Timer // flushes pending counts; nil when none is armed
+}
+
+// failureSource is one source's failures since its last line.
+type failureSource struct {
+	logged           time.Time // when its last line was written
+	count            int       // failures since then, not yet logged
+	method, path     string    // of the latest of them
+	firstSinceLogged time.Time
+}
+
+func newFailureLog(log *slog.Logger, msg string, every time.Duration, max int, now func() time.Time) *failureLog {
+	return &failureLog{log: log, msg: msg, every: every, max: max, now: now, sources: map[string]*failureSource{}}
+}
+
+// record notes a failure from source at now.
+func (l *failureLog) record(now time.Time, source, method, path string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	// Sweep the table at most a few times an interval, not per request:
+	// a flood of wrong tokens must stay cheap.
+	if now.Sub(l.swept) >= l.every/8 {
+		l.flushLocked(now)
+		l.swept = now
+	}
+	src := l.sources[source]
+	switch {
+	case src == nil && len(l.sources) >= l.max:
+		// Full of sources seen within the interval: count this one
+		// with the others, in one line per interval.
+		l.overflow++
+		l.flushOverflowLocked(now)
+		l.armLocked()
+	case src == nil:
+		l.sources[source] = &failureSource{logged: now}
+		l.log.Warn(l.msg, "remote", source, "method", method, "path", path,
+			"note", fmt.Sprintf("repeats from this source are counted, one line per %s", l.every))
+	default:
+		if src.count == 0 {
+			src.firstSinceLogged = now
+		}
+		src.count++
+		src.method, src.path = method, path
+		l.armLocked()
+	}
+}
+
+// flushLocked writes the summaries that are due at now and forgets sources
+// that stayed quiet for an interval (their next failure logs at once).
+func (l *failureLog) flushLocked(now time.Time) {
+	for k, src := range l.sources {
+		if now.Sub(src.logged) < l.every {
+			continue
+		}
+		if src.count == 0 {
+			delete(l.sources, k)
+			continue
+		}
+		l.log.Warn(l.msg, "remote", k, "count", src.count, "since", src.firstSinceLogged.UTC().Format(time.RFC3339),
+			"last_method", src.method, "last_path", src.path)
+		src.logged, src.count = now, 0
+	}
+	l.flushOverflowLocked(now)
+}
+
+func (l *failureLog) flushOverflowLocked(now time.Time) {
+	if l.overflow > 0 && now.Sub(l.overflowLogged) >= l.every {
+		l.log.Warn(l.msg, "remote", "(other sources)", "count", l.overflow,
+			"note", fmt.Sprintf("more than %d sources; counted together, one line per %s", l.max, l.every))
+		l.overflow, l.overflowLogged = 0, now
+	}
+}
+
+// armLocked makes sure pending counts are written even if no failure
+// follows them: one timer, armed while anything may be pending.
+func (l *failureLog) armLocked() {
+	if l.timer != nil {
+		return
+	}
+	l.timer = time.AfterFunc(l.every, func() {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		l.timer = nil
+		now := l.now()
+		l.flushLocked(now)
+		l.swept = now
+		pending := l.overflow > 0
+		for _, src := range l.sources {
+			pending = pending || src.count > 0
+		}
+		if pending {
+			l.armLocked()
+		}
+	})
 }

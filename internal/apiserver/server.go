@@ -63,6 +63,8 @@ type Server struct {
 	agents *agentClients
 	// joinLimit rate-limits POST /join per remote address.
 	joinLimit *rateLimiter
+	// badToken aggregates the log of requests with a wrong token (auth.go).
+	badToken *failureLog
 	// knownNodes caches node ids found in the store (id → time.Time of the
 	// check) for the node-certificate check (auth.go).
 	knownNodes sync.Map
@@ -91,15 +93,17 @@ func New(cfg Config) *Server {
 	if cfg.JoinEvery <= 0 {
 		cfg.JoinEvery = DefaultJoinEvery
 	}
+	log := cfg.Logger.WithGroup("api")
 	return &Server{
 		cfg:    cfg,
 		st:     cfg.Store,
-		log:    cfg.Logger.WithGroup("api"),
+		log:    log,
 		tokens: pki.NewTokenMatcher(cfg.Token),
 		now:    cfg.Now,
 		agents: newAgentClients(),
 
 		joinLimit: newRateLimiter(cfg.JoinBurst, cfg.JoinEvery),
+		badToken:  newFailureLog(log, "rejected requests with a wrong token", badTokenLogEvery, badTokenSources, cfg.Now),
 	}
 }
 
@@ -184,7 +188,15 @@ func (s *Server) public(h handlerFunc) http.Handler {
 // writeError is the one place that maps errors to HTTP statuses and bodies.
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	e := toAPIError(err)
-	if e.Status >= 500 {
+	switch {
+	case e.Status < 500:
+	case r.Context().Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)):
+		// The client went away or the server is shutting down (it
+		// cancels every request's context): nothing failed. A
+		// cancellation while the request is still wanted (a store
+		// call cut by a lost leadership) stays an error.
+		s.log.Debug("request cancelled", "method", r.Method, "path", r.URL.Path, "err", err)
+	default:
 		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 	}
 	writeJSON(w, e.Status, e)

@@ -6,10 +6,16 @@
 //	<task>.<service>.berth.         A/AAAA: one task's address (the targets of SRV records)
 //	_<port>._<proto>.<service>.berth. SRV: one record per task, with the port number
 //
-// Unknown names in the zone get NXDOMAIN; names outside it are forwarded to
-// Options.Upstream, or refused when there is none. The record set is replaced
-// whole by Update. The package serves DNS only: it does not watch the
-// cluster, check health or import the rest of Berth.
+//	berth.                          SOA, and NS naming ns.berth.
+//	ns.berth.                       A/AAAA: the address the query came to
+//
+// Unknown names in the zone get NXDOMAIN; negative answers carry the SOA
+// (RFC 2308). Names outside the zone are forwarded to Options.Upstream, or
+// refused when there is none. Classes other than IN (and ANY), zone
+// transfers and opcodes other than QUERY are refused (REFUSED, NOTIMP);
+// EDNS is version 0 only (BADVERS otherwise), with the DO bit echoed. The
+// record set is replaced whole by Update. The package serves DNS only: it
+// does not watch the cluster, check health or import the rest of Berth.
 package dns
 
 import (
@@ -91,10 +97,14 @@ type Server struct {
 	opts   Options
 	domain string // lower case, with the trailing dot
 	apex   dnsmessage.Name
+	nsHost string // ns.<domain>: the server's own name, in the SOA and NS
 	soa    dnsmessage.SOAResource
 	log    *slog.Logger
 
 	zone atomic.Pointer[zone]
+	// serial is the SOA serial: the start time in seconds, plus one per
+	// Update, so that it grows with every change, across restarts too.
+	serial atomic.Uint32
 
 	mu     sync.Mutex
 	udps   []*net.UDPConn // one per Listen, with the TCP listener of tcps
@@ -152,16 +162,17 @@ func New(opts Options) (*Server, error) {
 		return nil, fmt.Errorf("dns: domain %q: %w", opts.Domain, errors.Join(ErrInvalid, err))
 	}
 	s.apex = apex
+	s.nsHost = "ns." + domain
 	s.soa = dnsmessage.SOAResource{
 		NS:      ns,
 		MBox:    mbox,
-		Serial:  1,
 		Refresh: 60,
 		Retry:   60,
 		Expire:  3600,
 		MinTTL:  uint32(opts.TTL / time.Second),
 	}
 	s.zone.Store(&zone{names: map[string]bool{domain: true}})
+	s.serial.Store(uint32(time.Now().Unix()))
 	return s, nil
 }
 
@@ -218,6 +229,7 @@ func (s *Server) Update(services map[string][]Endpoint) error {
 		return errors.Join(errs...)
 	}
 	s.zone.Store(z)
+	s.serial.Add(1)
 	return nil
 }
 
@@ -307,6 +319,12 @@ func (s *Server) serveUDP(pc *net.UDPConn) {
 	defer s.wg.Done()
 	buf := make([]byte, 65535)
 	out := make([]byte, 0, 4096)
+	// The socket's own address, unless it is a wildcard one (then the
+	// address a query came to is not known, and ns.<zone> has none).
+	local := pc.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Unmap()
+	if local.IsUnspecified() {
+		local = netip.Addr{}
+	}
 	for {
 		n, from, err := pc.ReadFromUDPAddrPort(buf)
 		if err != nil {
@@ -315,7 +333,7 @@ func (s *Server) serveUDP(pc *net.UDPConn) {
 			}
 			continue
 		}
-		resp, fwd := s.answer(buf[:n], true, out[:0])
+		resp, fwd := s.answer(buf[:n], true, local, out[:0])
 		if fwd {
 			s.forwardAsync(append([]byte(nil), buf[:n]...), func(reply []byte) { pc.WriteToUDPAddrPort(reply, from) })
 			continue
@@ -369,6 +387,10 @@ func (s *Server) serveTCP(ln net.Listener) {
 // serveTCPConn answers length-prefixed queries until the client goes or
 // idles.
 func (s *Server) serveTCPConn(c net.Conn) {
+	var local netip.Addr
+	if a, ok := c.LocalAddr().(*net.TCPAddr); ok {
+		local = a.AddrPort().Addr().Unmap()
+	}
 	var lenBuf [2]byte
 	buf := make([]byte, 65535)
 	for {
@@ -380,7 +402,7 @@ func (s *Server) serveTCPConn(c net.Conn) {
 		if _, err := io.ReadFull(c, buf[:n]); err != nil {
 			return
 		}
-		resp, fwd := s.answer(buf[:n], false, nil)
+		resp, fwd := s.answer(buf[:n], false, local, nil)
 		if fwd {
 			resp = s.forward(buf[:n], "tcp")
 		}
@@ -396,85 +418,169 @@ func (s *Server) serveTCPConn(c net.Conn) {
 	}
 }
 
+// rcodeBadVers is RFC 6891's extended RCODE 16: the query's EDNS version is
+// one this server does not speak. Its upper 8 bits travel in the OPT record.
+const rcodeBadVers = dnsmessage.RCode(16)
+
+// ednsInfo is what a query's OPT record asked for (RFC 6891).
+type ednsInfo struct {
+	present bool
+	version uint8
+	do      bool // DNSSEC OK: copied to the answer's OPT (RFC 3225 §3)
+	size    int  // the largest UDP answer to send: 512 without EDNS
+}
+
+// parseEDNS reads the sections after the question and finds the OPT record.
+// A message that does not parse, or has more than one OPT record or one not
+// owned by the root, is a format error (RFC 6891 §6.1.1).
+func parseEDNS(p *dnsmessage.Parser) (ednsInfo, error) {
+	e := ednsInfo{size: 512}
+	if err := p.SkipAllAnswers(); err != nil {
+		return e, err
+	}
+	if err := p.SkipAllAuthorities(); err != nil {
+		return e, err
+	}
+	for {
+		ah, err := p.AdditionalHeader()
+		if errors.Is(err, dnsmessage.ErrSectionDone) {
+			return e, nil
+		}
+		if err != nil {
+			return e, err
+		}
+		if ah.Type == dnsmessage.TypeOPT {
+			if e.present {
+				return e, errors.New("two OPT records")
+			}
+			if ah.Name.Length != 1 || ah.Name.Data[0] != '.' {
+				return e, errors.New("OPT record not owned by the root")
+			}
+			e.present = true
+			e.version = uint8(ah.TTL >> 16)
+			e.do = ah.DNSSECAllowed()
+			e.size = max(512, min(int(ah.Class), maxUDPSize))
+		}
+		if err := p.SkipAdditional(); err != nil {
+			return e, err
+		}
+	}
+}
+
+// reply is a response to build: a header whose RCode may be an extended
+// one, the question (nil when the query had none that parsed), the records
+// (nil for none) and the EDNS state to echo.
+type reply struct {
+	hdr  dnsmessage.Header
+	q    *dnsmessage.Question
+	a    *answerSet
+	edns ednsInfo
+}
+
 // answer builds the response to query into out. It returns nil for a
 // message not worth answering, and fwd when the query is for the upstream.
-func (s *Server) answer(query []byte, udp bool, out []byte) (resp []byte, fwd bool) {
+// local is the address the query came to, when known: the address of the
+// zone's name server (ns.<zone>).
+func (s *Server) answer(query []byte, udp bool, local netip.Addr, out []byte) (resp []byte, fwd bool) {
 	var p dnsmessage.Parser
 	hdr, err := p.Start(query)
 	if err != nil || hdr.Response {
 		return nil, false // not a query: drop, never answer a response
 	}
-	questions, err := p.AllQuestions()
-	rh := dnsmessage.Header{ID: hdr.ID, Response: true, OpCode: hdr.OpCode, RecursionDesired: hdr.RecursionDesired,
-		RecursionAvailable: s.opts.Upstream != ""}
-	if err != nil || len(questions) != 1 {
-		rh.RCode = dnsmessage.RCodeFormatError
-		return s.build(out, rh, nil, nil), false
+	r := reply{hdr: dnsmessage.Header{ID: hdr.ID, Response: true, OpCode: hdr.OpCode, RecursionDesired: hdr.RecursionDesired,
+		RecursionAvailable: s.opts.Upstream != ""}, edns: ednsInfo{size: 512}}
+	questions, qerr := p.AllQuestions()
+	if qerr == nil && len(questions) == 1 {
+		r.q = &questions[0]
 	}
-	q := questions[0]
-	if hdr.OpCode != 0 {
-		rh.RCode = dnsmessage.RCodeNotImplemented
-		return s.build(out, rh, &q, nil), false
-	}
-	// EDNS: the client's UDP size, from the OPT record.
-	size, edns := 512, false
-	if err := p.SkipAllAnswers(); err == nil {
-		if err := p.SkipAllAuthorities(); err == nil {
-			for {
-				ah, err := p.AdditionalHeader()
-				if err != nil {
-					break
-				}
-				if ah.Type == dnsmessage.TypeOPT {
-					edns = true
-					size = max(512, min(int(ah.Class), maxUDPSize))
-				}
-				if err := p.SkipAdditional(); err != nil {
-					break
-				}
-			}
+	var eerr error
+	if qerr == nil {
+		r.edns, eerr = parseEDNS(&p)
+		if eerr != nil {
+			r.edns = ednsInfo{size: 512} // echo no OPT when it is the fault
 		}
 	}
-	name := strings.ToLower(q.Name.String())
+	refuse := func(rcode dnsmessage.RCode) []byte {
+		r.hdr.RCode = rcode
+		return s.build(out, r)
+	}
+	switch {
+	case hdr.OpCode != 0:
+		// Only QUERY: IQUERY, STATUS, NOTIFY, UPDATE and DSO are not
+		// served here (RFC 1035 §4.1.1, RFC 6895 §2.2).
+		return refuse(dnsmessage.RCodeNotImplemented), false
+	case r.q == nil || eerr != nil:
+		return refuse(dnsmessage.RCodeFormatError), false
+	case r.edns.present && r.edns.version != 0:
+		// Only EDNS version 0 (RFC 6891 §6.1.3): the OPT of the answer
+		// says so, and carries the upper bits of BADVERS.
+		return refuse(rcodeBadVers), false
+	case r.q.Type == dnsmessage.TypeOPT:
+		return refuse(dnsmessage.RCodeFormatError), false // a meta type is no question
+	case r.q.Class != dnsmessage.ClassINET && r.q.Class != dnsmessage.ClassANY:
+		// The zone is of class IN; CH (version.bind, hostname.bind) and
+		// the rest are refused, not answered from it, nor forwarded.
+		return refuse(dnsmessage.RCodeRefused), false
+	case r.q.Type == dnsmessage.TypeAXFR || r.q.Type == typeIXFR:
+		// The zone is built from live tasks and never transferred;
+		// nor are transfers proxied to the upstream.
+		return refuse(dnsmessage.RCodeRefused), false
+	}
+	name := strings.ToLower(r.q.Name.String())
 	if name != s.domain && !strings.HasSuffix(name, "."+s.domain) {
 		if s.opts.Upstream != "" {
 			return nil, true
 		}
-		rh.RCode = dnsmessage.RCodeRefused
-		return s.build(out, rh, &q, &answerSet{edns: edns}), false
+		return refuse(dnsmessage.RCodeRefused), false
 	}
-	rh.Authoritative = true
-	a := s.lookup(name, q.Type)
-	a.edns = edns
-	if !a.exists {
-		rh.RCode = dnsmessage.RCodeNameError
+	r.hdr.Authoritative = true
+	r.a = s.lookup(name, r.q.Type, local)
+	if !r.a.exists {
+		r.hdr.RCode = dnsmessage.RCodeNameError
 	}
-	resp = s.build(out, rh, &q, a)
-	if udp && len(resp) > size {
+	resp = s.build(out, r)
+	if udp && len(resp) > r.edns.size {
 		// Too big for UDP: say so, and the client asks again over TCP.
-		rh.Truncated = true
-		resp = s.build(out[:0], rh, &q, &answerSet{edns: edns})
+		r.hdr.Truncated = true
+		r.a = nil
+		resp = s.build(out[:0], r)
 	}
 	return resp, false
 }
+
+// typeIXFR is the incremental zone transfer (RFC 1995), which dnsmessage
+// does not name.
+const typeIXFR = dnsmessage.Type(251)
 
 // answerSet is what a lookup found.
 type answerSet struct {
 	exists bool
 	addrs  []netip.Addr // answers of type A or AAAA
 	srv    []srvRecord
-	extra  []netip.Addr // A/AAAA of SRV targets, in order of extraNames
+	apex   struct{ soa, ns bool } // the apex's SOA and NS records, as answers
+	extra  []netip.Addr           // A/AAAA of SRV and NS targets, in order of extraN
 	extraN []string
-	soa    bool // negative answer: add the SOA for caching
-	edns   bool
+	soa    bool // negative answer: the SOA goes in the authority section (RFC 2308 §3)
 }
 
-func (s *Server) lookup(name string, qtype dnsmessage.Type) *answerSet {
+// lookup finds the records of name. The apex has a SOA and an NS record;
+// the NS names ns.<zone>, whose address is local, the address the query
+// came to (when known), unless a service is named "ns": service names are
+// the users', and theirs wins.
+func (s *Server) lookup(name string, qtype dnsmessage.Type, local netip.Addr) *answerSet {
 	z := s.zone.Load()
 	a := &answerSet{exists: z.names[name]}
+	addrs := z.addrs[name]
+	nsHost := !z.names[s.nsHost] // ns.<zone> is the server's own name
+	if name == s.nsHost && nsHost {
+		a.exists = true
+		if local.IsValid() {
+			addrs = []netip.Addr{local}
+		}
+	}
 	switch qtype {
 	case dnsmessage.TypeA, dnsmessage.TypeAAAA, dnsmessage.TypeALL:
-		for _, ip := range z.addrs[name] {
+		for _, ip := range addrs {
 			if qtype == dnsmessage.TypeALL || (qtype == dnsmessage.TypeA) == ip.Is4() {
 				a.addrs = append(a.addrs, ip)
 			}
@@ -496,12 +602,22 @@ func (s *Server) lookup(name string, qtype dnsmessage.Type) *answerSet {
 	if qtype == dnsmessage.TypeALL {
 		a.srv = z.srv[name]
 	}
-	a.soa = len(a.addrs) == 0 && len(a.srv) == 0
+	if name == s.domain {
+		a.apex.soa = qtype == dnsmessage.TypeSOA || qtype == dnsmessage.TypeALL
+		a.apex.ns = qtype == dnsmessage.TypeNS || qtype == dnsmessage.TypeALL
+		if a.apex.ns && nsHost && local.IsValid() {
+			a.extra = append(a.extra, local)
+			a.extraN = append(a.extraN, s.nsHost)
+		}
+	}
+	a.soa = len(a.addrs) == 0 && len(a.srv) == 0 && !a.apex.soa && !a.apex.ns
 	return a
 }
 
-// build packs a response; a may be nil for errors without records.
-func (s *Server) build(out []byte, h dnsmessage.Header, q *dnsmessage.Question, a *answerSet) []byte {
+// build packs a response.
+func (s *Server) build(out []byte, r reply) []byte {
+	h := r.hdr
+	h.RCode &= 0xf // the upper bits of an extended RCODE go in the OPT record
 	b := dnsmessage.NewBuilder(out, h)
 	b.EnableCompression()
 	ttl := uint32(s.opts.TTL / time.Second)
@@ -512,59 +628,75 @@ func (s *Server) build(out []byte, h dnsmessage.Header, q *dnsmessage.Question, 
 	if err := b.StartQuestions(); err != nil {
 		return fail(err)
 	}
-	if q != nil {
-		if err := b.Question(*q); err != nil {
+	if r.q != nil {
+		if err := b.Question(*r.q); err != nil {
 			return fail(err)
 		}
 	}
-	if a != nil {
-		if err := b.StartAnswers(); err != nil {
+	if err := b.StartAnswers(); err != nil {
+		return fail(err)
+	}
+	a := r.a
+	if a == nil {
+		a = &answerSet{}
+	}
+	for _, ip := range a.addrs {
+		if err := addAddr(&b, r.q.Name, ip, ttl); err != nil {
 			return fail(err)
 		}
-		for _, ip := range a.addrs {
-			if err := addAddr(&b, q.Name, ip, ttl); err != nil {
-				return fail(err)
-			}
-		}
-		for _, r := range a.srv {
-			rh := dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: ttl}
-			target, err := dnsmessage.NewName(r.target)
-			if err != nil {
-				return fail(err)
-			}
-			if err := b.SRVResource(rh, dnsmessage.SRVResource{Priority: 0, Weight: 10, Port: r.port, Target: target}); err != nil {
-				return fail(err)
-			}
-		}
-		if err := b.StartAuthorities(); err != nil {
+	}
+	for _, rec := range a.srv {
+		rh := dnsmessage.ResourceHeader{Name: r.q.Name, Class: dnsmessage.ClassINET, TTL: ttl}
+		target, err := dnsmessage.NewName(rec.target)
+		if err != nil {
 			return fail(err)
 		}
-		if a.soa && h.Authoritative {
-			rh := dnsmessage.ResourceHeader{Name: s.apex, Class: dnsmessage.ClassINET, TTL: ttl}
-			if err := b.SOAResource(rh, s.soa); err != nil {
-				return fail(err)
-			}
-		}
-		if err := b.StartAdditionals(); err != nil {
+		if err := b.SRVResource(rh, dnsmessage.SRVResource{Priority: 0, Weight: 10, Port: rec.port, Target: target}); err != nil {
 			return fail(err)
 		}
-		for i, ip := range a.extra {
-			n, err := dnsmessage.NewName(a.extraN[i])
-			if err != nil {
-				return fail(err)
-			}
-			if err := addAddr(&b, n, ip, ttl); err != nil {
-				return fail(err)
-			}
+	}
+	apex := dnsmessage.ResourceHeader{Name: s.apex, Class: dnsmessage.ClassINET, TTL: ttl}
+	soa := s.soa
+	soa.Serial = s.serial.Load()
+	if a.apex.soa {
+		if err := b.SOAResource(apex, soa); err != nil {
+			return fail(err)
 		}
-		if a.edns {
-			var rh dnsmessage.ResourceHeader
-			if err := rh.SetEDNS0(maxUDPSize, dnsmessage.RCodeSuccess, false); err != nil {
-				return fail(err)
-			}
-			if err := b.OPTResource(rh, dnsmessage.OPTResource{}); err != nil {
-				return fail(err)
-			}
+	}
+	if a.apex.ns {
+		if err := b.NSResource(apex, dnsmessage.NSResource{NS: s.soa.NS}); err != nil {
+			return fail(err)
+		}
+	}
+	if err := b.StartAuthorities(); err != nil {
+		return fail(err)
+	}
+	if a.soa && h.Authoritative {
+		if err := b.SOAResource(apex, soa); err != nil {
+			return fail(err)
+		}
+	}
+	if err := b.StartAdditionals(); err != nil {
+		return fail(err)
+	}
+	for i, ip := range a.extra {
+		n, err := dnsmessage.NewName(a.extraN[i])
+		if err != nil {
+			return fail(err)
+		}
+		if err := addAddr(&b, n, ip, ttl); err != nil {
+			return fail(err)
+		}
+	}
+	if r.edns.present {
+		// Version 0, our UDP size, the DO bit of the query (we sign
+		// nothing, but RFC 3225 §3 wants it copied).
+		var rh dnsmessage.ResourceHeader
+		if err := rh.SetEDNS0(maxUDPSize, r.hdr.RCode, r.edns.do); err != nil {
+			return fail(err)
+		}
+		if err := b.OPTResource(rh, dnsmessage.OPTResource{}); err != nil {
+			return fail(err)
 		}
 	}
 	msg, err := b.Finish()
@@ -615,9 +747,16 @@ func (s *Server) forward(query []byte, network string) []byte {
 	if perr != nil {
 		return nil
 	}
-	q, _ := p.Question()
-	return s.build(nil, dnsmessage.Header{ID: hdr.ID, Response: true, RecursionDesired: hdr.RecursionDesired,
-		RecursionAvailable: true, RCode: dnsmessage.RCodeServerFailure}, &q, nil)
+	q, err := p.Question()
+	r := reply{hdr: dnsmessage.Header{ID: hdr.ID, Response: true, RecursionDesired: hdr.RecursionDesired,
+		RecursionAvailable: true, RCode: dnsmessage.RCodeServerFailure}}
+	if err == nil {
+		r.q = &q
+	}
+	if _, err := p.AllQuestions(); err == nil {
+		r.edns, _ = parseEDNS(&p)
+	}
+	return s.build(nil, r)
 }
 
 func exchange(ctx context.Context, network, addr string, query []byte) ([]byte, error) {
