@@ -21,6 +21,7 @@ import (
 	"github.com/berth-project/berth/internal/driver/drivertest"
 	"github.com/berth-project/berth/internal/driver/process"
 	"github.com/berth-project/berth/internal/procfs"
+	"github.com/berth-project/berth/internal/topology"
 )
 
 // testLogger writes the driver's log to the test's output until the test
@@ -647,4 +648,57 @@ func TestBestEffortLimitsRunWithoutCgroups(t *testing.T) {
 	if err != nil || ex.Code != 3 {
 		t.Fatalf("exit %+v %v, want code 3", ex, err)
 	}
+}
+
+// TestWholeMachineCPUSetWithoutCgroups: where cgroups are unavailable (an
+// agent under `ip netns exec`, which remounts /sys), a task that asks for no
+// limits starts although the agent hands it the node's shared pool, every
+// CPU; a real limit is still refused.
+func TestWholeMachineCPUSetWithoutCgroups(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, process.Config{NoCgroups: true})
+	all := selfCPUs(t)
+	sp := f.spec("wholemachine", "exit", "0")
+	sp.CPUSet = all
+	if ex := f.wait(f.start(sp)); ex.Code != 0 {
+		t.Fatalf("task on the whole machine (%s): exit %+v, want 0", all, ex)
+	}
+	ctx := context.Background()
+	limited := map[string]func(*driver.StartSpec){
+		"cpus":   func(s *driver.StartSpec) { s.CPUs = 0.5 },
+		"memory": func(s *driver.StartSpec) { s.MemoryBytes = 64 << 20 },
+		"pinned": func(s *driver.StartSpec) { s.MemNodes = "0" },
+	}
+	if cpus, _ := topology.Parse(all); cpus.Len() > 1 {
+		first, _ := cpus.Min()
+		limited["narrower cpuset"] = func(s *driver.StartSpec) { s.CPUSet = fmt.Sprint(first) }
+	}
+	for name, m := range limited {
+		sp := f.spec("limited", "exit", "0")
+		sp.CPUSet = all
+		m(&sp)
+		h, err := f.d.Start(ctx, sp)
+		if err == nil {
+			_ = h.Stop(ctx, 0)
+			t.Errorf("%s: Start without cgroups succeeded", name)
+		} else if !errors.Is(err, driver.ErrInvalid) || !strings.Contains(err.Error(), "cgroups are unavailable") {
+			t.Errorf("%s: err = %v, want ErrInvalid: cgroups are unavailable", name, err)
+		}
+	}
+}
+
+// selfCPUs returns the CPUs this test process may run on, as a list.
+func selfCPUs(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "Cpus_allowed_list:"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	t.Fatal("no Cpus_allowed_list in /proc/self/status")
+	return ""
 }
