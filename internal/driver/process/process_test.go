@@ -706,3 +706,43 @@ func selfCPUs(t *testing.T) string {
 	t.Fatal("no Cpus_allowed_list in /proc/self/status")
 	return ""
 }
+
+// TestWholeMachineCPUSetWithoutCpuset: on a hierarchy without the cpuset
+// controller (the unified hierarchy of a hybrid machine), a task on the
+// whole machine's CPU set still gets its own group, without a CPU set.
+func TestWholeMachineCPUSetWithoutCpuset(t *testing.T) {
+	t.Parallel()
+	needRoot(t)
+	if _, err := os.Stat("/sys/fs/cgroup/unified/cgroup.controllers"); err != nil {
+		t.Skip("no unified mount at /sys/fs/cgroup/unified")
+	}
+	h, err := cgroups.NewV2("/sys/fs/cgroup/unified")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if slices.Contains(h.Controllers(), cgroups.CPUSet) {
+		t.Skip("the unified hierarchy has the cpuset controller")
+	}
+	d, err := process.New(process.Config{CgroupParent: cgroupParent(t, h), Cgroups: h, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{t: t, d: d, dir: t.TempDir(), prog: drivertest.HelperBinary(t), h: h}
+	sp := f.spec("wholemachine-v2", "forever")
+	sp.CPUSet = selfCPUs(t)
+	hd := f.start(sp)
+	cg := cgroupOf(t, h, hd.State())
+	if cg.Name() == "" {
+		t.Fatal("the task has no cgroup")
+	}
+	sp = f.spec("narrow-v2", "exit", "0")
+	sp.CPUSet = "0"
+	if cpus, _ := topology.Parse(selfCPUs(t)); cpus.Len() > 1 {
+		if hd, err := d.Start(context.Background(), sp); err == nil {
+			_ = hd.Stop(context.Background(), 0)
+			t.Error("a narrower CPU set started without the cpuset controller")
+		} else if !errors.Is(err, driver.ErrInvalid) {
+			t.Errorf("narrower CPU set: err = %v, want ErrInvalid", err)
+		}
+	}
+}
