@@ -7,8 +7,10 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"github.com/berth-project/berth/api"
+	"golang.org/x/sys/unix"
 )
 
 // NobodyUser is the user a process task runs as when Berth runs as root and
@@ -82,21 +84,35 @@ func reachable(path string, uid, gid uint32) bool {
 // run` builds Berth in a directory of mode 0700, and `go install` as root
 // puts it under /root, where tasks running as nobody could not run `berth
 // whoami`. The copy is removed when the agent stops (a task running it
-// keeps running); one left by a killed agent stays until the temporary
-// directory is cleaned.
+// keeps running). The agent holds a lock on the directory while it runs, so
+// that one left by a killed agent is removed by the next agent that starts
+// (see removeStaleBinDirs).
 func exposeBinary(bin string, log *slog.Logger) (string, func(), error) {
 	nothing := func() {}
 	if reachable(bin, nobodyUID, nobodyGID) {
 		return bin, nothing, nil
 	}
-	dir, err := os.MkdirTemp("", "berth-bin-")
+	removeStaleBinDirs(os.TempDir(), time.Now(), log)
+	dir, err := os.MkdirTemp("", binDirPrefix)
 	if err != nil {
 		return bin, nothing, fmt.Errorf("agent: a directory for the berth binary: %w", err)
 	}
-	cleanup := func() { _ = os.RemoveAll(dir) }
+	lock, lockErr := os.Open(dir) // O_CLOEXEC: tasks do not inherit the lock
+	if lockErr == nil {
+		lockErr = unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+	}
+	cleanup := func() {
+		_ = os.RemoveAll(dir)
+		if lock != nil {
+			_ = lock.Close()
+		}
+	}
 	fail := func(err error) (string, func(), error) {
 		cleanup()
 		return bin, nothing, fmt.Errorf("agent: exposing the berth binary %s to tasks: %w", bin, err)
+	}
+	if lockErr != nil {
+		return fail(lockErr)
 	}
 	if err := os.Chmod(dir, 0o755); err != nil {
 		return fail(err)
@@ -118,6 +134,39 @@ func exposeBinary(bin string, log *slog.Logger) (string, func(), error) {
 	}
 	log.Info("tasks run as nobody, who cannot run the berth binary where it is: they run a link or copy of it", "binary", bin, "tasks_run", dst, "linked", linked)
 	return dst, cleanup, nil
+}
+
+// binDirPrefix starts the name of the directories exposeBinary makes.
+const binDirPrefix = "berth-bin-"
+
+// binDirGrace is how old a directory of exposeBinary must be before another
+// agent may remove it: one made a moment ago may not be locked yet.
+const binDirGrace = time.Minute
+
+// removeStaleBinDirs removes the directories of exposeBinary under tmp that
+// no running agent holds (their agent was killed): owned by this user, not
+// modified within binDirGrace, and not locked.
+func removeStaleBinDirs(tmp string, now time.Time, log *slog.Logger) {
+	dirs, _ := filepath.Glob(filepath.Join(tmp, binDirPrefix+"*"))
+	for _, d := range dirs {
+		fi, err := os.Lstat(d)
+		if err != nil || !fi.IsDir() || now.Sub(fi.ModTime()) < binDirGrace {
+			continue
+		}
+		if st, ok := fi.Sys().(*syscall.Stat_t); !ok || int(st.Uid) != os.Geteuid() {
+			continue
+		}
+		f, err := os.Open(d)
+		if err != nil {
+			continue
+		}
+		if unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) == nil {
+			if err := os.RemoveAll(d); err == nil {
+				log.Info("removed the berth binary link of an agent that did not stop", "dir", d)
+			}
+		}
+		_ = f.Close()
+	}
 }
 
 // copyFile copies src to a new file dst of the given mode.

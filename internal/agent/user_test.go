@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"github.com/berth-project/berth/internal/driver"
 	"github.com/berth-project/berth/internal/driver/drivertest"
 	"github.com/berth-project/berth/internal/driver/process"
+	"golang.org/x/sys/unix"
 )
 
 func TestTaskUser(t *testing.T) {
@@ -186,4 +188,47 @@ func mustStat(t *testing.T, p string) os.FileInfo {
 		t.Fatal(err)
 	}
 	return fi
+}
+
+// TestRemoveStaleBinDirs: the binary directory of a killed agent (unlocked,
+// old) is removed; one an agent holds, or one just made, is kept.
+func TestRemoveStaleBinDirs(t *testing.T) {
+	t.Parallel()
+	tmp := t.TempDir()
+	now := time.Now()
+	old := now.Add(-2 * binDirGrace)
+	mk := func(name string, mtime time.Time) string {
+		d := filepath.Join(tmp, name)
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(d, "berth"), []byte("x"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(d, mtime, mtime); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	stale := mk(binDirPrefix+"stale", old)
+	fresh := mk(binDirPrefix+"fresh", now)
+	held := mk(binDirPrefix+"held", old)
+	other := mk("not-berth", old)
+	lock, err := os.Open(held)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		t.Fatal(err)
+	}
+	removeStaleBinDirs(tmp, now, testLogger(t))
+	if _, err := os.Stat(stale); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the stale directory is still there (%v)", err)
+	}
+	for _, d := range []string{fresh, held, other} {
+		if _, err := os.Stat(d); err != nil {
+			t.Errorf("%s was removed: %v", d, err)
+		}
+	}
 }
