@@ -488,7 +488,7 @@ func (t *TaskSpec) validate(at string, add func(string, string, ...any)) {
 			name string
 			set  bool
 		}{{"pull", t.Pull != ""}, {"read_only", t.ReadOnly != nil}, {"tmpfs", len(t.Tmpfs) > 0},
-			{"cap_add", len(t.CapAdd) > 0}, {"run_as_root", t.RunAsRoot}} {
+			{"cap_add", len(t.CapAdd) > 0}} {
 			if f.set {
 				add(at+"."+f.name, "is only for driver docker")
 			}

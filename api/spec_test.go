@@ -186,3 +186,28 @@ func TestStopGracePeriodCap(t *testing.T) {
 		}
 	}
 }
+
+// TestRunAsRootForProcessTasks: run_as_root is for both drivers (a process
+// task under a root Berth runs as nobody without it); the other
+// relaxations stay docker-only.
+func TestRunAsRootForProcessTasks(t *testing.T) {
+	for spec, wantErr := range map[string]string{
+		"name: a\ntask: {command: [x], run_as_root: true}\n":                  "",
+		"name: a\ntask: {command: [x], user: \"65534:65534\"}\n":              "",
+		"name: a\ntask: {command: [x], cap_add: [NET_ADMIN]}\n":               "task.cap_add",
+		"name: a\ntask: {image: alpine, driver: docker, run_as_root: true}\n": "",
+	} {
+		s, err := ParseServiceSpec([]byte(spec))
+		if err != nil {
+			t.Fatalf("%q: %v", spec, err)
+		}
+		s.Normalize()
+		err = s.Validate()
+		switch {
+		case wantErr == "" && err != nil:
+			t.Errorf("%q: %v", spec, err)
+		case wantErr != "" && (err == nil || !strings.Contains(err.Error(), wantErr)):
+			t.Errorf("%q: err = %v, want one naming %s", spec, err, wantErr)
+		}
+	}
+}

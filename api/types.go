@@ -77,7 +77,10 @@ type TaskSpec struct {
 	Image string `json:"image,omitempty"`
 	// Env is extra environment for the task.
 	Env map[string]string `json:"env,omitempty"`
-	// User is the user (name or uid[:gid]) the task runs as.
+	// User is the user (name or uid[:gid]) the task runs as. Without it a
+	// process task runs as nobody (65534:65534) when Berth runs as root
+	// (unless RunAsRoot), and as Berth's own user otherwise; a container
+	// runs as its image's user (nobody instead of root, unless RunAsRoot).
 	User string `json:"user,omitempty"`
 	// Workdir is the task's working directory.
 	Workdir string `json:"workdir,omitempty"`
@@ -92,8 +95,9 @@ type TaskSpec struct {
 	// Default 10s.
 	StopGracePeriod Duration `json:"stop_grace_period,omitempty"`
 
-	// The fields below are for driver docker only. Containers are hardened
-	// by default; each field that relaxes the hardening says so.
+	// The fields below are for driver docker only, but for RunAsRoot.
+	// Containers are hardened by default; each field that relaxes the
+	// hardening says so.
 
 	// Pull says when the image is pulled: "if-not-present" (default),
 	// "always" or "never".
@@ -107,9 +111,10 @@ type TaskSpec struct {
 	// CapAdd are the Linux capabilities the container keeps (such as
 	// NET_BIND_SERVICE); all others are dropped. A relaxation.
 	CapAdd []string `json:"cap_add,omitempty"`
-	// RunAsRoot lets a container whose image runs as root do so when no
-	// User is given; without it such a container runs as nobody
-	// (65534:65534). A relaxation.
+	// RunAsRoot lets a task run as root when no User is given: a process
+	// task under a Berth that runs as root, or a container whose image runs
+	// as root. Without it such a task runs as nobody (65534:65534). A
+	// relaxation, for both drivers.
 	RunAsRoot bool `json:"run_as_root,omitempty"`
 }
 

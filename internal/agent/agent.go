@@ -144,6 +144,14 @@ type Agent struct {
 	ended   map[string]tombstone
 	closing bool
 
+	// root is set when the agent runs as root: its process tasks then run
+	// as nobody unless their spec says otherwise (see taskUser).
+	root bool
+	// berth is the path tasks run for "berth": Config.BerthBinary, or a
+	// link to it that nobody can run (see exposeBinary). Set before Run
+	// starts any task.
+	berth string
+
 	// cpus is the node's CPU layout and shared pool (see cpus.go).
 	cpus cpuState
 	// drivers tracks which drivers are up (see drivers.go).
@@ -239,6 +247,8 @@ func New(cfg Config, m Manager) (*Agent, error) {
 		endedTTL:    24 * time.Hour,
 		regLimiter:  logLimiter{every: 30 * time.Second},
 		assignLimit: logLimiter{every: 30 * time.Second},
+		root:        os.Geteuid() == 0,
+		berth:       cfg.BerthBinary,
 	}
 	if err := a.initCPUs(); err != nil {
 		return nil, err
@@ -266,6 +276,14 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	a.loadTombstones()
+	if _, ok := a.cfg.Drivers[api.DriverProcess]; ok && a.root {
+		bin, cleanup, err := exposeBinary(a.cfg.BerthBinary, a.log)
+		if err != nil {
+			a.log.Warn("tasks running as nobody may not be able to run berth", "err", err)
+		}
+		defer cleanup() // after every runner has ended (deferred below)
+		a.berth = bin
+	}
 
 	ls, err := newLogServer(a)
 	if err != nil {

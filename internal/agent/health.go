@@ -149,7 +149,7 @@ func (a *Agent) healthProbe(t api.Task, handle driver.Handle) func(context.Conte
 		if ex, ok := handle.(driver.Execer); ok {
 			return containerExecProbe(ex, h.Exec, env)
 		}
-		argv, err := expandCommand(h.Exec, env, t.Spec.Workdir, a.cfg.BerthBinary)
+		argv, err := expandCommand(h.Exec, env, t.Spec.Workdir, a.berth)
 		if err != nil {
 			return func(context.Context) error { return fmt.Errorf("exec check: %w", err) }
 		}

@@ -301,11 +301,15 @@ func (r *runner) start(ctx context.Context) bool {
 	if err != nil {
 		return reject(api.TaskRejected, err)
 	}
+	// The user the task runs as is part of the task this agent keeps (and
+	// saves): its exec health checks run as that user, and so do they
+	// after the agent restarts.
+	t.Spec.User = taskUser(t.Spec, r.a.root)
 	r.mu.Lock()
 	r.task = t
 	r.mu.Unlock()
 	cpus, mems := r.a.pinning(t)
-	spec, _, err := buildStartSpec(t, r.a.NodeID(), r.a.cfg.BerthBinary, r.a.store.logsDir(), r.a.cfg.LogMaxBytes, cpus, mems)
+	spec, _, err := buildStartSpec(t, r.a.NodeID(), r.a.berth, r.a.store.logsDir(), r.a.cfg.LogMaxBytes, cpus, mems)
 	if err != nil {
 		return reject(api.TaskRejected, err)
 	}

@@ -34,6 +34,14 @@ func TestTaskEnvAndCommand(t *testing.T) {
 	if !reflect.DeepEqual(spec.Command, wantCmd) {
 		t.Errorf("command = %q\nwant      %q", spec.Command, wantCmd)
 	}
+	// Under a root agent the task runs as nobody, with nobody's home.
+	wantUser, wantHome := "", "/"
+	if os.Geteuid() == 0 {
+		wantUser, wantHome = NobodyUser, homeOf(NobodyUser)
+	}
+	if spec.User != wantUser {
+		t.Errorf("user = %q, want %q", spec.User, wantUser)
+	}
 	wantEnv := []string{
 		"BERTH_NODE_ID=node-1",
 		"BERTH_SERVICE=web",
@@ -41,7 +49,7 @@ func TestTaskEnvAndCommand(t *testing.T) {
 		"BERTH_TASK_ID=abcdef1234567890",
 		"BERTH_TASK_NAME=web.2.abcdef12",
 		"FOO=bar",
-		"HOME=/",
+		"HOME=" + wantHome,
 		"PATH=/custom/bin:/usr/bin",
 		"PORT=" + strconv.Itoa(p1),
 		"PORT_ADMIN_API=" + strconv.Itoa(p2),

@@ -181,9 +181,9 @@ func TestDNSProcessTaskResolver(t *testing.T) {
 	if err != nil {
 		t.Skipf("this host has no /etc/resolv.conf: %v", err)
 	}
-	dir := t.TempDir()
+	dir := publicTempDir(t) // the task, running as nobody, writes here
 	out, rc := filepath.Join(dir, "hosts"), filepath.Join(dir, "resolv.conf")
-	spec := filepath.Join(dir, "asker.yaml")
+	spec := filepath.Join(t.TempDir(), "asker.yaml")
 	script := fmt.Sprintf("while :; do getent hosts hello > %[1]s.tmp && mv %[1]s.tmp %[1]s; cp /etc/resolv.conf %[2]s; sleep 0.2; done", out, rc)
 	if err := os.WriteFile(spec, []byte("name: asker\ntask:\n  driver: process\n  command: [/bin/sh, -c, "+strconv.Quote(script)+"]\n"), 0o644); err != nil {
 		t.Fatal(err)

@@ -52,6 +52,22 @@ func requireRoot(t testing.TB) {
 	}
 }
 
+// publicTempDir returns a new directory that tasks, which run as nobody
+// under a root Berth, may enter and write (t.TempDir and its parents are
+// private to the test's user); it is removed when t ends.
+func publicTempDir(t testing.TB) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "berth-e2e-public-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
 // helloSpec is the example spec, deployed as it is written.
 func helloSpec() string { return filepath.Join(repoRoot, "examples", "hello.yaml") }
 

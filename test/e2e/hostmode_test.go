@@ -98,7 +98,7 @@ func TestHostModePorts(t *testing.T) {
 	t.Parallel()
 	requireRoot(t)
 	dir := t.TempDir()
-	echoBin := buildUDPEcho(t, dir)
+	echoBin := buildUDPEcho(t, publicTempDir(t)) // run by tasks as nobody
 	webPort, udpPort := hostModePort(t), hostModePort(t)
 	for udpPort == webPort {
 		udpPort = hostModePort(t)

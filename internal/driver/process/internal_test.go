@@ -7,6 +7,9 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/berth-project/berth/internal/driver"
+	"github.com/berth-project/berth/internal/topology"
 )
 
 func TestRotate(t *testing.T) {
@@ -97,5 +100,42 @@ func TestCredential(t *testing.T) {
 	}
 	if c, err := credential(""); c != nil || err != nil {
 		t.Errorf("credential(\"\") = %v, %v; want nil (the agent's user)", c, err)
+	}
+}
+
+// TestTaskLimits: the shared pool of a node that reserves nothing (every
+// CPU the agent may use) is no limit; anything narrower, and any CPU,
+// memory or memory-node limit, is.
+func TestTaskLimits(t *testing.T) {
+	t.Parallel()
+	all := topology.MustParse("0-3")
+	for _, tc := range []struct {
+		name    string
+		spec    driver.StartSpec
+		allowed topology.CPUSet
+		want    bool
+	}{
+		{name: "nothing", want: false},
+		{name: "whole machine", spec: driver.StartSpec{CPUSet: "0-3"}, want: false},
+		{name: "whole machine, other spelling", spec: driver.StartSpec{CPUSet: "3,0-2"}, want: false},
+		{name: "more than the agent may use", spec: driver.StartSpec{CPUSet: "0-7"}, want: false},
+		{name: "narrower set", spec: driver.StartSpec{CPUSet: "0-2"}, want: true},
+		{name: "one CPU", spec: driver.StartSpec{CPUSet: "1"}, want: true},
+		{name: "pinned with memory nodes", spec: driver.StartSpec{CPUSet: "0-3", MemNodes: "0"}, want: true},
+		{name: "cpus", spec: driver.StartSpec{CPUSet: "0-3", CPUs: 0.5}, want: true},
+		{name: "memory", spec: driver.StartSpec{MemoryBytes: 64 << 20}, want: true},
+		{name: "unparsable set", spec: driver.StartSpec{CPUSet: "x"}, want: true},
+		{name: "agent CPUs unknown", spec: driver.StartSpec{CPUSet: "0-3"}, allowed: topology.CPUSet{}, want: true},
+	} {
+		allowed := all
+		if tc.name == "agent CPUs unknown" {
+			allowed = tc.allowed
+		}
+		if _, got := taskLimits(tc.spec, allowed); got != tc.want {
+			t.Errorf("%s: limited = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	if got := agentCPUs(); got.IsEmpty() {
+		t.Error("agentCPUs() is empty")
 	}
 }

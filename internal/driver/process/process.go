@@ -32,7 +32,9 @@
 // detaches. (An agent running as root keeps set-uid and file capabilities
 // working under ptrace.) If cgroups are unavailable the task runs without
 // them, which is logged once; a task that asks for limits then fails to
-// start with ErrInvalid.
+// start with ErrInvalid. A CPU set that covers every CPU the agent may run
+// on is not a limit (see taskLimits): it is the shared pool of a node that
+// reserves nothing, and such a task starts without cgroups.
 //
 // Exit: a child's code and signal come from wait4; a recovered task is not
 // the agent's child, so its code is unknown (-1). OOMKilled is set when the
@@ -294,11 +296,17 @@ func (d *Driver) Start(ctx context.Context, spec driver.StartSpec) (driver.Handl
 	}
 	defer out.Close()
 
-	lim := cgroups.Limits{CPUs: spec.CPUs, MemoryBytes: spec.MemoryBytes, CPUSet: spec.CPUSet, MemNodes: spec.MemNodes}
-	limited := lim != (cgroups.Limits{})
+	lim, limited := taskLimits(spec, agentCPUs())
 	var cg *cgroups.Cgroup
 	if d.cg != nil {
 		cg, err = d.cg.Create(d.cfg.CgroupParent+"/"+spec.TaskID, lim)
+		if errors.Is(err, cgroups.ErrUnavailable) && !limited && lim.CPUSet != "" {
+			// The whole machine's CPU set asked for a cpuset controller
+			// that is missing: the task still gets its group, for
+			// stats and for Stop, without one.
+			lim.CPUSet = ""
+			cg, err = d.cg.Create(d.cfg.CgroupParent+"/"+spec.TaskID, lim)
+		}
 		switch {
 		case err == nil:
 		case errors.Is(err, cgroups.ErrUnavailable) && (!limited || d.cfg.BestEffortLimits):

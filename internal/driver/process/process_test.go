@@ -21,6 +21,7 @@ import (
 	"github.com/berth-project/berth/internal/driver/drivertest"
 	"github.com/berth-project/berth/internal/driver/process"
 	"github.com/berth-project/berth/internal/procfs"
+	"github.com/berth-project/berth/internal/topology"
 )
 
 // testLogger writes the driver's log to the test's output until the test
@@ -262,7 +263,7 @@ func TestStartRejects(t *testing.T) {
 		m(&sp)
 		return sp
 	}
-	for name, sp := range map[string]driver.StartSpec{
+	rejects := map[string]driver.StartSpec{
 		"relative command":       mod(func(s *driver.StartSpec) { s.Command[0] = "testprog" }),
 		"slash in task id":       mod(func(s *driver.StartSpec) { s.TaskID = "a/b" }),
 		"dot-dot task id":        mod(func(s *driver.StartSpec) { s.TaskID = ".." }),
@@ -273,7 +274,11 @@ func TestStartRejects(t *testing.T) {
 		"cpuset without cgroups": mod(func(s *driver.StartSpec) { s.CPUSet = "0" }),
 		"negative cpus":          mod(func(s *driver.StartSpec) { s.CPUs = -1 }),
 		"not executable":         mod(func(s *driver.StartSpec) { s.Command[0] = "/etc/passwd" }),
-	} {
+	}
+	if cpus, _ := topology.Parse(selfCPUs(t)); cpus.Len() == 1 && cpus.Contains(0) {
+		delete(rejects, "cpuset without cgroups") // CPU 0 is the whole machine: no limit
+	}
+	for name, sp := range rejects {
 		h, err := f.d.Start(ctx, sp)
 		if err == nil {
 			_ = h.Stop(ctx, 0)
@@ -646,5 +651,98 @@ func TestBestEffortLimitsRunWithoutCgroups(t *testing.T) {
 	ex, err := h.Wait(ctx)
 	if err != nil || ex.Code != 3 {
 		t.Fatalf("exit %+v %v, want code 3", ex, err)
+	}
+}
+
+// TestWholeMachineCPUSetWithoutCgroups: where cgroups are unavailable (an
+// agent under `ip netns exec`, which remounts /sys), a task that asks for no
+// limits starts although the agent hands it the node's shared pool, every
+// CPU; a real limit is still refused.
+func TestWholeMachineCPUSetWithoutCgroups(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, process.Config{NoCgroups: true})
+	all := selfCPUs(t)
+	sp := f.spec("wholemachine", "exit", "0")
+	sp.CPUSet = all
+	if ex := f.wait(f.start(sp)); ex.Code != 0 {
+		t.Fatalf("task on the whole machine (%s): exit %+v, want 0", all, ex)
+	}
+	ctx := context.Background()
+	limited := map[string]func(*driver.StartSpec){
+		"cpus":   func(s *driver.StartSpec) { s.CPUs = 0.5 },
+		"memory": func(s *driver.StartSpec) { s.MemoryBytes = 64 << 20 },
+		"pinned": func(s *driver.StartSpec) { s.MemNodes = "0" },
+	}
+	if cpus, _ := topology.Parse(all); cpus.Len() > 1 {
+		first, _ := cpus.Min()
+		limited["narrower cpuset"] = func(s *driver.StartSpec) { s.CPUSet = fmt.Sprint(first) }
+	}
+	for name, m := range limited {
+		sp := f.spec("limited", "exit", "0")
+		sp.CPUSet = all
+		m(&sp)
+		h, err := f.d.Start(ctx, sp)
+		if err == nil {
+			_ = h.Stop(ctx, 0)
+			t.Errorf("%s: Start without cgroups succeeded", name)
+		} else if !errors.Is(err, driver.ErrInvalid) || !strings.Contains(err.Error(), "cgroups are unavailable") {
+			t.Errorf("%s: err = %v, want ErrInvalid: cgroups are unavailable", name, err)
+		}
+	}
+}
+
+// selfCPUs returns the CPUs this test process may run on, as a list.
+func selfCPUs(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "Cpus_allowed_list:"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	t.Fatal("no Cpus_allowed_list in /proc/self/status")
+	return ""
+}
+
+// TestWholeMachineCPUSetWithoutCpuset: on a hierarchy without the cpuset
+// controller (the unified hierarchy of a hybrid machine), a task on the
+// whole machine's CPU set still gets its own group, without a CPU set.
+func TestWholeMachineCPUSetWithoutCpuset(t *testing.T) {
+	t.Parallel()
+	needRoot(t)
+	if _, err := os.Stat("/sys/fs/cgroup/unified/cgroup.controllers"); err != nil {
+		t.Skip("no unified mount at /sys/fs/cgroup/unified")
+	}
+	h, err := cgroups.NewV2("/sys/fs/cgroup/unified")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if slices.Contains(h.Controllers(), cgroups.CPUSet) {
+		t.Skip("the unified hierarchy has the cpuset controller")
+	}
+	d, err := process.New(process.Config{CgroupParent: cgroupParent(t, h), Cgroups: h, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{t: t, d: d, dir: t.TempDir(), prog: drivertest.HelperBinary(t), h: h}
+	sp := f.spec("wholemachine-v2", "forever")
+	sp.CPUSet = selfCPUs(t)
+	hd := f.start(sp)
+	cg := cgroupOf(t, h, hd.State())
+	if cg.Name() == "" {
+		t.Fatal("the task has no cgroup")
+	}
+	sp = f.spec("narrow-v2", "exit", "0")
+	sp.CPUSet = "0"
+	if cpus, _ := topology.Parse(selfCPUs(t)); cpus.Len() > 1 {
+		if hd, err := d.Start(context.Background(), sp); err == nil {
+			_ = hd.Stop(context.Background(), 0)
+			t.Error("a narrower CPU set started without the cpuset controller")
+		} else if !errors.Is(err, driver.ErrInvalid) {
+			t.Errorf("narrower CPU set: err = %v, want ErrInvalid", err)
+		}
 	}
 }

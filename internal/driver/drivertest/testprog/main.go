@@ -11,6 +11,9 @@
 //	pwd              print "pwd DIR"
 //	cgroup           print "cgroup LINE" for each line of /proc/self/cgroup
 //	ids              print "ids UID GID G1,G2,..." (supplementary groups sorted)
+//	read FILE        print "read FILE: ok" if FILE can be read, else the error
+//	signal PID       print "signal PID: ok" if PID may be signalled (signal 0)
+//	caps             print "caps CapXxx HEX" for each capability set
 //	ignore-term      ignore SIGTERM from now on
 //	term-exit N      on SIGTERM, print "got SIGTERM" and exit with code N
 //	child FILE       start a copy of this program, in this process group, that
@@ -103,6 +106,31 @@ func main() {
 				gs += strconv.Itoa(g)
 			}
 			fmt.Fprintf(out, "ids %d %d %s\n", os.Getuid(), os.Getgid(), gs)
+		case "read":
+			// Whether the file can be read, never what it holds.
+			name := next()
+			if _, err := os.ReadFile(name); err != nil {
+				fmt.Fprintf(out, "read %s: %v\n", name, err)
+			} else {
+				fmt.Fprintf(out, "read %s: ok\n", name)
+			}
+		case "signal":
+			pid := atoi(next())
+			if err := syscall.Kill(pid, 0); err != nil {
+				fmt.Fprintf(out, "signal %d: %v\n", pid, err)
+			} else {
+				fmt.Fprintf(out, "signal %d: ok\n", pid)
+			}
+		case "caps":
+			b, err := os.ReadFile("/proc/self/status")
+			if err != nil {
+				fail(err.Error())
+			}
+			for _, line := range strings.Split(string(b), "\n") {
+				if k, v, ok := strings.Cut(line, ":"); ok && strings.HasPrefix(k, "Cap") {
+					fmt.Fprintf(out, "caps %s %s\n", k, strings.TrimSpace(v))
+				}
+			}
 		case "cgroup":
 			b, err := os.ReadFile("/proc/self/cgroup")
 			if err != nil {
