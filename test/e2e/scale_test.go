@@ -1,0 +1,163 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/berth-project/berth/api"
+)
+
+// sleepSpec is a replicated service of `sleep` processes that asks for no
+// limits, with extra lines (placement) appended.
+func sleepSpec(name string, replicas int, extra string) []byte {
+	return fmt.Appendf(nil, "name: %s\nreplicas: %d\ntask:\n  driver: process\n  command: [sleep, \"3600\"]\n%s", name, replicas, extra)
+}
+
+// vmRSS is the resident set of pid in bytes, from /proc.
+func vmRSS(pid int) (int64, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10, err
+		}
+	}
+	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
+}
+
+// liveTaskIDs returns the ids of a service's tasks meant to run.
+func liveTaskIDs(ctx context.Context, c *api.Client, service string) (map[string]api.TaskState, error) {
+	ts, err := c.ServiceTasks(ctx, service, false)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]api.TaskState{}
+	for _, t := range ts {
+		if t.DesiredState == api.TaskRunning {
+			out[t.ID] = t.Status.State
+		}
+	}
+	return out, nil
+}
+
+// TestScaleThousandReplicas: issue 12 item 6. A service of 1,000 `sleep`
+// tasks on this machine is running within 5 minutes, and meanwhile no other
+// service's task is replaced and the node is never marked down (a heartbeat
+// that queued behind the bulk task writes did that: every task of every
+// service was replaced). It logs the time to 1,000 running and the RSS of
+// `berth up`.
+func TestScaleThousandReplicas(t *testing.T) {
+	if testing.Short() {
+		t.Skip("1,000 processes: not with -short")
+	}
+	b := startBerth(t)
+	ctx := context.Background()
+	c := b.client
+	const steady, many, n = "steady", "many", 1000
+	if _, _, err := c.DeployService(ctx, steady, sleepSpec(steady, 2, ""), "application/yaml"); err != nil {
+		t.Fatal(err)
+	}
+	var before map[string]api.TaskState
+	eventually(t, time.Minute, func() error {
+		ids, err := liveTaskIDs(ctx, c, steady)
+		if err != nil {
+			return err
+		}
+		for id, st := range ids {
+			if st != api.TaskRunning {
+				return fmt.Errorf("task %s is %s", id, st)
+			}
+		}
+		if len(ids) != 2 {
+			return fmt.Errorf("%d live tasks, want 2", len(ids))
+		}
+		before = ids
+		return nil
+	})
+	rss0, _ := vmRSS(b.pid())
+
+	start := time.Now()
+	if _, _, err := c.DeployService(ctx, many, sleepSpec(many, n, ""), "application/yaml"); err != nil {
+		t.Fatal(err)
+	}
+	var maxRSS int64
+	var downs []string
+	took := eventually(t, 5*time.Minute, func() error {
+		if b.hasExited() {
+			t.Fatalf("berth up exited: %v\n%s", b.waitErr, b.logTail(40))
+		}
+		if r, err := vmRSS(b.pid()); err == nil {
+			maxRSS = max(maxRSS, r)
+		}
+		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		nodes, err := c.ListNodes(pctx)
+		if err != nil {
+			return err
+		}
+		for _, nd := range nodes {
+			if nd.Status != api.NodeReady {
+				downs = append(downs, fmt.Sprintf("%s %s at %s", nd.Hostname, nd.Status, time.Since(start).Round(time.Second)))
+			}
+		}
+		ts, err := c.ServiceTasks(pctx, many, false)
+		if err != nil {
+			return err
+		}
+		running := 0
+		for _, t := range ts {
+			if t.DesiredState == api.TaskRunning && t.Status.State == api.TaskRunning {
+				running++
+			}
+		}
+		if running != n {
+			return fmt.Errorf("%d of %d running after %v", running, n, time.Since(start).Round(time.Second))
+		}
+		return nil
+	})
+	t.Logf("1,000 sleep replicas running after %v (RSS of berth up: %d MiB before, %d MiB max while starting)",
+		took.Round(100*time.Millisecond), rss0>>20, maxRSS>>20)
+	if len(downs) > 0 {
+		t.Errorf("a node was not ready while the tasks started: %v", downs)
+	}
+	after, err := liveTaskIDs(ctx, c, steady)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Errorf("the other service's tasks changed: %v before, %v after", before, after)
+	}
+	if log, err := os.ReadFile(b.logPath); err == nil {
+		if k := bytes.Count(log, []byte("node is down")); k > 0 {
+			t.Errorf("%d 'node is down' lines in the log", k)
+		}
+	}
+	// Removing the service stops every task quickly.
+	rm := time.Now()
+	if err := c.RemoveService(ctx, many); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 3*time.Minute, func() error {
+		ts, err := c.ListTasks(ctx, many, "")
+		if err != nil {
+			return err
+		}
+		if len(ts) > 0 {
+			return fmt.Errorf("%d tasks left", len(ts))
+		}
+		return nil
+	})
+	t.Logf("service rm of 1,000 tasks: every task gone after %v", time.Since(rm).Round(100*time.Millisecond))
+}
