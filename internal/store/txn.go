@@ -11,6 +11,7 @@ import (
 // Txn is a batch of writes applied all together or not at all.
 type Txn struct {
 	s     *Store
+	cli   *clientv3.Client
 	cmps  []clientv3.Cmp
 	fails []error
 	ops   []clientv3.Op
@@ -28,7 +29,7 @@ func (t *Txn) Size() int { return t.size }
 
 // Txn starts an empty batch.
 func (s *Store) Txn() *Txn {
-	t := &Txn{s: s}
+	t := &Txn{s: s, cli: s.cli}
 	for _, c := range s.fence {
 		t.cmps = append(t.cmps, c)
 		t.fails = append(t.fails, ErrNotLeader)
@@ -54,7 +55,7 @@ func (t *Txn) Commit(ctx context.Context) error {
 	if len(t.ops) == 0 {
 		return nil
 	}
-	resp, err := t.s.cli.Txn(ctx).If(t.cmps...).Then(t.ops...).Commit()
+	resp, err := t.cli.Txn(ctx).If(t.cmps...).Then(t.ops...).Commit()
 	if err != nil {
 		return fmt.Errorf("store: commit: %w", err)
 	}
@@ -70,7 +71,7 @@ func (t *Txn) Commit(ctx context.Context) error {
 // whichFailed finds the first guard that does not hold, for a precise error.
 func (t *Txn) whichFailed(ctx context.Context) error {
 	for i, c := range t.cmps {
-		resp, err := t.s.cli.Txn(ctx).If(c).Commit()
+		resp, err := t.cli.Txn(ctx).If(c).Commit()
 		if err != nil {
 			break
 		}
