@@ -29,9 +29,7 @@ type page struct {
 // readPage reads the limit and continue parameters. query is the listing's
 // identity (its path and filters).
 func readPage(r *http.Request, query string) (page, error) {
-	h := fnv.New64a()
-	h.Write([]byte(query))
-	p := page{limit: api.DefaultPageSize, query: strconv.FormatUint(h.Sum64(), 36)}
+	p := page{limit: api.DefaultPageSize, query: pageQuery(query)}
 	q := r.URL.Query()
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
@@ -60,6 +58,13 @@ func readPage(r *http.Request, query string) (page, error) {
 	}
 	p.rev, p.offset = rev, off
 	return p, nil
+}
+
+// pageQuery fingerprints a listing's identity for its tokens.
+func pageQuery(query string) string {
+	h := fnv.New64a()
+	h.Write([]byte(query))
+	return strconv.FormatUint(h.Sum64(), 36)
 }
 
 // token is the continuation of p's listing read at rev after offset items.
