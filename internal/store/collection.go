@@ -27,9 +27,6 @@ type Collection[T any] struct {
 	prefix string
 	key    func(*T) string
 	rev    func(*T) *int64
-	// priority makes the collection's own reads and writes go through the
-	// store's priority connection (see Store.prio).
-	priority bool
 }
 
 func newCollection[T any](s *Store, name string, key func(*T) string, rev func(*T) *int64) *Collection[T] {
@@ -37,19 +34,10 @@ func newCollection[T any](s *Store, name string, key func(*T) string, rev func(*
 }
 
 // cli is the etcd client the collection's own operations use.
-func (c *Collection[T]) cli() *clientv3.Client {
-	if c.priority && c.s.prio != nil {
-		return c.s.prio
-	}
-	return c.s.cli
-}
+func (c *Collection[T]) cli() *clientv3.Client { return c.s.cli }
 
-// txn starts a batch on the collection's client.
-func (c *Collection[T]) txn() *Txn {
-	t := c.s.Txn()
-	t.cli = c.cli()
-	return t
-}
+// txn starts a batch for one of the collection's own operations.
+func (c *Collection[T]) txn() *Txn { return c.s.Txn() }
 
 func (c *Collection[T]) k(key string) string { return c.prefix + key }
 

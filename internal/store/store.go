@@ -75,13 +75,7 @@ type TLSFiles struct {
 
 // Store is an open connection to the state, with the embedded member if any.
 type Store struct {
-	cli *clientv3.Client
-	// prio is a second connection to etcd for the small writes that must
-	// not wait behind bulk task writes in the first one's queues: node
-	// records (heartbeats). etcd still applies every write in one order;
-	// this only keeps a heartbeat from queueing behind megabytes of task
-	// writes on the client side and in the connection.
-	prio   *clientv3.Client
+	cli    *clientv3.Client
 	etcd   *embed.Etcd
 	prefix string
 	log    *slog.Logger
@@ -167,12 +161,6 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("store: connect to etcd %v: %w", endpoints, err)
 	}
 	s.cli = cli
-	prio, err := clientv3.New(ccfg)
-	if err != nil {
-		s.Close()
-		return nil, fmt.Errorf("store: connect to etcd %v: %w", endpoints, err)
-	}
-	s.prio = prio
 	// Fail fast on an unreachable external cluster.
 	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -194,7 +182,6 @@ func (s *Store) collections() {
 	s.Services = newCollection(s, "services/", serviceKey, serviceRev)
 	s.Tasks = newCollection(s, "tasks/", taskKey, taskRev)
 	s.Nodes = newCollection(s, "nodes/", nodeKey, nodeRev)
-	s.Nodes.priority = true
 	s.Agents = newCollection(s, "agents/", func(a *AgentRecord) string { return a.NodeID },
 		func(a *AgentRecord) *int64 { return &a.Revision })
 	s.Versions = newCollection(s, "versions/", func(v *api.ServiceVersion) string { return VersionKey(v.Service, v.Version) },
@@ -208,7 +195,7 @@ func (s *Store) collections() {
 // off) cannot write after another took over: such writes fail with
 // ErrNotLeader. Controllers write through it. Do not Close the view.
 func (s *Store) Fenced(l *Leadership) *Store {
-	f := &Store{cli: s.cli, prio: s.prio, prefix: s.prefix, log: s.log,
+	f := &Store{cli: s.cli, prefix: s.prefix, log: s.log,
 		fence: []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(l.election.Key()), "=", l.election.Rev())}}
 	f.collections()
 	return f
@@ -396,9 +383,7 @@ func (s *Store) Close() error {
 	if s.cli != nil {
 		err = s.cli.Close()
 	}
-	if s.prio != nil {
-		err = errors.Join(err, s.prio.Close())
-	}
+
 	s.closeEmbedded()
 	return err
 }

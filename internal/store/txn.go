@@ -11,7 +11,6 @@ import (
 // Txn is a batch of writes applied all together or not at all.
 type Txn struct {
 	s     *Store
-	cli   *clientv3.Client
 	cmps  []clientv3.Cmp
 	fails []error
 	ops   []clientv3.Op
@@ -29,7 +28,7 @@ func (t *Txn) Size() int { return t.size }
 
 // Txn starts an empty batch.
 func (s *Store) Txn() *Txn {
-	t := &Txn{s: s, cli: s.cli}
+	t := &Txn{s: s}
 	for _, c := range s.fence {
 		t.cmps = append(t.cmps, c)
 		t.fails = append(t.fails, ErrNotLeader)
@@ -55,7 +54,7 @@ func (t *Txn) Commit(ctx context.Context) error {
 	if len(t.ops) == 0 {
 		return nil
 	}
-	resp, err := t.cli.Txn(ctx).If(t.cmps...).Then(t.ops...).Commit()
+	resp, err := t.s.cli.Txn(ctx).If(t.cmps...).Then(t.ops...).Commit()
 	if err != nil {
 		return fmt.Errorf("store: commit: %w", err)
 	}
@@ -71,7 +70,7 @@ func (t *Txn) Commit(ctx context.Context) error {
 // whichFailed finds the first guard that does not hold, for a precise error.
 func (t *Txn) whichFailed(ctx context.Context) error {
 	for i, c := range t.cmps {
-		resp, err := t.cli.Txn(ctx).If(c).Commit()
+		resp, err := t.s.cli.Txn(ctx).If(c).Commit()
 		if err != nil {
 			break
 		}
