@@ -78,7 +78,9 @@ func TestHeartbeatsDoNotWaitForBulkWrites(t *testing.T) {
 	s := openTest(t, t.TempDir())
 	lat, n := heartbeatLatencies(t, s, 5*time.Second)
 	t.Logf("%d heartbeats, p50 %v p99 %v max %v; %d tasks written meanwhile", len(lat), pct(lat, .5), pct(lat, .99), lat[len(lat)-1], n)
-	if max := lat[len(lat)-1]; max > 2*time.Second {
-		t.Errorf("a heartbeat took %v while tasks were written in bulk", max)
+	// The node monitor's timeout is 3 s: one slow beat (a GC, a slow
+	// fsync on a loaded machine) must stay under it, most far under.
+	if p90, max := pct(lat, .9), lat[len(lat)-1]; p90 > time.Second || max > 3*time.Second {
+		t.Errorf("heartbeats took up to %v (p90 %v) while tasks were written in bulk", max, p90)
 	}
 }
