@@ -90,3 +90,42 @@ func TestSmallServicesHaveNoPendingRecord(t *testing.T) {
 		t.Errorf("%d creates, %d service writes; want %d and none", len(res.Creates), len(res.Services), DefaultMaxPending)
 	}
 }
+
+// TestLargeServiceConvergesInWaves: in the simulated cluster a service of
+// 1,000 replicas gets all its tasks, never more than MaxPending of them
+// pending at once, and then rolls an update over all of them; its pending
+// record is gone at the end.
+func TestLargeServiceConvergesInWaves(t *testing.T) {
+	svc := service("big", 1000, func(sp *api.ServiceSpec) {
+		sp.Task.Env = map[string]string{"V": "1"}
+		p := 200
+		sp.Update = &api.UpdatePolicy{Parallelism: &p}
+	})
+	s := newSim(t, svc)
+	maxPending := 0
+	s.check = func(s *sim, _ Result) {
+		n := 0
+		for _, tk := range s.st.Tasks {
+			if waiting(tk) {
+				n++
+			}
+		}
+		maxPending = max(maxPending, n)
+	}
+	if !s.until(200, func(s *sim) bool { return s.settled(svc.ID, "1") }) {
+		t.Fatalf("1,000 replicas did not settle: %d live", len(s.live(svc.ID)))
+	}
+	if maxPending > DefaultMaxPending {
+		t.Errorf("%d tasks pending at once, want at most %d", maxPending, DefaultMaxPending)
+	}
+	if p := s.svcOf(svc.ID).Pending; p != nil {
+		t.Errorf("pending record left: %+v", p)
+	}
+	s.deploy(svc.ID, func(sp *api.ServiceSpec) { sp.Task.Env["V"] = "2" })
+	if !s.until(400, func(s *sim) bool { return s.settled(svc.ID, "2") && s.state(svc.ID) == api.UpdateCompleted }) {
+		t.Fatalf("the update did not finish: state %s", s.state(svc.ID))
+	}
+	if maxPending > DefaultMaxPending {
+		t.Errorf("%d tasks pending at once during the update, want at most %d", maxPending, DefaultMaxPending)
+	}
+}
