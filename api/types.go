@@ -252,8 +252,12 @@ type Service struct {
 // why. Count includes the Stored pending tasks; the others are not created
 // yet.
 type PendingReplicas struct {
-	Count  int    `json:"count"`
-	Stored int    `json:"stored"`
+	// Count is every replica of the service that waits for a node.
+	Count int `json:"count"`
+	// Stored is how many of them are stored as pending tasks.
+	Stored int `json:"stored"`
+	// Reason is why they wait: the scheduler's message on a stored
+	// pending task.
 	Reason string `json:"reason"`
 }
 
