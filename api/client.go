@@ -256,11 +256,9 @@ func (c *Client) Addr() string {
 	return c.bases[c.cur].String()
 }
 
-// ListServices returns every service.
+// ListServices returns every service, reading every page.
 func (c *Client) ListServices(ctx context.Context) ([]Service, error) {
-	var out []Service
-	err := c.doJSON(ctx, http.MethodGet, "/services", nil, nil, &out)
-	return out, err
+	return getAll[Service](ctx, c, "/services", nil)
 }
 
 // GetService returns one service. A missing service is an *Error with code
@@ -305,15 +303,9 @@ func (c *Client) RemoveService(ctx context.Context, name string) error {
 }
 
 // ServiceTasks returns the tasks of a service: those desired running or not
-// yet ended, or with all, its history too.
+// yet ended, or with all, its history too. It reads every page.
 func (c *Client) ServiceTasks(ctx context.Context, name string, all bool) ([]Task, error) {
-	q := url.Values{}
-	if all {
-		q.Set("all", "true")
-	}
-	var out []Task
-	err := c.doJSON(ctx, http.MethodGet, "/services/"+url.PathEscape(name)+"/tasks", q, nil, &out)
-	return out, err
+	return getAll[Task](ctx, c, "/services/"+url.PathEscape(name)+"/tasks", taskQuery("", "", all))
 }
 
 // ServiceLogs opens the log stream of a service's tasks: the last tail lines
@@ -343,18 +335,9 @@ func (c *Client) ServiceStats(ctx context.Context, name string) ([]TaskStats, er
 }
 
 // ListTasks returns tasks, filtered by service name and node id when they
-// are not empty.
+// are not empty. It reads every page.
 func (c *Client) ListTasks(ctx context.Context, service, node string) ([]Task, error) {
-	q := url.Values{}
-	if service != "" {
-		q.Set("service", service)
-	}
-	if node != "" {
-		q.Set("node", node)
-	}
-	var out []Task
-	err := c.doJSON(ctx, http.MethodGet, "/tasks", q, nil, &out)
-	return out, err
+	return getAll[Task](ctx, c, "/tasks", taskQuery(service, node, false))
 }
 
 // GetTask returns one task by id.

@@ -103,7 +103,7 @@ func TestClientCalls(t *testing.T) {
 			name:   "list services",
 			call:   func(ctx context.Context, c *Client) (any, error) { return c.ListServices(ctx) },
 			status: 200, respond: []Service{svc}, want: []Service{svc},
-			wantReq: recorded{Method: "GET", Path: "/api/v1/services"},
+			wantReq: recorded{Method: "GET", Path: "/api/v1/services", RawQuery: "limit=5000"},
 		},
 		{
 			name:   "get service escapes the name",
@@ -148,19 +148,19 @@ func TestClientCalls(t *testing.T) {
 			name:   "service tasks",
 			call:   func(ctx context.Context, c *Client) (any, error) { return c.ServiceTasks(ctx, "hello", false) },
 			status: 200, respond: []Task{task}, want: []Task{task},
-			wantReq: recorded{Method: "GET", Path: "/api/v1/services/hello/tasks"},
+			wantReq: recorded{Method: "GET", Path: "/api/v1/services/hello/tasks", RawQuery: "limit=5000"},
 		},
 		{
 			name:   "service tasks all",
 			call:   func(ctx context.Context, c *Client) (any, error) { return c.ServiceTasks(ctx, "hello", true) },
 			status: 200, respond: []Task{}, want: []Task{},
-			wantReq: recorded{Method: "GET", Path: "/api/v1/services/hello/tasks", RawQuery: "all=true"},
+			wantReq: recorded{Method: "GET", Path: "/api/v1/services/hello/tasks", RawQuery: "all=true&limit=5000"},
 		},
 		{
 			name:   "list tasks filtered",
 			call:   func(ctx context.Context, c *Client) (any, error) { return c.ListTasks(ctx, "hello", "n1") },
 			status: 200, respond: []Task{task}, want: []Task{task},
-			wantReq: recorded{Method: "GET", Path: "/api/v1/tasks", RawQuery: "node=n1&service=hello"},
+			wantReq: recorded{Method: "GET", Path: "/api/v1/tasks", RawQuery: "limit=5000&node=n1&service=hello"},
 		},
 		{
 			name:   "get task",

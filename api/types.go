@@ -4,6 +4,7 @@
 package api
 
 import (
+	"fmt"
 	"time"
 )
 
@@ -241,9 +242,33 @@ type Service struct {
 	// UpdateStatus is the state of the latest update or rollback; nil
 	// before the first.
 	UpdateStatus *UpdateStatus `json:"update_status,omitempty"`
+	// Pending, set by the orchestrator, counts the replicas that wait for a
+	// node when more wait than are stored as tasks: a service keeps at most
+	// a bounded number of pending tasks and creates the others as earlier
+	// ones are placed. Nil when every waiting replica is a stored task (list
+	// its tasks to see them).
+	Pending *PendingReplicas `json:"pending,omitempty"`
 	// Revision is the store's modification revision of this object, used for
 	// compare-and-swap. Set by the store on read; ignored on write.
 	Revision int64 `json:"revision,omitempty"`
+}
+
+// PendingReplicas is how many of a service's replicas wait for a node, and
+// why. Count includes the Stored pending tasks; the others are not created
+// yet.
+type PendingReplicas struct {
+	// Count is every replica of the service that waits for a node.
+	Count int `json:"count"`
+	// Stored is how many of them are stored as pending tasks.
+	Stored int `json:"stored"`
+	// Reason is why they wait: the scheduler's message on a stored
+	// pending task.
+	Reason string `json:"reason"`
+}
+
+// String is the one-line summary "N pending: reason".
+func (p PendingReplicas) String() string {
+	return fmt.Sprintf("%d pending: %s", p.Count, p.Reason)
 }
 
 // TaskState is a step of the one-way task lifecycle.

@@ -386,40 +386,6 @@ func (s *Server) nodeStatus(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// applyStatuses records a report's task statuses in one transaction (one
-// disk sync for the batch); if a task changed meanwhile, it falls back to
-// one guarded write per task.
-func (s *Server) applyStatuses(r *http.Request, nodeID string, updates []api.TaskStatusUpdate) error {
-	if len(updates) > 1 && len(updates) <= 100 {
-		txn := s.st.Txn()
-		for _, u := range updates {
-			t, err := s.st.Tasks.Get(r.Context(), u.ID)
-			if errors.Is(err, store.ErrNotFound) {
-				continue
-			}
-			if err != nil {
-				return err
-			}
-			if s.statusApplies(&t, nodeID, u) {
-				s.st.Tasks.TxnUpdate(txn, &t)
-			}
-		}
-		err := txn.Commit(r.Context())
-		if err == nil {
-			return nil
-		}
-		if !errors.Is(err, store.ErrConflict) && !errors.Is(err, store.ErrNotFound) {
-			return err
-		}
-	}
-	for _, u := range updates {
-		if err := s.applyStatus(r, nodeID, u); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 // statusApplies sets t's status from u and reports whether it should be
 // written. A task only moves forward: reports on a task the scheduler has
 // not placed yet, on an ended task, that would move it back, that are older

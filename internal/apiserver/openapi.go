@@ -27,7 +27,7 @@ type operation struct {
 func typeOf[T any]() reflect.Type { return reflect.TypeOf((*T)(nil)).Elem() }
 
 var operations = []operation{
-	{Method: "GET", Path: "/api/v1/services", Summary: "List services", Response: typeOf[[]api.Service]()},
+	{Method: "GET", Path: "/api/v1/services", Summary: "List services, by name. Pages: limit (default 1000, at most 5000), continue (the Berth-Continue header of the previous page); Berth-Total is the count of all pages.", Response: typeOf[[]api.Service](), Params: []string{"limit", "continue"}},
 	{Method: "GET", Path: "/api/v1/services/{name}", Summary: "Get a service", Response: typeOf[api.Service]()},
 	{Method: "PUT", Path: "/api/v1/services/{name}", Summary: "Create or update a service from a spec (JSON or YAML). 201 when created, 200 when updated or unchanged. A changed spec is a new version; a changed task template starts a rolling update. The body also carries \"warnings\" (a list of strings, omitted when empty), each repeated in a Warning: 299 header.", Request: typeOf[api.ServiceSpec](), Response: typeOf[api.Service]()},
 	{Method: "POST", Path: "/api/v1/services/{name}/scale", Summary: "Set the replica count", Request: typeOf[ScaleRequest](), Response: typeOf[api.Service]()},
@@ -36,10 +36,10 @@ var operations = []operation{
 	{Method: "POST", Path: "/api/v1/services/{name}/rollback", Summary: "Roll back to a kept version (to; default the previous spec) as a new version; drops waiting canaries. 404 naming to when the version is not kept.", Request: typeOf[api.RollbackRequest](), Response: typeOf[api.Service]()},
 	{Method: "POST", Path: "/api/v1/services/{name}/promote", Summary: "Let an update whose canaries wait carry on (state canary → updating); 409 otherwise", Response: typeOf[api.Service]()},
 	{Method: "POST", Path: "/api/v1/services/{name}/resume", Summary: "Continue a paused update (→ updating) or paused rollback (→ rolling_back); 409 otherwise", Response: typeOf[api.Service]()},
-	{Method: "GET", Path: "/api/v1/services/{name}/tasks", Summary: "List a service's tasks (all=true includes ended ones)", Response: typeOf[[]api.Task](), Params: []string{"all"}},
+	{Method: "GET", Path: "/api/v1/services/{name}/tasks", Summary: "List a service's tasks (all=true includes ended ones). Pages: limit (default 1000, at most 5000), continue (the Berth-Continue header of the previous page); Berth-Total is the count of all pages.", Response: typeOf[[]api.Task](), Params: []string{"all", "limit", "continue"}},
 	{Method: "GET", Path: "/api/v1/services/{name}/logs", Summary: "A service's task output, one prefixed line each", Stream: "text/plain", Params: []string{"tail", "follow"}},
 	{Method: "GET", Path: "/api/v1/services/{name}/stats", Summary: "Resource use of a service's running tasks, sampled by their agents", Response: typeOf[[]api.TaskStats]()},
-	{Method: "GET", Path: "/api/v1/tasks", Summary: "List tasks", Response: typeOf[[]api.Task](), Params: []string{"service", "node", "all"}},
+	{Method: "GET", Path: "/api/v1/tasks", Summary: "List tasks. Pages: limit (default 1000, at most 5000), continue (the Berth-Continue header of the previous page); Berth-Total is the count of all pages.", Response: typeOf[[]api.Task](), Params: []string{"service", "node", "all", "limit", "continue"}},
 	{Method: "GET", Path: "/api/v1/tasks/{id}", Summary: "Get a task", Response: typeOf[api.Task]()},
 	{Method: "GET", Path: "/api/v1/nodes", Summary: "List nodes", Response: typeOf[[]api.Node]()},
 	{Method: "GET", Path: "/api/v1/nodes/{id}", Summary: "Get a node by id or hostname", Response: typeOf[api.Node]()},

@@ -18,12 +18,19 @@ import (
 const casRetries = 8
 
 func (s *Server) listServices(w http.ResponseWriter, r *http.Request) error {
-	svcs, _, err := s.st.Services.List(r.Context())
+	p, err := readPage(r, "services")
 	if err != nil {
 		return err
 	}
+	svcs, rev, err := list(r.Context(), s.st.Services, p)
+	if err != nil {
+		return err
+	}
+	if svcs == nil {
+		svcs = []api.Service{}
+	}
 	sort.Slice(svcs, func(i, j int) bool { return svcs[i].Spec.Name < svcs[j].Spec.Name })
-	writeJSON(w, 200, svcs)
+	writePage(w, p, rev, svcs)
 	return nil
 }
 

@@ -2,6 +2,7 @@ package apiserver
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"sort"
 	"strconv"
@@ -53,7 +54,11 @@ func (s *Server) serviceTasks(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	tasks, _, err := s.st.Tasks.List(r.Context())
+	p, err := readPage(r, fmt.Sprintf("service-tasks %s %s %t", svc.Spec.Name, svc.ID, all))
+	if err != nil {
+		return err
+	}
+	tasks, rev, err := list(r.Context(), s.st.Tasks, p)
 	if err != nil {
 		return err
 	}
@@ -64,7 +69,7 @@ func (s *Server) serviceTasks(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	sortTasks(out)
-	writeJSON(w, 200, out)
+	writePage(w, p, rev, out)
 	return nil
 }
 
@@ -75,7 +80,11 @@ func (s *Server) listTasks(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	tasks, _, err := s.st.Tasks.List(r.Context())
+	p, err := readPage(r, fmt.Sprintf("tasks %q %q %t", service, node, all))
+	if err != nil {
+		return err
+	}
+	tasks, rev, err := list(r.Context(), s.st.Tasks, p)
 	if err != nil {
 		return err
 	}
@@ -86,7 +95,7 @@ func (s *Server) listTasks(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	sortTasks(out)
-	writeJSON(w, 200, out)
+	writePage(w, p, rev, out)
 	return nil
 }
 

@@ -129,15 +129,14 @@ func (m *Monitor) reconcile(ctx context.Context, st *controller.State) (time.Tim
 			return time.Time{}, err
 		}
 	}
-	for _, t := range res.Lost {
-		err := m.cfg.Store.Tasks.Update(ctx, &t)
-		switch {
-		case err == nil:
-			st.PutTask(t)
-		case errors.Is(err, store.ErrConflict), errors.Is(err, store.ErrNotFound):
-		default:
-			return time.Time{}, err
+	done, err := m.cfg.Store.Tasks.UpdateMany(ctx, res.Lost)
+	for i, ok := range done {
+		if ok {
+			st.PutTask(res.Lost[i])
 		}
+	}
+	if err != nil {
+		return time.Time{}, err
 	}
 	if len(res.Down) > 0 {
 		// Lost tasks of nodes just marked down are found on the next pass.

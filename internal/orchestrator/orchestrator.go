@@ -51,8 +51,9 @@ func (o *Orchestrator) Run(ctx context.Context) error {
 	return l.Run(ctx)
 }
 
-// batchSize bounds the writes in one transaction.
-const batchSize = 128
+// batchSize bounds the creates in one transaction: small transactions keep
+// heartbeats and status writes from waiting long behind a scale-up.
+const batchSize = store.MaxBatch
 
 func (o *Orchestrator) reconcile(ctx context.Context, st *controller.State) (time.Time, error) {
 	ObserveServing(o.seen, st.Tasks)
@@ -129,28 +130,30 @@ func (o *Orchestrator) reconcile(ctx context.Context, st *controller.State) (tim
 	if len(res.Creates) > 0 {
 		o.log.Debug("tasks created", "count", len(res.Creates))
 	}
-	// Updates and deletes are guarded one by one: a conflict only means the
-	// task changed meanwhile, and the watch brings the change back here.
-	for i := range res.Updates {
-		t := res.Updates[i]
-		err := s.Tasks.Update(ctx, &t)
-		switch {
-		case err == nil:
-			st.PutTask(t)
-		case errors.Is(err, store.ErrConflict), errors.Is(err, store.ErrNotFound):
-		default:
-			return time.Time{}, err
+	// Updates and deletes are guarded one by one (in small batches that
+	// fall back to single writes): a conflict only means the task changed
+	// meanwhile, and the watch brings the change back here.
+	done, err := s.Tasks.UpdateMany(ctx, res.Updates)
+	for i, ok := range done {
+		if ok {
+			st.PutTask(res.Updates[i])
 		}
 	}
-	for _, t := range res.Deletes {
-		err := s.Tasks.Delete(ctx, t.ID, t.Revision)
-		switch {
-		case err == nil:
-			delete(st.Tasks, t.ID)
-		case errors.Is(err, store.ErrConflict), errors.Is(err, store.ErrNotFound):
-		default:
-			return time.Time{}, err
+	if err != nil {
+		return time.Time{}, err
+	}
+	keys, revs := make([]string, len(res.Deletes)), make([]int64, len(res.Deletes))
+	for i, t := range res.Deletes {
+		keys[i], revs[i] = t.ID, t.Revision
+	}
+	done, err = s.Tasks.DeleteMany(ctx, keys, revs)
+	for i, ok := range done {
+		if ok {
+			delete(st.Tasks, keys[i])
 		}
+	}
+	if err != nil {
+		return time.Time{}, err
 	}
 	if createErr != nil {
 		// Try again soon, without holding up anything else meanwhile.

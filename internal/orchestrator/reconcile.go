@@ -70,7 +70,18 @@ type Options struct {
 	// ResetAfter is how long a task must run before its slot's restart
 	// back-off starts again from the first delay. Default 10s.
 	ResetAfter time.Duration
+	// MaxPending is how many tasks waiting for a node a replicated
+	// service may have stored at once; its other replicas are counted in
+	// the service's Pending and created as earlier ones are placed.
+	// Default DefaultMaxPending.
+	MaxPending int
 }
+
+// DefaultMaxPending bounds the pending tasks stored per replicated service:
+// 100,000 replicas that cannot be placed cost 100 records, not 100,000 (each
+// of which every controller and every list would carry), and a large scale-up
+// reaches the scheduler and the agents in waves instead of all at once.
+const DefaultMaxPending = 100
 
 func (o *Options) defaults() {
 	if o.HistoryPerSlot <= 0 {
@@ -78,6 +89,9 @@ func (o *Options) defaults() {
 	}
 	if o.ResetAfter <= 0 {
 		o.ResetAfter = 10 * time.Second
+	}
+	if o.MaxPending <= 0 {
+		o.MaxPending = DefaultMaxPending
 	}
 }
 
@@ -130,6 +144,10 @@ type reconciler struct {
 	res  Result
 	// templates caches each service's task template in comparable form.
 	templates map[string]string
+	// pending counts the current service's stored tasks that wait for a
+	// node (with those created in this reconcile); withheld, its replicas
+	// not created because pending reached Options.MaxPending.
+	pending, withheld int
 }
 
 // template is the part of a spec a task runs: a change to it (not to the
@@ -181,6 +199,12 @@ func (r *reconciler) removed(tasks []api.Task) {
 }
 
 func (r *reconciler) service(svc api.Service, tasks []api.Task) {
+	r.pending, r.withheld = 0, 0
+	for _, t := range tasks {
+		if waiting(t) {
+			r.pending++
+		}
+	}
 	slots := map[slotKey][]api.Task{}
 	for _, t := range tasks {
 		k := slotKey{slot: t.Slot}
@@ -205,8 +229,21 @@ func (r *reconciler) service(svc api.Service, tasks []api.Task) {
 	case api.ModePerUnit:
 		want = r.perUnitSlots(svc, slots)
 	default:
+		// Slots without a task beyond what MaxPending leaves room for are
+		// only counted: a service of 100,000 replicas that cannot be
+		// placed costs a reconcile no more than one of MaxPending. (While
+		// an update is in flight every slot takes part, for its counts.)
+		room, bounded := r.opts.MaxPending-r.pending, !inFlight(svc.UpdateStatus)
 		for i := 1; i <= svc.Spec.ReplicaCount(); i++ {
-			want[slotKey{slot: i}] = true
+			k := slotKey{slot: i}
+			if _, ok := slots[k]; !ok && bounded {
+				if room <= 0 {
+					r.withheld++
+					continue
+				}
+				room--
+			}
+			want[k] = true
 		}
 	}
 	keys := make([]slotKey, 0, len(slots)+len(want))
@@ -289,6 +326,40 @@ func (r *reconciler) service(svc api.Service, tasks []api.Task) {
 		r.slot(svc, ro, byKey[k], start[k])
 		r.gc(ts, false)
 	}
+	r.notePending(svc, tasks)
+}
+
+// waiting reports whether t is a task meant to run that no node has yet.
+func waiting(t api.Task) bool {
+	return t.DesiredState == api.TaskRunning && t.Status.State == api.TaskPending
+}
+
+// notePending records in the service how many of its replicas wait for a
+// node and why, when some of them were withheld (see Options.MaxPending), and
+// clears the record once none is. The reason is the scheduler's message on
+// the stored pending task of the lowest slot that has one.
+func (r *reconciler) notePending(svc api.Service, tasks []api.Task) {
+	var want *api.PendingReplicas
+	if r.withheld > 0 {
+		want = &api.PendingReplicas{Count: r.pending + r.withheld, Stored: r.pending, Reason: pendingMessage}
+		best := -1
+		for _, t := range tasks {
+			if waiting(t) && t.Status.Message != "" && t.Status.Message != pendingMessage && (best < 0 || t.Slot < best) {
+				best, want.Reason = t.Slot, t.Status.Message
+			}
+		}
+	}
+	if (want == nil) == (svc.Pending == nil) && (want == nil || *want == *svc.Pending) {
+		return
+	}
+	for i := range r.res.Services {
+		if w := &r.res.Services[i]; w.Service.ID == svc.ID {
+			w.Service.Pending = want
+			return
+		}
+	}
+	svc.Pending = want
+	r.res.Services = append(r.res.Services, ServiceWrite{Service: svc})
 }
 
 // hasLive reports whether one of ts is meant to run.
@@ -495,6 +566,13 @@ func (r *reconciler) retire(t api.Task) {
 }
 
 func (r *reconciler) create(svc api.Service, k slotKey, attempt int, notBefore time.Time) {
+	if svc.Spec.Mode == "" || svc.Spec.Mode == api.ModeReplicated {
+		if r.pending >= r.opts.MaxPending {
+			r.withheld++
+			return
+		}
+		r.pending++
+	}
 	t := api.Task{
 		ID:           r.opts.NewID(),
 		ServiceID:    svc.ID,

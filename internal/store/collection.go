@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 
 	"github.com/berth-project/berth/api"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -30,6 +32,12 @@ type Collection[T any] struct {
 func newCollection[T any](s *Store, name string, key func(*T) string, rev func(*T) *int64) *Collection[T] {
 	return &Collection[T]{s: s, prefix: s.prefix + name, key: key, rev: rev}
 }
+
+// cli is the etcd client the collection's own operations use.
+func (c *Collection[T]) cli() *clientv3.Client { return c.s.cli }
+
+// txn starts a batch for one of the collection's own operations.
+func (c *Collection[T]) txn() *Txn { return c.s.Txn() }
 
 func (c *Collection[T]) k(key string) string { return c.prefix + key }
 
@@ -57,7 +65,7 @@ func (c *Collection[T]) decode(kv []byte, modRev int64) (T, error) {
 // Get returns the object stored under key, or ErrNotFound.
 func (c *Collection[T]) Get(ctx context.Context, key string) (T, error) {
 	var zero T
-	resp, err := c.s.cli.Get(ctx, c.k(key))
+	resp, err := c.cli().Get(ctx, c.k(key))
 	if err != nil {
 		return zero, fmt.Errorf("store: get %s%s: %w", c.prefix, key, err)
 	}
@@ -75,7 +83,25 @@ func (c *Collection[T]) List(ctx context.Context) ([]T, int64, error) {
 
 // ListPrefix is List of the objects whose key starts with sub, in key order.
 func (c *Collection[T]) ListPrefix(ctx context.Context, sub string) ([]T, int64, error) {
-	resp, err := c.s.cli.Get(ctx, c.prefix+sub, clientv3.WithPrefix())
+	return c.list(ctx, sub)
+}
+
+// ListAt is List as the store was at revision rev (as List returned it), so
+// that the pages of one listing come from one state. A revision already
+// compacted away (the store keeps about five minutes) gives ErrCompacted;
+// one not reached yet, an error.
+func (c *Collection[T]) ListAt(ctx context.Context, rev int64) ([]T, int64, error) {
+	return c.list(ctx, "", clientv3.WithRev(rev))
+}
+
+func (c *Collection[T]) list(ctx context.Context, sub string, opts ...clientv3.OpOption) ([]T, int64, error) {
+	resp, err := c.cli().Get(ctx, c.prefix+sub, append([]clientv3.OpOption{clientv3.WithPrefix()}, opts...)...)
+	if errors.Is(err, rpctypes.ErrCompacted) {
+		return nil, 0, fmt.Errorf("%w: list %s", ErrCompacted, c.prefix)
+	}
+	if errors.Is(err, rpctypes.ErrFutureRev) {
+		return nil, 0, fmt.Errorf("%w: list %s", ErrFutureRevision, c.prefix)
+	}
 	if err != nil {
 		return nil, 0, fmt.Errorf("store: list %s: %w", c.prefix, err)
 	}
@@ -93,7 +119,7 @@ func (c *Collection[T]) ListPrefix(ctx context.Context, sub string) ([]T, int64,
 // Create stores a new object; ErrExists if its key is taken. On success the
 // object's revision is set.
 func (c *Collection[T]) Create(ctx context.Context, obj *T) error {
-	t := c.s.Txn()
+	t := c.txn()
 	c.TxnCreate(t, obj)
 	return t.Commit(ctx)
 }
@@ -101,14 +127,14 @@ func (c *Collection[T]) Create(ctx context.Context, obj *T) error {
 // Update replaces an object if it is unchanged since it was read (its
 // revision); ErrConflict otherwise, ErrNotFound if it was deleted.
 func (c *Collection[T]) Update(ctx context.Context, obj *T) error {
-	t := c.s.Txn()
+	t := c.txn()
 	c.TxnUpdate(t, obj)
 	return t.Commit(ctx)
 }
 
 // Delete removes key if its revision is rev (any revision when rev is 0).
 func (c *Collection[T]) Delete(ctx context.Context, key string, rev int64) error {
-	t := c.s.Txn()
+	t := c.txn()
 	c.TxnDelete(t, key, rev)
 	return t.Commit(ctx)
 }

@@ -40,6 +40,9 @@ var (
 	// ErrCompacted is sent on a watch whose start revision was compacted:
 	// the watcher must list again.
 	ErrCompacted = errors.New("store: revision compacted")
+	// ErrFutureRevision means a read asked for a revision the store has
+	// not reached.
+	ErrFutureRevision = errors.New("store: revision not reached yet")
 )
 
 // Config says where the state lives.
@@ -380,6 +383,7 @@ func (s *Store) Close() error {
 	if s.cli != nil {
 		err = s.cli.Close()
 	}
+
 	s.closeEmbedded()
 	return err
 }

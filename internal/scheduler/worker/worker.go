@@ -5,7 +5,6 @@ package worker
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"time"
 
@@ -48,9 +47,6 @@ func (w *Worker) Run(ctx context.Context) error {
 	return l.Run(ctx)
 }
 
-// commitBatch bounds the writes in one transaction.
-const commitBatch = 128
-
 // Split turns the mirror into a snapshot and the tasks waiting for a node.
 func Split(st *controller.State) (scheduler.Snapshot, []api.Task) {
 	var snap scheduler.Snapshot
@@ -83,23 +79,20 @@ func (w *Worker) reconcile(ctx context.Context, st *controller.State) (time.Time
 		t.Status = api.TaskStatus{State: api.TaskAssigned, Message: "assigned to node " + a.NodeID, Timestamp: now}
 		assigned = append(assigned, t)
 	}
-	for i := 0; i < len(assigned); i += commitBatch {
-		batch := assigned[i:min(i+commitBatch, len(assigned))]
-		if err := w.commit(ctx, st, batch); err != nil {
-			return time.Time{}, err
-		}
+	if err := w.commit(ctx, st, assigned); err != nil {
+		return time.Time{}, err
 	}
+	var why []api.Task
 	for _, u := range plan.Unplaced {
 		t := st.Tasks[u.TaskID]
 		if t.Status.Message == u.Reason {
 			continue
 		}
 		t.Status.Message, t.Status.Timestamp = u.Reason, now
-		if err := w.cfg.Store.Tasks.Update(ctx, &t); err == nil {
-			st.PutTask(t)
-		} else if !errors.Is(err, store.ErrConflict) && !errors.Is(err, store.ErrNotFound) {
-			return time.Time{}, err
-		}
+		why = append(why, t)
+	}
+	if err := w.commit(ctx, st, why); err != nil {
+		return time.Time{}, err
 	}
 	if len(plan.Assignments) > 0 || len(plan.Unplaced) > 0 {
 		w.log.Debug("scheduled", "assigned", len(plan.Assignments), "unplaced", len(plan.Unplaced))
@@ -107,34 +100,15 @@ func (w *Worker) reconcile(ctx context.Context, st *controller.State) (time.Time
 	return time.Time{}, nil
 }
 
-// commit writes a batch in one transaction; if any task changed meanwhile,
-// it falls back to one write per task so the others still land (the changed
-// one is planned again on the next pass).
-func (w *Worker) commit(ctx context.Context, st *controller.State, batch []api.Task) error {
-	txn := w.cfg.Store.Txn()
-	for i := range batch {
-		w.cfg.Store.Tasks.TxnUpdate(txn, &batch[i])
-	}
-	err := txn.Commit(ctx)
-	if err == nil {
-		for _, t := range batch {
-			st.PutTask(t)
-		}
-		return nil
-	}
-	if !errors.Is(err, store.ErrConflict) && !errors.Is(err, store.ErrNotFound) {
-		return err
-	}
-	for i := range batch {
-		t := batch[i]
-		err := w.cfg.Store.Tasks.Update(ctx, &t)
-		switch {
-		case err == nil:
-			st.PutTask(t)
-		case errors.Is(err, store.ErrConflict), errors.Is(err, store.ErrNotFound):
-		default:
-			return err
+// commit writes tasks in small guarded batches (store.UpdateMany): a task
+// that changed meanwhile is not written and is planned again on the next
+// pass; the others land.
+func (w *Worker) commit(ctx context.Context, st *controller.State, tasks []api.Task) error {
+	done, err := w.cfg.Store.Tasks.UpdateMany(ctx, tasks)
+	for i, ok := range done {
+		if ok {
+			st.PutTask(tasks[i])
 		}
 	}
-	return nil
+	return err
 }
