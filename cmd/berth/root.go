@@ -159,7 +159,7 @@ then the environment (BERTH_ADDR, BERTH_TOKEN, BERTH_CA), then the files
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
 
 	pf := root.PersistentFlags()
-	pf.StringVar(&e.flags.addr, "addr", "", "API address, such as https://127.0.0.1:7443 (env BERTH_ADDR)")
+	pf.StringVar(&e.flags.addr, "addr", "", "API address, such as https://127.0.0.1:7443, or several managers' addresses separated by commas (env BERTH_ADDR)")
 	pf.StringVar(&e.flags.token, "token", "", "API bearer token (env BERTH_TOKEN, which is safer: flags show in ps)")
 	pf.StringVar(&e.flags.ca, "ca", "", "PEM file of the cluster CA (env BERTH_CA)")
 	pf.StringVar(&e.flags.dataDir, "data-dir", "", "data directory (env BERTH_DATA_DIR)")
