@@ -64,6 +64,7 @@ func newFakeCluster(t *testing.T) *fakeCluster {
 	mux.HandleFunc("GET /api/v1/nodes", f.listNodes)
 	mux.HandleFunc("GET /api/v1/nodes/{id}", f.getNode)
 	mux.HandleFunc("GET /api/v1/nodes/{id}/topology", f.nodeTopology)
+	mux.HandleFunc("PATCH /api/v1/nodes/{id}", f.updateNode)
 	f.srv = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		f.mu.Lock()
 		f.requests = append(f.requests, r.Method+" "+r.URL.RequestURI())
@@ -287,6 +288,26 @@ func (f *fakeCluster) getNode(w http.ResponseWriter, r *http.Request) {
 	fakeWriteError(w, fakeNotFound("node", id))
 }
 
+func (f *fakeCluster) updateNode(w http.ResponseWriter, r *http.Request) {
+	var u api.NodeUpdate
+	if err := json.NewDecoder(r.Body).Decode(&u); err != nil {
+		fakeWriteError(w, api.Invalid("", "bad body"))
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i, n := range f.nodes {
+		if n.ID == r.PathValue("id") || n.Hostname == r.PathValue("id") {
+			if u.Availability != "" {
+				f.nodes[i].Availability = u.Availability
+			}
+			fakeWriteJSON(w, 200, f.nodes[i])
+			return
+		}
+	}
+	fakeWriteError(w, fakeNotFound("node", r.PathValue("id")))
+}
+
 func (f *fakeCluster) nodeTopology(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -309,7 +330,7 @@ func (f *fakeCluster) nodeTopology(w http.ResponseWriter, r *http.Request) {
 func (f *fakeCluster) seed() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	two := 2
+	two, one0 := 2, 1
 	f.services["hello"] = api.Service{
 		ID: "svc-hello", Version: 3,
 		Spec:      api.ServiceSpec{Name: "hello", Mode: api.ModeReplicated, Replicas: &two, Task: api.TaskSpec{Command: []string{"berth", "whoami"}}},
@@ -320,8 +341,19 @@ func (f *fakeCluster) seed() {
 		Spec:      api.ServiceSpec{Name: "web", Mode: api.ModeGlobal, Task: api.TaskSpec{Command: []string{"web"}}},
 		CreatedAt: testNow.Add(-2 * time.Hour), UpdatedAt: testNow.Add(-2 * time.Hour),
 	}
+	f.services["db"] = api.Service{
+		ID: "svc-db", Version: 2,
+		Spec: api.ServiceSpec{Name: "db", Mode: api.ModeReplicated, Replicas: &one0,
+			Task: api.TaskSpec{Command: []string{"db"}, Ports: []api.PortSpec{{Name: "pg", Publish: 15432}, {Name: "stats", Protocol: "udp", Publish: 8125, Mode: "host"}}}},
+		CreatedAt: testNow.Add(-time.Hour), UpdatedAt: testNow.Add(-time.Hour),
+	}
 	one := 1
 	f.tasks = []api.Task{
+		{
+			ID: "e1b2c3d4e5f6a7b8c9d0", ServiceName: "db", Slot: 1, SpecVersion: 2, DesiredState: api.TaskRunning,
+			Status:    api.TaskStatus{State: api.TaskPending, Message: "no node can take it: 2 nodes have too little memory free"},
+			CreatedAt: testNow.Add(-time.Hour),
+		},
 		{
 			ID: "a1b2c3d4e5f6a7b8c9d0", ServiceName: "hello", Slot: 1, SpecVersion: 3, NodeID: "node-alpha-0001",
 			Ports: map[string]int{"http": 20001, "admin": 20002}, DesiredState: api.TaskRunning,

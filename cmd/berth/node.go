@@ -110,10 +110,84 @@ other --label flags.`,
 		if err != nil {
 			return err
 		}
-		_, err = fmt.Fprintf(e.stdout, "%s %s: %s, labels %s\n", shortID(n.ID), n.Hostname, n.Availability, formatLabels(n.Labels))
-		return err
+		if _, err = fmt.Fprintf(e.stdout, "%s %s: %s, labels %s\n", shortID(n.ID), n.Hostname, n.Availability, formatLabels(n.Labels)); err != nil {
+			return err
+		}
+		if u.Availability == api.AvailabilityDrain {
+			for _, w := range drainWarnings(cmd.Context(), c, n) {
+				fmt.Fprintf(e.stderr, "berth: warning: %s\n", w)
+			}
+		}
+		return nil
 	}
 	return cmd
+}
+
+// drainWarnings names the services that draining node n leaves without a
+// running task: all their running tasks are on n, and no other node is
+// ready and active (or, for a global service or one with placement
+// constraints, none other runs it, so likely none qualifies). It is advice
+// only: if the cluster cannot be read, it says nothing.
+func drainWarnings(ctx context.Context, c *api.Client, n api.Node) []string {
+	nodes, err := c.ListNodes(ctx)
+	if err != nil {
+		return nil
+	}
+	tasks, err := c.ListTasks(ctx, "", "")
+	if err != nil {
+		return nil
+	}
+	others := 0
+	for _, o := range nodes {
+		if o.ID != n.ID && o.Status == api.NodeReady && o.Availability == api.AvailabilityActive {
+			others++
+		}
+	}
+	here, elsewhere := map[string]int{}, map[string]int{}
+	constrained := map[string]bool{}
+	for _, t := range tasks {
+		if t.Status.State != api.TaskRunning {
+			continue
+		}
+		if t.NodeID == n.ID {
+			here[t.ServiceName]++
+		} else {
+			elsewhere[t.ServiceName]++
+		}
+		if len(t.Placement.Constraints) > 0 || t.Slot == 0 || t.Unit != "" {
+			constrained[t.ServiceName] = true
+		}
+	}
+	var lose, mayLose []string
+	for name := range here {
+		switch {
+		case elsewhere[name] > 0:
+		case others == 0:
+			lose = append(lose, name)
+		case constrained[name]:
+			mayLose = append(mayLose, name)
+		}
+	}
+	sort.Strings(lose)
+	sort.Strings(mayLose)
+	var out []string
+	if len(lose) > 0 {
+		out = append(out, fmt.Sprintf("no other node is ready and active: %s %s lose every running task; they stay pending until a node can take them (undo: berth node update %s --availability active)",
+			plural(len(lose), "service", "services"), strings.Join(lose, ", "), n.Hostname))
+	}
+	if len(mayLose) > 0 {
+		out = append(out, fmt.Sprintf("%s %s run only on %s and have placement rules: if no other node meets them, they lose every running task (see berth service ps NAME)",
+			plural(len(mayLose), "service", "services"), strings.Join(mayLose, ", "), n.Hostname))
+	}
+	return out
+}
+
+// plural picks the word for n.
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }
 
 // formatLabels writes labels as k=v,k=v in key order, or "none".

@@ -92,6 +92,9 @@ func writeJSONList[T any](w io.Writer, items []T) error {
 // that text from the server cannot break the layout or the terminal.
 type table struct {
 	tw *tabwriter.Writer
+	// wideLast lets the last column (an error, a reason) run to twice
+	// the usual width: nothing follows it to push off the screen.
+	wideLast bool
 }
 
 func newTable(w io.Writer, header ...string) *table {
@@ -105,6 +108,10 @@ func (t *table) row(cells ...string) {
 		if i > 0 {
 			_, _ = io.WriteString(t.tw, "\t")
 		}
+		if t.wideLast && i == len(cells)-1 {
+			_, _ = io.WriteString(t.tw, cellOf(c, 2*maxCell))
+			continue
+		}
 		_, _ = io.WriteString(t.tw, cell(c))
 	}
 	_, _ = io.WriteString(t.tw, "\n")
@@ -117,7 +124,10 @@ const maxCell = 60
 
 // cell makes s safe and short for a table: control characters become
 // spaces, an empty value becomes "-".
-func cell(s string) string {
+func cell(s string) string { return cellOf(s, maxCell) }
+
+// cellOf is cell with a width of its own.
+func cellOf(s string, width int) string {
 	s = strings.Map(func(r rune) rune {
 		if unicode.IsControl(r) || r == unicode.ReplacementChar {
 			return ' '
@@ -128,8 +138,8 @@ func cell(s string) string {
 	if s == "" {
 		return "-"
 	}
-	if r := []rune(s); len(r) > maxCell {
-		s = string(r[:maxCell-1]) + "…"
+	if r := []rune(s); len(r) > width {
+		s = string(r[:width-1]) + "…"
 	}
 	return s
 }

@@ -93,18 +93,23 @@ func newServiceLsCmd(e *env) *cobra.Command {
 		if err != nil {
 			return err
 		}
-		running := map[string]int{} // service name → running tasks
-		wanted := map[string]int{}  // service name → tasks desired running
+		running := map[string]int{}        // service name → running tasks
+		wanted := map[string]int{}         // service name → tasks desired running
+		pending := map[string][]api.Task{} // service name → its pending tasks
 		for _, t := range tasks {
 			if t.DesiredState != api.TaskRunning {
 				continue
 			}
 			wanted[t.ServiceName]++
-			if t.Status.State == api.TaskRunning {
+			switch t.Status.State {
+			case api.TaskRunning:
 				running[t.ServiceName]++
+			case api.TaskPending:
+				pending[t.ServiceName] = append(pending[t.ServiceName], t)
 			}
 		}
-		tb := newTable(e.stdout, "NAME", "MODE", "REPLICAS", "VERSION", "UPDATED")
+		tb := newTable(e.stdout, "NAME", "MODE", "REPLICAS", "VERSION", "PORTS", "UPDATED", "STATUS")
+		tb.wideLast = true
 		now := e.now()
 		for _, s := range svcs {
 			mode := s.Spec.Mode
@@ -121,11 +126,63 @@ func newServiceLsCmd(e *env) *cobra.Command {
 			tb.row(s.Spec.Name, mode,
 				fmt.Sprintf("%d/%d", running[s.Spec.Name], desired),
 				strconv.FormatUint(s.Version, 10),
-				ago(now, s.UpdatedAt))
+				formatPublished(s.Spec.Task.Ports),
+				ago(now, s.UpdatedAt),
+				serviceStatus(s, pending[s.Spec.Name]))
 		}
 		return tb.flush()
 	}
 	return cmd
+}
+
+// formatPublished writes the ports a service publishes through the mesh
+// (or binds on its node, "host"): 18080->http, 5353->dns/udp.
+func formatPublished(ports []api.PortSpec) string {
+	var parts []string
+	for _, p := range ports {
+		if p.Publish == 0 {
+			continue
+		}
+		s := strconv.Itoa(p.Publish) + "->" + p.Name
+		if p.Protocol == "udp" {
+			s += "/udp"
+		}
+		if p.Mode == "host" {
+			s += " (host)"
+		}
+		parts = append(parts, s)
+	}
+	return strings.Join(parts, ",")
+}
+
+// serviceStatus says what holds a service back, in a few words: tasks that
+// wait to be placed and why (the newest reason), else an update that has not
+// ended.
+func serviceStatus(s api.Service, pending []api.Task) string {
+	if len(pending) > 0 {
+		newest := pending[0]
+		for _, t := range pending[1:] {
+			if t.Status.Timestamp.After(newest.Status.Timestamp) {
+				newest = t
+			}
+		}
+		why := newest.Status.Message
+		if why == "" {
+			why = "waiting to be scheduled"
+		}
+		return fmt.Sprintf("%d pending: %s", len(pending), oneLine(why))
+	}
+	st := s.UpdateStatus
+	if st == nil || st.ToVersion != s.Version {
+		return ""
+	}
+	switch st.State {
+	case api.UpdateUpdating, api.UpdateCanary, api.UpdateRollingBack:
+		return fmt.Sprintf("%s %d/%d", st.State, st.Updated, st.Total)
+	case api.UpdatePaused:
+		return "update paused: " + oneLine(st.Message)
+	}
+	return ""
 }
 
 func newServiceInspectCmd(e *env) *cobra.Command {
@@ -164,7 +221,8 @@ func newServicePsCmd(e *env) *cobra.Command {
 			return writeJSONList(e.stdout, views)
 		}
 		hosts := nodeHostnames(ctx, c)
-		tb := newTable(e.stdout, "ID", "SLOT", "NODE", "STATE", "DESIRED", "HEALTH", "PORTS", "CPUS", "PID", "ERROR")
+		tb := newTable(e.stdout, "ID", "SLOT", "VERSION", "NODE", "STATE", "DESIRED", "HEALTH", "PORTS", "CPUS", "PID", "ERROR")
+		tb.wideLast = true
 		for _, t := range tasks {
 			v := api.NewTaskView(t)
 			node := hosts[v.Node]
@@ -175,12 +233,21 @@ func newServicePsCmd(e *env) *cobra.Command {
 			if v.PID > 0 {
 				pid = strconv.Itoa(v.PID)
 			}
-			tb.row(shortID(v.ID), slot, node, string(v.State), string(v.DesiredState), v.Health,
-				formatPorts(v.Ports), formatTaskCPUs(v), pid, v.Error)
+			tb.row(shortID(v.ID), slot, strconv.FormatUint(v.SpecVersion, 10), node, string(v.State), string(v.DesiredState), v.Health,
+				formatPorts(v.Ports), formatTaskCPUs(v), pid, taskProblem(v))
 		}
 		return tb.flush()
 	}
 	return cmd
+}
+
+// taskProblem is the ERROR cell of a task: its error, or for a task
+// pending while it should run, why it waits (the scheduler's reason).
+func taskProblem(v api.TaskView) string {
+	if v.Error == "" && v.State == api.TaskPending && v.DesiredState == api.TaskRunning {
+		return v.Message
+	}
+	return v.Error
 }
 
 // formatSlot shows a task's slot: its replica number, "canary N" for a

@@ -180,6 +180,24 @@ func (c *updCluster) simulate(ctx context.Context, wg *sync.WaitGroup) {
 			if sim == "none" {
 				continue
 			}
+			if sim == "reject" {
+				// Every task of the version is rejected: the program does
+				// not exist.
+				n := 0
+				tasks, _, _ := c.st.Tasks.List(ctx)
+				for _, t := range tasks {
+					if t.ServiceID == svc.ID && t.SpecVersion == svc.Version {
+						n++
+					}
+				}
+				if n < 10 {
+					t := api.Task{ID: fmt.Sprintf("%s-v%d-%d", svc.ID, svc.Version, n), ServiceID: svc.ID, ServiceName: "hello", Slot: 1,
+						SpecVersion: svc.Version, DesiredState: api.TaskShutdown,
+						Status: api.TaskStatus{State: api.TaskRejected, Err: fmt.Sprintf(`program "nope%d" not found`, n), Timestamp: time.Now()}}
+					_ = c.st.Tasks.Create(ctx, &t)
+				}
+				continue
+			}
 			tasks, _, err := c.st.Tasks.List(ctx)
 			if err != nil {
 				continue
@@ -200,6 +218,13 @@ func (c *updCluster) simulate(ctx context.Context, wg *sync.WaitGroup) {
 				continue
 			}
 			switch {
+			case sim == "autorollback" && st.Updated == 1 && !st.Rollback:
+				// As the orchestrator does: the rollback's own status,
+				// counting the tasks it moved back.
+				st.State, st.Rollback, st.ToVersion, st.Updated, st.Failed = api.UpdateRolledBack, true, st.ToVersion+1, 2, 0
+				st.Message = "automatic rollback: task t2 failed: exit status 1; 1 of 2 tasks failed"
+			case st.Rollback && st.Updated >= st.Total:
+				st.State = api.UpdateRolledBack
 			case sim == "pause" && st.Updated == 1:
 				st.State, st.Message = api.UpdatePaused, "task t2 failed: exit status 1"
 			case sim == "rollback" && st.Updated == 1:
@@ -249,6 +274,12 @@ func TestDeployWait(t *testing.T) {
 		{name: "canaries end the wait", args: []string{"-f", c.spec("6", "labels: {sim: none}\nupdate: {canary: 1}\n")},
 			wantOut: []string{"canaries are running; promote them with 'berth service promote hello'"}},
 		{name: "a bad timeout", args: []string{"--timeout", "0s", "-f", c.spec("7", "")}, wantErr: "must be positive", code: 2},
+		{name: "an automatic rollback counts what it rolled back", args: []string{"-f", c.spec("8", "labels: {sim: autorollback}\n")},
+			wantErr: "berth: service hello: update failed and was rolled back (now version 9, 2/2 tasks rolled back): automatic rollback: task t2 failed: exit status 1; 1 of 2 tasks failed\n", code: 1},
+		{name: "tasks that cannot start fail the wait at once, with their error", args: []string{"-f", c.spec("9", "labels: {sim: reject}\n")},
+			wantErr: `berth: service hello: version 9: no task can start: …tasks failed or were rejected and none runs; the latest, task …(slot 1, rejected): program "nope…" not found` + "\n", code: 1},
+		{name: "rollback --wait", args: []string{"rollback"}, wantOut: []string{"service hello rolled back to the previous spec (now version 10)",
+			"service hello: rollback to version 10 completed (2/2 tasks rolled back)\n"}},
 	}
 	for _, st := range steps {
 		if st.name == "canaries end the wait" {
@@ -272,7 +303,12 @@ func TestDeployWait(t *testing.T) {
 				}
 			}()
 		}
-		r := wait(st.args...)
+		var r cliResult
+		if st.args[0] == "rollback" {
+			r = c.run("service", "rollback", "hello", "--wait", "--poll-interval", "10ms")
+		} else {
+			r = wait(st.args...)
+		}
 		if r.code != st.code {
 			t.Fatalf("%s: exit %d, want %d (stdout %q, stderr %q)", st.name, r.code, st.code, r.stdout, r.stderr)
 		}
@@ -281,8 +317,10 @@ func TestDeployWait(t *testing.T) {
 				t.Errorf("%s: stdout %q lacks %q", st.name, r.stdout, w)
 			}
 		}
-		if st.wantErr != "" && !strings.Contains(r.stderr, st.wantErr) {
-			t.Errorf("%s: stderr %q lacks %q", st.name, r.stderr, st.wantErr)
+		for _, part := range strings.Split(st.wantErr, "…") { // … stands for any text
+			if !strings.Contains(r.stderr, part) {
+				t.Errorf("%s: stderr %q lacks %q", st.name, r.stderr, part)
+			}
 		}
 		if strings.Contains(r.stdout, "\r") {
 			t.Errorf("%s: a progress bar drawn in place on a non-terminal: %q", st.name, r.stdout)
