@@ -117,9 +117,12 @@ type UpdateStatus struct {
 
 // ServiceVersion is one kept version of a service's spec.
 type ServiceVersion struct {
-	Service string      `json:"service"`
-	Version uint64      `json:"version"`
-	Spec    ServiceSpec `json:"spec"`
+	// Service is the service's name.
+	Service string `json:"service"`
+	// Version is the service version this spec was.
+	Version uint64 `json:"version"`
+	// Spec is the spec of that version.
+	Spec ServiceSpec `json:"spec"`
 	// CreatedAt is when the version was deployed.
 	CreatedAt time.Time `json:"created_at"`
 	// Author is who deployed it (the API identity).

@@ -141,6 +141,12 @@ func buildOpenAPI(version string) []byte {
 	return openAPIDoc
 }
 
+// What the special types' strings look like.
+const (
+	durationText = "A duration such as 500ms, 1s, 1m30s"
+	byteSizeText = "A size: bytes, or a number with KiB, MiB, GiB, TiB (or KB, MB, GB, TB)"
+)
+
 var (
 	durationType = typeOf[api.Duration]()
 	byteSizeType = typeOf[api.ByteSize]()
@@ -152,9 +158,9 @@ var (
 func schemaOf(t reflect.Type) map[string]any {
 	switch t {
 	case durationType:
-		return map[string]any{"type": "string", "example": "1s", "description": "A duration such as 500ms, 1s, 1m30s"}
+		return map[string]any{"type": "string", "format": "duration", "example": "1s", "description": durationText}
 	case byteSizeType:
-		return map[string]any{"oneOf": []any{map[string]any{"type": "string", "example": "64MiB"}, map[string]any{"type": "integer"}}, "description": "A size: bytes, or a number with KiB, MiB, GiB, TiB (or KB, MB, GB, TB)"}
+		return map[string]any{"oneOf": []any{map[string]any{"type": "string", "example": "64MiB"}, map[string]any{"type": "integer"}}, "format": "byte-size", "description": byteSizeText}
 	case timeType:
 		return map[string]any{"type": "string", "format": "date-time"}
 	}
@@ -192,7 +198,18 @@ func schemaOf(t reflect.Type) map[string]any {
 			if jname == "" {
 				jname = f.Name
 			}
-			props[jname] = schemaOf(f.Type)
+			prop := schemaOf(f.Type)
+			if d := fieldDocs[name+"."+f.Name]; d != "" {
+				if _, isRef := prop["$ref"]; isRef {
+					// OpenAPI 3.0 ignores the siblings of a $ref.
+					prop = map[string]any{"allOf": []any{prop}}
+				}
+				if td, ok := prop["description"].(string); ok {
+					d += " (" + td + ")"
+				}
+				prop["description"] = d
+			}
+			props[jname] = prop
 			if !strings.Contains(opts, "omitempty") && f.Type.Kind() != reflect.Pointer {
 				required = append(required, jname)
 			}
@@ -228,8 +245,8 @@ document is <a href="/api/v1/openapi.json">/api/v1/openapi.json</a>.</p>
 {{range .Ops}}<tr><td class="m">{{.Method}}</td><td><code>{{.Path}}</code></td><td>{{.Summary}}{{if .Params}} — query: {{range .Params}}<code>{{.}}</code> {{end}}{{end}}</td></tr>
 {{end}}</table>
 <h2>Objects</h2>
-{{range .Schemas}}<h3 id="{{.Name}}">{{.Name}}</h3><table><tr><th>Field</th><th>Type</th></tr>
-{{range .Fields}}<tr><td><code>{{.Name}}</code>{{if .Required}} *{{end}}</td><td>{{.Type}}</td></tr>{{end}}</table>
+{{range .Schemas}}<h3 id="{{.Name}}">{{.Name}}</h3><table><tr><th>Field</th><th>Type</th><th>Description</th></tr>
+{{range .Fields}}<tr><td><code>{{.Name}}</code>{{if .Required}} *{{end}}</td><td>{{.Type}}</td><td>{{.Description}}</td></tr>{{end}}</table>
 {{end}}
 <p>The spec reference with every field's meaning and default is <code>docs/spec.md</code> in the Berth repository.</p>
 </body></html>`))
@@ -237,8 +254,8 @@ document is <a href="/api/v1/openapi.json">/api/v1/openapi.json</a>.</p>
 func (s *Server) docsPage(w http.ResponseWriter, r *http.Request) error {
 	buildOpenAPI(s.cfg.Version)
 	type field struct {
-		Name, Type string
-		Required   bool
+		Name, Type, Description string
+		Required                bool
 	}
 	type schema struct {
 		Name   string
@@ -256,7 +273,9 @@ func (s *Server) docsPage(w http.ResponseWriter, r *http.Request) error {
 		req, _ := sc["required"].([]string)
 		var fs []field
 		for _, p := range sortedMapKeys(props) {
-			fs = append(fs, field{Name: p, Type: describe(props[p]), Required: contains(req, p)})
+			pm, _ := props[p].(map[string]any)
+			d, _ := pm["description"].(string)
+			fs = append(fs, field{Name: p, Type: describe(props[p]), Description: d, Required: contains(req, p)})
 		}
 		out = append(out, schema{Name: n, Fields: fs})
 	}
@@ -264,13 +283,20 @@ func (s *Server) docsPage(w http.ResponseWriter, r *http.Request) error {
 	return docsTemplate.Execute(w, map[string]any{"Ops": operations, "Schemas": out})
 }
 
+// describe names the type of a schema for /docs.
 func describe(v any) string {
 	m, _ := v.(map[string]any)
+	if all, ok := m["allOf"].([]any); ok && len(all) == 1 {
+		return describe(all[0])
+	}
 	if ref, ok := m["$ref"].(string); ok {
 		return strings.TrimPrefix(ref, "#/components/schemas/")
 	}
-	if d, ok := m["description"].(string); ok {
-		return d
+	switch m["format"] {
+	case "duration":
+		return "duration"
+	case "byte-size":
+		return "size"
 	}
 	switch m["type"] {
 	case "array":

@@ -151,6 +151,7 @@ func specEqual(a, b api.ServiceSpec) bool {
 
 // ScaleRequest is the body of POST /services/{name}/scale.
 type ScaleRequest struct {
+	// Replicas is the new replica count (0 to 100000).
 	Replicas *int `json:"replicas"`
 }
 
