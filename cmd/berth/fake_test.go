@@ -243,9 +243,11 @@ func (f *fakeCluster) serviceTasks(w http.ResponseWriter, r *http.Request) {
 func (f *fakeCluster) listTasks(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	q := r.URL.Query()
 	out := []api.Task{}
 	for _, t := range f.tasks {
-		if fakeCurrent(t) {
+		if (q.Get("all") == "true" || fakeCurrent(t)) &&
+			(q.Get("service") == "" || q.Get("service") == t.ServiceName) && (q.Get("node") == "" || q.Get("node") == t.NodeID) {
 			out = append(out, t)
 		}
 	}

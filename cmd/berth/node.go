@@ -14,7 +14,7 @@ import (
 
 func newNodeCmd(e *env) *cobra.Command {
 	cmd := newGroupCmd("node", "Show and manage the machines of the cluster", "nodes")
-	cmd.AddCommand(newNodeLsCmd(e), newNodeInspectCmd(e), newNodeTopologyCmd(e), newNodeUpdateCmd(e), newNodeRmCmd(e))
+	cmd.AddCommand(newNodeLsCmd(e), newNodeInspectCmd(e), newNodeTopologyCmd(e), newNodeUpdateCmd(e), newNodeRmCmd(e), newNodePsCmd(e))
 	return cmd
 }
 
@@ -26,17 +26,49 @@ func newNodeLsCmd(e *env) *cobra.Command {
 		Args:    noArgs,
 	}
 	out := addOutputFlag(cmd)
+	keys := []string{"hostname", "status", "availability", "role"}
+	rawFilters, quiet := addFilterFlags(cmd, keys, "node ids")
 	cmd.RunE = listRunE(e, out, func(ctx context.Context, c *api.Client, _ []string) ([]api.Node, error) {
-		nodes, err := c.ListNodes(ctx)
+		f, err := parseFilters(*rawFilters, keys)
+		if err != nil {
+			return nil, err
+		}
+		all, err := c.ListNodes(ctx)
+		if err != nil {
+			return nil, err
+		}
+		var nodes []api.Node
+		for _, n := range all {
+			if f.match(func(k string) []string {
+				switch k {
+				case "hostname":
+					return []string{n.Hostname}
+				case "status":
+					return []string{n.Status}
+				case "availability":
+					return []string{n.Availability}
+				}
+				return []string{n.Role}
+			}) {
+				nodes = append(nodes, n)
+			}
+		}
 		sort.Slice(nodes, func(i, j int) bool {
 			if nodes[i].Hostname != nodes[j].Hostname {
 				return nodes[i].Hostname < nodes[j].Hostname
 			}
 			return nodes[i].ID < nodes[j].ID
 		})
-		return nodes, err
+		return nodes, nil
 	}, func(e *env, nodes []api.Node) error {
+		if *quiet {
+			for _, n := range nodes {
+				fmt.Fprintln(e.stdout, n.ID)
+			}
+			return nil
+		}
 		tb := newTable(e.stdout, "ID", "HOSTNAME", "STATUS", "AVAILABILITY", "CPUS", "MEMORY", "ADDRESS")
+		tb.colorColumns(e.useColor(), 2, 3)
 		for _, n := range nodes {
 			tb.row(shortID(n.ID), n.Hostname, n.Status, n.Availability,
 				formatCPUs(n.Resources.CPUs), humanBytes(int64(n.Resources.Memory)), n.Address)

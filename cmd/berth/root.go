@@ -168,6 +168,8 @@ then the environment (BERTH_ADDR, BERTH_TOKEN, BERTH_CA), then the files
 		newDeployCmd(e),
 		newServiceCmd(e),
 		newNodeCmd(e),
+		newVersionCmd(e),
+		newPsCmd(e),
 	)
 	for _, mk := range extraCommands {
 		root.AddCommand(mk())

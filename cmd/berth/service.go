@@ -72,8 +72,14 @@ func newServiceLsCmd(e *env) *cobra.Command {
 		Args:    noArgs,
 	}
 	out := addOutputFlag(cmd)
+	keys := []string{"name", "mode"}
+	rawFilters, quiet := addFilterFlags(cmd, keys, "service names")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		if err := checkOutput(*out); err != nil {
+			return err
+		}
+		f, err := parseFilters(*rawFilters, keys)
+		if err != nil {
 			return err
 		}
 		c, err := e.apiClient()
@@ -81,11 +87,28 @@ func newServiceLsCmd(e *env) *cobra.Command {
 			return err
 		}
 		ctx := cmd.Context()
-		svcs, err := c.ListServices(ctx)
+		all, err := c.ListServices(ctx)
 		if err != nil {
 			return err
 		}
+		var svcs []api.Service
+		for _, s := range all {
+			if f.match(func(k string) []string {
+				if k == "mode" {
+					return []string{s.Spec.Mode}
+				}
+				return []string{s.Spec.Name}
+			}) {
+				svcs = append(svcs, s)
+			}
+		}
 		sort.Slice(svcs, func(i, j int) bool { return svcs[i].Spec.Name < svcs[j].Spec.Name })
+		if *quiet {
+			for _, s := range svcs {
+				fmt.Fprintln(e.stdout, s.Spec.Name)
+			}
+			return nil
+		}
 		if *out == outputJSON {
 			return writeJSONList(e.stdout, svcs)
 		}
@@ -191,53 +214,15 @@ func newServiceInspectCmd(e *env) *cobra.Command {
 }
 
 func newServicePsCmd(e *env) *cobra.Command {
-	var all bool
 	cmd := &cobra.Command{
 		Use:   "ps NAME",
 		Short: "List the tasks of a service",
 		Args:  exactArgs(1),
 	}
-	out := addOutputFlag(cmd)
-	cmd.Flags().BoolVarP(&all, "all", "a", false, "include tasks that have ended")
-	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		if err := checkOutput(*out); err != nil {
-			return err
-		}
-		c, err := e.apiClient()
-		if err != nil {
-			return err
-		}
-		ctx := cmd.Context()
-		tasks, err := c.ServiceTasks(ctx, args[0], all)
-		if err != nil {
-			return err
-		}
-		sortTasks(tasks)
-		if *out == outputJSON {
-			views := make([]api.TaskView, len(tasks))
-			for i, t := range tasks {
-				views[i] = api.NewTaskView(t)
-			}
-			return writeJSONList(e.stdout, views)
-		}
-		hosts := nodeHostnames(ctx, c)
-		tb := newTable(e.stdout, "ID", "SLOT", "VERSION", "NODE", "STATE", "DESIRED", "HEALTH", "PORTS", "CPUS", "PID", "ERROR")
-		tb.wideLast = true
-		for _, t := range tasks {
-			v := api.NewTaskView(t)
-			node := hosts[v.Node]
-			if node == "" {
-				node = shortID(v.Node)
-			}
-			slot, pid := formatSlot(v.Slot), ""
-			if v.PID > 0 {
-				pid = strconv.Itoa(v.PID)
-			}
-			tb.row(shortID(v.ID), slot, strconv.FormatUint(v.SpecVersion, 10), node, string(v.State), string(v.DesiredState), v.Health,
-				formatPorts(v.Ports), formatTaskCPUs(v), pid, taskProblem(v))
-		}
-		return tb.flush()
-	}
+	l := addTaskListingFlags(cmd)
+	cmd.RunE = l.runE(e, false, func(ctx context.Context, c *api.Client, args []string, all bool) ([]api.Task, error) {
+		return c.ServiceTasks(ctx, args[0], all)
+	})
 	return cmd
 }
 
