@@ -27,12 +27,13 @@ func newDeployCmd(e *env) *cobra.Command {
 	var wait bool
 	var timeout, poll time.Duration
 	cmd := &cobra.Command{
-		Use:   "deploy -f FILE [-f FILE...]",
+		Use:   "deploy [-f] FILE [FILE...]",
 		Short: "Create or update services from spec files",
 		Long: `Create or update services from spec files, in YAML or JSON.
 
-Each file holds one service spec; its name field names the service. A file
-"-" is read from standard input. All files are read and checked before any
+Each file holds one service spec; its name field names the service. Files
+are given as arguments or with -f (both may be mixed; arguments come after
+the -f files). A file "-" is read from standard input. All files are read and checked before any
 service is changed. Warnings about an accepted spec go to standard error.
 
 With --wait, each service is followed until its rolling update completes (or,
@@ -40,10 +41,11 @@ for a new service or a change that replaces no task, until its tasks run): a
 progress bar on a terminal, a line per change otherwise. The command fails if
 an update pauses or is rolled back, or on --timeout. An update whose canaries
 wait for 'berth service promote' ends the wait successfully.`,
-		Args: noArgs,
+		Args: cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			files := append(append([]string{}, files...), args...)
 			if len(files) == 0 {
-				return usageErrorf("deploy needs at least one -f FILE")
+				return usageErrorf("deploy needs at least one spec file: berth deploy FILE, or -f FILE")
 			}
 			if timeout <= 0 || poll <= 0 {
 				return usageErrorf("--timeout and --poll-interval must be positive")

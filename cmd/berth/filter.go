@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/berth-project/berth/api"
 )
 
 // filters are the --filter KEY=VALUE flags of a listing: a row is shown when,
@@ -36,7 +38,7 @@ func parseFilters(raw, keys []string) (filters, error) {
 			sorted := slices.Clone(keys)
 			sort.Strings(sorted)
 			msg := "--filter %q: unknown key %q; use %s"
-			if s := suggest(k, keys); s != "" {
+			if s := api.Suggest(k, keys); s != "" {
 				return nil, usageErrorf(msg+" (did you mean %q?)", r, k, strings.Join(sorted, ", "), s)
 			}
 			return nil, usageErrorf(msg, r, k, strings.Join(sorted, ", "))

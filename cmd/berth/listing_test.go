@@ -42,6 +42,10 @@ b1b2c3d4e5f6   hello     2      3         beta   starting   running   starting  
 		{name: "node ls -q filter", args: []string{"node", "ls", "-q", "--filter", "status=ready"}, wantOut: "node-alpha-0001\n"},
 		{name: "unknown filter key", args: []string{"ps", "--filter", "stat=running"},
 			wantErr: "berth: --filter \"stat=running\": unknown key \"stat\"; use desired, node, service, state (did you mean \"state\"?)\n", wantCode: 2},
+		{name: "a misspelt service name", args: []string{"service", "ps", "helo"}, wantErr: "berth: service \"helo\" not found (did you mean \"hello\"?)\n", wantCode: 1},
+		{name: "a misspelt node name", args: []string{"node", "inspect", "alpa"}, wantErr: "berth: node \"alpa\" not found (did you mean \"alpha\"?)\n", wantCode: 1},
+		{name: "a misspelt name to scale", args: []string{"service", "scale", "hello=1", "wbe=2"}, wantOut: "service hello scaled to 1 (version 4)\n",
+			wantErr: "berth: service \"wbe\" not found (did you mean \"web\"?)\n", wantCode: 1},
 		{name: "filter without =", args: []string{"ps", "--filter", "running"},
 			wantErr: "berth: --filter \"running\": want KEY=VALUE, such as state=running\n", wantCode: 2},
 	}

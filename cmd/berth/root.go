@@ -174,6 +174,7 @@ then the environment (BERTH_ADDR, BERTH_TOKEN, BERTH_CA), then the files
 	for _, mk := range extraCommands {
 		root.AddCommand(mk())
 	}
+	addNameCompletion(e, root)
 	return root
 }
 
@@ -189,7 +190,11 @@ func groupRunE(cmd *cobra.Command, args []string) error {
 		cmd.SuggestionsMinimumDistance = 2
 	}
 	if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
-		msg += fmt.Sprintf(" (did you mean %q?)", s[0])
+		best := api.Suggest(args[0], s) // the closest, whatever order cobra keeps
+		if best == "" {
+			best = s[0]
+		}
+		msg += fmt.Sprintf(" (did you mean %q?)", best)
 	}
 	return usageErrorf("%s; run '%s --help'", msg, cmd.CommandPath())
 }
