@@ -37,13 +37,14 @@ type fakeCluster struct {
 	dataDir string
 	token   string // the only token accepted
 
-	mu       sync.Mutex
-	services map[string]api.Service
-	tasks    []api.Task
-	nodes    []api.Node
-	logs     string
-	follow   bool // keep a followed log stream open until the client goes
-	requests []string
+	mu         sync.Mutex
+	services   map[string]api.Service
+	tasks      []api.Task
+	nodes      []api.Node
+	logs       string
+	follow     bool // keep a followed log stream open until the client goes
+	statsCalls int
+	requests   []string
 }
 
 func newFakeCluster(t *testing.T) *fakeCluster {
@@ -60,6 +61,7 @@ func newFakeCluster(t *testing.T) *fakeCluster {
 	mux.HandleFunc("DELETE /api/v1/services/{name}", f.deleteService)
 	mux.HandleFunc("GET /api/v1/services/{name}/tasks", f.serviceTasks)
 	mux.HandleFunc("GET /api/v1/services/{name}/logs", f.serviceLogs)
+	mux.HandleFunc("GET /api/v1/services/{name}/stats", f.serviceStats)
 	mux.HandleFunc("GET /api/v1/tasks", f.listTasks)
 	mux.HandleFunc("GET /api/v1/nodes", f.listNodes)
 	mux.HandleFunc("GET /api/v1/nodes/{id}", f.getNode)
@@ -269,6 +271,25 @@ func (f *fakeCluster) serviceLogs(w http.ResponseWriter, r *http.Request) {
 	if follow && r.URL.Query().Get("follow") == "true" {
 		<-r.Context().Done()
 	}
+}
+
+// serviceStats answers a sample per running task of the service: each call
+// is 100ms later than the one before, in which each task used 50ms of CPU
+// (50%).
+func (f *fakeCluster) serviceStats(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.statsCalls++
+	out := []api.TaskStats{}
+	for _, t := range f.tasks {
+		if t.ServiceName != r.PathValue("name") || t.Status.State != api.TaskRunning {
+			continue
+		}
+		n := uint64(f.statsCalls)
+		out = append(out, api.TaskStats{TaskID: t.ID, Service: t.ServiceName, Slot: t.Slot, NodeID: t.NodeID,
+			Stats: &api.ResourceStats{Time: testNow.Add(time.Duration(n) * 100 * time.Millisecond), CPUNanos: n * 50e6, MemoryBytes: 10 << 20, Pids: 3}})
+	}
+	fakeWriteJSON(w, 200, out)
 }
 
 func (f *fakeCluster) listNodes(w http.ResponseWriter, r *http.Request) {

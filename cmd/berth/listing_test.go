@@ -1,9 +1,11 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/berth-project/berth/api"
 )
@@ -94,5 +96,65 @@ func TestColor(t *testing.T) {
 	}
 	if r := run(map[string]string{"CLICOLOR_FORCE": "1", "NO_COLOR": "1"}, "node", "ls"); strings.Contains(r.stdout, "\x1b") {
 		t.Fatalf("colour despite NO_COLOR: %q", r.stdout)
+	}
+}
+
+func TestInspectPretty(t *testing.T) {
+	t.Parallel()
+	f := newFakeCluster(t)
+	f.seed()
+	r := f.run("service", "inspect", "--pretty", "hello")
+	want := `Service:  hello
+ID:       svc-hello
+Version:  3, updated 5 minutes ago, created 24 hours ago
+Mode:     replicated, 2 replicas
+Tasks:    1/2 running
+Spec:
+  mode: replicated
+  name: hello
+`
+	if r.code != 0 || !strings.HasPrefix(r.stdout, want) || !strings.Contains(r.stdout, "  task:\n    command:\n    - berth\n    - whoami\n") {
+		t.Fatalf("service inspect --pretty:\n%s\nwant it to start with:\n%s", r.stdout, want)
+	}
+	r = f.run("node", "inspect", "alpha", "--pretty")
+	if r.code != 0 || !strings.Contains(r.stdout, "Node:       alpha\n") || !strings.Contains(r.stdout, "Resources:  2 CPUs, 3.5GiB\n") || !strings.Contains(r.stdout, "Topology:   CPUs 0-1\n") {
+		t.Fatalf("node inspect --pretty:\n%s", r.stdout)
+	}
+}
+
+func TestServiceStats(t *testing.T) {
+	t.Parallel()
+	f := newFakeCluster(t)
+	f.seed()
+	r := f.run("service", "stats", "hello", "--interval", "10ms")
+	want := `ID             SLOT   CPU %   CPU TIME   MEMORY   PIDS   NET RX/TX   BLOCK R/W   ERROR
+a1b2c3d4e5f6   1      50.0%   100ms      10MiB    3      0B/0B       0B/0B       -
+`
+	if r.code != 0 || r.stdout != want {
+		t.Fatalf("stats: %+v\nwant:\n%s", r, want)
+	}
+	// --watch prints a table per sample until interrupted (exit 0).
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan cliResult)
+	go func() {
+		done <- cliRun(ctx, map[string]string{envDataDir: f.dataDir}, "", "service", "stats", "hello", "--watch", "--interval", "10ms")
+	}()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		f.mu.Lock()
+		n := f.statsCalls
+		f.mu.Unlock()
+		if n >= 6 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	r = <-done
+	if r.code != 0 || strings.Count(r.stdout, "CPU %") < 2 || strings.Contains(r.stdout, "\x1b") {
+		t.Fatalf("stats --watch: %+v", r)
+	}
+	if r := f.run("service", "stats", "hello", "--interval", "1ns"); r.code != 2 {
+		t.Fatalf("bad interval: %+v", r)
 	}
 }

@@ -86,8 +86,19 @@ func formatCPUs(n float64) string {
 }
 
 func newNodeInspectCmd(e *env) *cobra.Command {
-	return newShowCmd(e, "inspect NODE", "Show a node as JSON (by id or hostname)",
-		func(ctx context.Context, c *api.Client, node string) (any, error) { return c.GetNode(ctx, node) })
+	var pretty bool
+	cmd := newShowCmd(e, "inspect NODE", "Show a node as JSON (by id or hostname; --pretty: for a person)",
+		func(ctx context.Context, c *api.Client, node string) (any, error) {
+			n, err := c.GetNode(ctx, node)
+			if err != nil || !pretty {
+				return n, err
+			}
+			var b strings.Builder
+			prettyNode(&b, e.now(), n)
+			return b.String(), nil
+		})
+	cmd.Flags().BoolVar(&pretty, "pretty", false, "aligned fields instead of JSON")
+	return cmd
 }
 
 func newNodeTopologyCmd(e *env) *cobra.Command {

@@ -31,37 +31,110 @@ func newServiceCmd(e *env) *cobra.Command {
 }
 
 func newServiceStatsCmd(e *env) *cobra.Command {
+	var watch bool
+	var interval time.Duration
 	cmd := &cobra.Command{
 		Use:   "stats NAME",
 		Short: "Show the resource use of a service's running tasks",
-		Long: `Show a sample of the CPU time, memory and processes of each running task of a
-service, measured by the task's agent through its driver (cgroups for the
-process driver; the engine's stats for the docker driver, with network and
-block I/O).`,
+		Long: `Show the CPU use, memory and processes of each running task of a service,
+measured by the task's agent through its driver (cgroups for the process
+driver; the engine's stats for the docker driver, with network and block
+I/O). CPU % is the CPU time used between two samples taken --interval apart,
+over that time (100% is one CPU). With --watch, a new table every --interval
+until Ctrl-C.`,
 		Args: exactArgs(1),
 	}
 	out := addOutputFlag(cmd)
-	cmd.RunE = listRunE(e, out, func(ctx context.Context, c *api.Client, args []string) ([]api.TaskStats, error) {
-		return c.ServiceStats(ctx, args[0])
-	}, func(e *env, stats []api.TaskStats) error {
-		tb := newTable(e.stdout, "ID", "SLOT", "CPU TIME", "MEMORY", "PIDS", "NET RX/TX", "BLOCK R/W", "ERROR")
-		for _, st := range stats {
-			if st.Stats == nil {
-				tb.row(shortID(st.TaskID), strconv.Itoa(st.Slot), "-", "-", "-", "-", "-", st.Error)
-				continue
-			}
-			x := st.Stats
-			tb.row(shortID(st.TaskID), strconv.Itoa(st.Slot),
-				time.Duration(x.CPUNanos).Round(time.Millisecond).String(),
-				api.ByteSize(x.MemoryBytes).String(),
-				strconv.FormatUint(x.Pids, 10),
-				api.ByteSize(x.NetRxBytes).String()+"/"+api.ByteSize(x.NetTxBytes).String(),
-				api.ByteSize(x.BlkReadBytes).String()+"/"+api.ByteSize(x.BlkWriteBytes).String(),
-				"-")
+	cmd.Flags().BoolVarP(&watch, "watch", "w", false, "keep sampling and printing until interrupted")
+	cmd.Flags().DurationVar(&interval, "interval", time.Second, "time between two samples")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		if err := checkOutput(*out); err != nil {
+			return err
 		}
-		return tb.flush()
-	})
+		if interval < 10*time.Millisecond {
+			return usageErrorf("--interval %s: at least 10ms", interval)
+		}
+		c, err := e.apiClient()
+		if err != nil {
+			return err
+		}
+		ctx := cmd.Context()
+		prev, err := c.ServiceStats(ctx, args[0])
+		if err != nil {
+			return err
+		}
+		if *out == outputJSON && !watch {
+			return writeJSONList(e.stdout, prev)
+		}
+		clear := watch && isTerminal(e.stdout)
+		for {
+			select {
+			case <-ctx.Done():
+				return nil // Ctrl-C is how a watch ends
+			case <-time.After(interval):
+			}
+			cur, err := c.ServiceStats(ctx, args[0])
+			if err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return err
+			}
+			if *out == outputJSON {
+				if err := writeJSONList(e.stdout, cur); err != nil {
+					return err
+				}
+			} else {
+				if clear {
+					fmt.Fprint(e.stdout, "\x1b[H\x1b[2J") // home, clear screen
+				}
+				if err := writeStatsTable(e, prev, cur); err != nil {
+					return err
+				}
+			}
+			if !watch {
+				return nil
+			}
+			prev = cur
+		}
+	}
 	return cmd
+}
+
+// writeStatsTable prints the samples cur, with the CPU % since prev.
+func writeStatsTable(e *env, prev, cur []api.TaskStats) error {
+	before := map[string]*api.ResourceStats{}
+	for _, st := range prev {
+		before[st.TaskID] = st.Stats
+	}
+	tb := newTable(e.stdout, "ID", "SLOT", "CPU %", "CPU TIME", "MEMORY", "PIDS", "NET RX/TX", "BLOCK R/W", "ERROR")
+	for _, st := range cur {
+		if st.Stats == nil {
+			tb.row(shortID(st.TaskID), strconv.Itoa(st.Slot), "-", "-", "-", "-", "-", "-", st.Error)
+			continue
+		}
+		x := st.Stats
+		tb.row(shortID(st.TaskID), strconv.Itoa(st.Slot),
+			cpuPercent(before[st.TaskID], x),
+			time.Duration(x.CPUNanos).Round(time.Millisecond).String(),
+			api.ByteSize(x.MemoryBytes).String(),
+			strconv.FormatUint(x.Pids, 10),
+			api.ByteSize(x.NetRxBytes).String()+"/"+api.ByteSize(x.NetTxBytes).String(),
+			api.ByteSize(x.BlkReadBytes).String()+"/"+api.ByteSize(x.BlkWriteBytes).String(),
+			"-")
+	}
+	return tb.flush()
+}
+
+// cpuPercent is the CPU time a task used between two samples over the time
+// between them, in percent of one CPU; "-" without an earlier sample (a task
+// that just started) or with counters that went back (a restart).
+func cpuPercent(a, b *api.ResourceStats) string {
+	if a == nil || b == nil || !b.Time.After(a.Time) || b.CPUNanos < a.CPUNanos {
+		return "-"
+	}
+	p := float64(b.CPUNanos-a.CPUNanos) / float64(b.Time.Sub(a.Time).Nanoseconds()) * 100
+	return strconv.FormatFloat(p, 'f', 1, 64) + "%"
 }
 
 func newServiceLsCmd(e *env) *cobra.Command {
@@ -209,8 +282,23 @@ func serviceStatus(s api.Service, pending []api.Task) string {
 }
 
 func newServiceInspectCmd(e *env) *cobra.Command {
-	return newShowCmd(e, "inspect NAME", "Show a service as JSON",
-		func(ctx context.Context, c *api.Client, name string) (any, error) { return c.GetService(ctx, name) })
+	var pretty bool
+	cmd := newShowCmd(e, "inspect NAME", "Show a service as JSON (or, with --pretty, for a person)",
+		func(ctx context.Context, c *api.Client, name string) (any, error) {
+			svc, err := c.GetService(ctx, name)
+			if err != nil || !pretty {
+				return svc, err
+			}
+			tasks, err := c.ServiceTasks(ctx, name, false)
+			if err != nil {
+				return nil, err
+			}
+			var b strings.Builder
+			err = prettyService(&b, e.now(), svc, tasks)
+			return b.String(), err
+		})
+	cmd.Flags().BoolVar(&pretty, "pretty", false, "a summary and the spec as YAML instead of JSON")
+	return cmd
 }
 
 func newServicePsCmd(e *env) *cobra.Command {
