@@ -159,3 +159,11 @@ func reason(st *UpdateStatus) string {
 	}
 	return "no reason given"
 }
+
+// Restart replaces every task of a service by a rolling update without
+// another change to its spec (a new version with task.force_update raised).
+func (c *Client) Restart(ctx context.Context, name string) (Service, error) {
+	var out Service
+	err := c.doJSON(ctx, http.MethodPost, "/services/"+url.PathEscape(name)+"/restart", nil, nil, &out)
+	return out, err
+}

@@ -91,6 +91,11 @@ type TaskSpec struct {
 	// StopGracePeriod is how long a task has between SIGTERM and SIGKILL.
 	// Default 10s.
 	StopGracePeriod Duration `json:"stop_grace_period,omitempty"`
+	// ForceUpdate is a counter that `berth service restart` raises: a
+	// change of it is a change of the task template, so the service's
+	// tasks are replaced by a rolling update although nothing else changed.
+	// A deploy that leaves it out (0) keeps the stored value.
+	ForceUpdate uint64 `json:"force_update,omitempty"`
 
 	// The fields below are for driver docker only. Containers are hardened
 	// by default; each field that relaxes the hardening says so.

@@ -107,6 +107,42 @@ func stateNote(svc api.Service) string {
 	return ""
 }
 
+func newServiceRestartCmd(e *env) *cobra.Command {
+	var wait bool
+	var timeout, poll time.Duration
+	cmd := &cobra.Command{
+		Use:   "restart NAME [--wait]",
+		Short: "Replace every task of a service, one batch at a time, without a spec change",
+		Long: `Replace every task of a service by a rolling update under its update policy
+(parallelism, order, health, monitor, failure action), without changing the
+spec otherwise: the new version only raises task.force_update. A deploy of the
+spec file afterwards keeps it, so it does not restart the tasks again.
+With --wait, follow the update as 'deploy --wait' does.`,
+		Args: exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if timeout <= 0 || poll <= 0 {
+				return usageErrorf("--timeout and --poll-interval must be positive")
+			}
+			c, err := e.apiClient()
+			if err != nil {
+				return err
+			}
+			svc, err := c.Restart(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "service %s restarting (version %d)%s\n", args[0], svc.Version, stateNote(svc))
+			if !wait {
+				return nil
+			}
+			w := &waiter{c: c, out: e.stdout, interval: poll, timeout: timeout, bar: isTerminal(e.stdout)}
+			return w.waitVersion(cmd.Context(), args[0], svc.Version, false)
+		},
+	}
+	addWaitFlags(cmd, &wait, &timeout, &poll, "follow the restart until every task is replaced; fail if it pauses or rolls back")
+	return cmd
+}
+
 func newServicePromoteCmd(e *env) *cobra.Command {
 	return &cobra.Command{
 		Use:   "promote NAME",

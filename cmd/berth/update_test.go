@@ -368,3 +368,43 @@ func TestProgressBar(t *testing.T) {
 		t.Fatalf("bar output %q, want %q", b.String(), want)
 	}
 }
+
+// TestServiceRestart: a restart is a new version that changes only
+// task.force_update, which starts a rolling update; deploying the spec file
+// again afterwards changes nothing.
+func TestServiceRestart(t *testing.T) {
+	t.Parallel()
+	c := newUpdCluster(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	c.simulate(ctx, &wg)
+	defer wg.Wait()
+	defer cancel()
+	file := c.spec("1", "labels: {sim: complete}\n")
+	if r := c.run("deploy", file); r.code != 0 {
+		t.Fatalf("deploy: %+v", r)
+	}
+	r := c.run("service", "restart", "hello", "--wait", "--poll-interval", "10ms")
+	if r.code != 0 || !strings.HasPrefix(r.stdout, "service hello restarting (version 2); update state: updating\n") ||
+		!strings.Contains(r.stdout, "service hello: update to version 2 completed\n") {
+		t.Fatalf("restart --wait: %+v", r)
+	}
+	svc, err := c.st.Services.Get(ctx, "hello")
+	if err != nil || svc.Spec.Task.ForceUpdate != 1 || svc.UpdateStatus == nil || svc.UpdateStatus.FromVersion != 1 {
+		t.Fatalf("after restart: %+v %v", svc, err)
+	}
+	if r := c.run("deploy", file); r.code != 0 || r.stdout != "service hello unchanged (version 2)\n" {
+		t.Fatalf("deploy after restart: %+v", r)
+	}
+	if r := c.run("service", "history", "hello"); !strings.Contains(r.stdout, "restart: ") {
+		t.Fatalf("history: %+v", r)
+	}
+	// An update in progress is not restarted over.
+	c.setUpdate(func(s *api.UpdateStatus) { s.State = api.UpdatePaused })
+	if r := c.run("service", "restart", "hello"); r.code != 1 || !strings.Contains(r.stderr, "has an update in progress (state paused)") {
+		t.Fatalf("restart during an update: %+v", r)
+	}
+	if r := c.run("service", "restart", "helo"); r.code != 1 || r.stderr != "berth: no service named \"helo\" (did you mean \"hello\"?)\n" {
+		t.Fatalf("restart of a misspelt name: %+v", r)
+	}
+}

@@ -35,6 +35,7 @@ var operations = []operation{
 	{Method: "GET", Path: "/api/v1/services/{name}/versions", Summary: "The kept versions of a service, newest first", Response: typeOf[[]api.ServiceVersion]()},
 	{Method: "POST", Path: "/api/v1/services/{name}/rollback", Summary: "Roll back to a kept version (to; default the previous spec) as a new version; drops waiting canaries. 404 naming to when the version is not kept.", Request: typeOf[api.RollbackRequest](), Response: typeOf[api.Service]()},
 	{Method: "POST", Path: "/api/v1/services/{name}/promote", Summary: "Let an update whose canaries wait carry on (state canary → updating); 409 otherwise", Response: typeOf[api.Service]()},
+	{Method: "POST", Path: "/api/v1/services/{name}/restart", Summary: "Replace every task of a service by a rolling update under its update policy, without another change: raises task.force_update as a new version. 409 while an update is in progress.", Response: typeOf[api.Service]()},
 	{Method: "POST", Path: "/api/v1/services/{name}/resume", Summary: "Continue a paused update (→ updating) or paused rollback (→ rolling_back); 409 otherwise", Response: typeOf[api.Service]()},
 	{Method: "GET", Path: "/api/v1/services/{name}/tasks", Summary: "List a service's tasks (all=true includes ended ones)", Response: typeOf[[]api.Task](), Params: []string{"all"}},
 	{Method: "GET", Path: "/api/v1/services/{name}/logs", Summary: "A service's task output, one prefixed line each", Stream: "text/plain", Params: []string{"tail", "follow"}},

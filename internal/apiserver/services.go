@@ -131,6 +131,11 @@ func (s *Server) writeSpec(r *http.Request, spec api.ServiceSpec, meshRev int64)
 	if err != nil {
 		return svc, false, false, err
 	}
+	if spec.Task.ForceUpdate == 0 {
+		// A spec file knows nothing of restarts: deploying it again must
+		// not undo one (and replace every task a second time).
+		spec.Task.ForceUpdate = svc.Spec.Task.ForceUpdate
+	}
 	if specEqual(svc.Spec, spec) {
 		return svc, false, false, nil
 	}
