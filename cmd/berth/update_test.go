@@ -408,3 +408,67 @@ func TestServiceRestart(t *testing.T) {
 		t.Fatalf("restart of a misspelt name: %+v", r)
 	}
 }
+
+// TestDeployDryRun: the API plans a deploy without storing it, and the CLI
+// prints the plan.
+func TestDeployDryRun(t *testing.T) {
+	t.Parallel()
+	c := newUpdCluster(t)
+	ctx := context.Background()
+	file := c.spec("1", "")
+	r := c.run("deploy", "--dry-run", file)
+	if r.code != 0 || r.stdout != "service hello: would be created (version 1), starting 2 tasks\n" {
+		t.Fatalf("dry run of a new service: %+v", r)
+	}
+	if _, err := c.st.Services.Get(ctx, "hello"); err == nil {
+		t.Fatal("a dry run stored the service")
+	}
+	if r := c.run("deploy", file); r.code != 0 {
+		t.Fatalf("deploy: %+v", r)
+	}
+	svc, _ := c.st.Services.Get(ctx, "hello")
+	for i := 1; i <= 2; i++ {
+		task := api.Task{ID: fmt.Sprintf("task-%d-0123456789", i), ServiceID: svc.ID, ServiceName: "hello", Slot: i, SpecVersion: 1,
+			Spec: svc.Spec.Task, DesiredState: api.TaskRunning, Status: api.TaskStatus{State: api.TaskRunning}}
+		if err := c.st.Tasks.Create(ctx, &task); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if r := c.run("deploy", "--dry-run", file); r.code != 0 || r.stdout != "service hello: unchanged (version 1): nothing to do\n" {
+		t.Fatalf("dry run of the same spec: %+v", r)
+	}
+	changed := filepath.Join(c.dir, "changed.yaml")
+	writeTestFile(t, changed, "name: hello\nreplicas: 3\ntask:\n  command: [berth, whoami]\n  env: {V: \"2\"}\n", 0o644)
+	r = c.run("deploy", "--dry-run", changed)
+	want := `service hello: would be updated, version 1 → 2
+  changes:  replicas 2 → 3, env ~V
+  replace:  2 tasks by a rolling update: task-1-01234 (slot 1), task-2-01234 (slot 2)
+  start:    1 task for new slots
+`
+	if r.code != 0 || r.stdout != want {
+		t.Fatalf("dry run of a change:\n%s\nwant:\n%s\n(stderr %q)", r.stdout, want, r.stderr)
+	}
+	scaledDown := filepath.Join(c.dir, "down.yaml")
+	writeTestFile(t, scaledDown, "name: hello\nreplicas: 1\ntask:\n  command: [berth, whoami]\n  env: {V: \"1\"}\n", 0o644)
+	r = c.run("deploy", "--dry-run", scaledDown)
+	want = `service hello: would be updated, version 1 → 2
+  changes:  replicas 2 → 1
+  replace:  none (the task template is unchanged)
+  stop:     1 task: task-2-01234 (slot 2)
+`
+	if r.code != 0 || r.stdout != want {
+		t.Fatalf("dry run of a scale-down:\n%s\nwant:\n%s", r.stdout, want)
+	}
+	if after, _ := c.st.Services.Get(ctx, "hello"); after.Version != 1 {
+		t.Fatalf("a dry run changed the service: version %d", after.Version)
+	}
+	// A spec the API refuses is refused the same way, naming the file.
+	bad := filepath.Join(c.dir, "bad.yaml")
+	writeTestFile(t, bad, "name: hello\ntask:\n  command: [x]\n  ports: [{name: http, publish: 99999}]\n", 0o644)
+	if r := c.run("deploy", "--dry-run", bad); r.code != 1 || !strings.Contains(r.stderr, "task.ports[0].publish") {
+		t.Fatalf("dry run of a bad spec: %+v", r)
+	}
+	if r := c.run("deploy", "--dry-run", "--wait", file); r.code != 2 {
+		t.Fatalf("--dry-run --wait: %+v", r)
+	}
+}

@@ -29,7 +29,7 @@ func typeOf[T any]() reflect.Type { return reflect.TypeOf((*T)(nil)).Elem() }
 var operations = []operation{
 	{Method: "GET", Path: "/api/v1/services", Summary: "List services", Response: typeOf[[]api.Service]()},
 	{Method: "GET", Path: "/api/v1/services/{name}", Summary: "Get a service", Response: typeOf[api.Service]()},
-	{Method: "PUT", Path: "/api/v1/services/{name}", Summary: "Create or update a service from a spec (JSON or YAML). 201 when created, 200 when updated or unchanged. A changed spec is a new version; a changed task template starts a rolling update. The body also carries \"warnings\" (a list of strings, omitted when empty), each repeated in a Warning: 299 header.", Request: typeOf[api.ServiceSpec](), Response: typeOf[api.Service]()},
+	{Method: "PUT", Path: "/api/v1/services/{name}", Summary: "Create or update a service from a spec (JSON or YAML). 201 when created, 200 when updated or unchanged. A changed spec is a new version; a changed task template starts a rolling update. The body also carries \"warnings\" (a list of strings, omitted when empty), each repeated in a Warning: 299 header. With dry_run=true nothing is stored and the answer is a DeployPlan: what the deploy would change and which tasks it would replace, start or stop.", Request: typeOf[api.ServiceSpec](), Response: typeOf[api.Service](), Params: []string{"dry_run"}},
 	{Method: "POST", Path: "/api/v1/services/{name}/scale", Summary: "Set the replica count", Request: typeOf[ScaleRequest](), Response: typeOf[api.Service]()},
 	{Method: "DELETE", Path: "/api/v1/services/{name}", Summary: "Remove a service; its tasks are stopped", Status: 204},
 	{Method: "GET", Path: "/api/v1/services/{name}/versions", Summary: "The kept versions of a service, newest first", Response: typeOf[[]api.ServiceVersion]()},
@@ -78,10 +78,18 @@ var (
 	schemas     map[string]any
 )
 
+// extraSchemas are answers no operation names as its response (one PUT
+// answers a Service or, with dry_run=true, a DeployPlan): they are listed
+// in the components all the same.
+var extraSchemas = []reflect.Type{typeOf[api.DeployPlan]()}
+
 // buildOpenAPI generates the OpenAPI 3 document from the Go types.
 func buildOpenAPI(version string) []byte {
 	openAPIOnce.Do(func() {
 		schemas = map[string]any{}
+		for _, t := range extraSchemas {
+			schemaOf(t)
+		}
 		paths := map[string]map[string]any{}
 		for _, op := range operations {
 			o := map[string]any{"summary": op.Summary}

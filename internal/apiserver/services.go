@@ -75,6 +75,13 @@ func (s *Server) putService(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	warnings := spec.Warnings()
+	dryRun, err := boolParam(r, "dry_run")
+	if err != nil {
+		return err
+	}
+	if dryRun {
+		return s.planDeploy(w, r, spec, warnings)
+	}
 	for range casRetries {
 		// The clash check and the write are one step: the write fails if
 		// any service changed since the check listed them (a second deploy
