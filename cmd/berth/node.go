@@ -215,23 +215,22 @@ func drainWarnings(ctx context.Context, c *api.Client, n api.Node) []string {
 	sort.Strings(mayLose)
 	var out []string
 	if len(lose) > 0 {
-		out = append(out, fmt.Sprintf("no other node is ready and active: %s %s lose every running task; they stay pending until a node can take them (undo: berth node update %s --availability active)",
-			plural(len(lose), "service", "services"), strings.Join(lose, ", "), n.Hostname))
+		who := "service " + strings.Join(lose, ", ") + " loses every running task; its tasks stay"
+		if len(lose) > 1 {
+			who = "services " + strings.Join(lose, ", ") + " lose every running task; their tasks stay"
+		}
+		out = append(out, fmt.Sprintf("no other node is ready and active: %s pending until a node can take them (undo: berth node update %s --availability active)", who, n.Hostname))
 	}
 	if len(mayLose) > 0 {
-		out = append(out, fmt.Sprintf("%s %s run only on %s and have placement rules: if no other node meets them, they lose every running task (see berth service ps NAME)",
-			plural(len(mayLose), "service", "services"), strings.Join(mayLose, ", "), n.Hostname))
+		who := "service " + strings.Join(mayLose, ", ") + " runs only on " + n.Hostname + " and has placement rules: if no other node meets them, it loses"
+		if len(mayLose) > 1 {
+			who = "services " + strings.Join(mayLose, ", ") + " run only on " + n.Hostname + " and have placement rules: if no other node meets them, they lose"
+		}
+		out = append(out, who+" every running task (see berth service ps NAME)")
 	}
 	return out
 }
 
-// plural picks the word for n.
-func plural(n int, one, many string) string {
-	if n == 1 {
-		return one
-	}
-	return many
-}
 
 // formatLabels writes labels as k=v,k=v in key order, or "none".
 func formatLabels(labels map[string]string) string {

@@ -196,7 +196,7 @@ func TestNodeDrainWarns(t *testing.T) {
 	f := newFakeCluster(t)
 	f.seed()
 	r := f.run("node", "update", "alpha", "--availability", "drain")
-	want := "berth: warning: no other node is ready and active: services hello, web lose every running task; they stay pending until a node can take them (undo: berth node update alpha --availability active)\n"
+	want := "berth: warning: no other node is ready and active: services hello, web lose every running task; their tasks stay pending until a node can take them (undo: berth node update alpha --availability active)\n"
 	if r.code != 0 || r.stdout != "node-alpha-0 alpha: drain, labels none\n" || r.stderr != want {
 		t.Fatalf("drain of the only node: %+v\nwant stderr %q", r, want)
 	}
@@ -208,7 +208,7 @@ func TestNodeDrainWarns(t *testing.T) {
 	if r.code != 0 || strings.Contains(r.stderr, "hello") {
 		t.Fatalf("drain with another node: %+v", r)
 	}
-	if !strings.Contains(r.stderr, "service web run only on alpha") {
+	if !strings.Contains(r.stderr, "service web runs only on alpha and has placement rules") {
 		t.Errorf("a global service on one node only: %q", r.stderr)
 	}
 	// Pausing warns of nothing: the tasks stay.
