@@ -231,7 +231,6 @@ func drainWarnings(ctx context.Context, c *api.Client, n api.Node) []string {
 	return out
 }
 
-
 // formatLabels writes labels as k=v,k=v in key order, or "none".
 func formatLabels(labels map[string]string) string {
 	if len(labels) == 0 {
