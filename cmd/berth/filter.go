@@ -59,3 +59,12 @@ func (f filters) match(get func(key string) []string) bool {
 	}
 	return true
 }
+
+// checkQuiet refuses -q with -o json: one asks for ids, the other for
+// whole objects.
+func checkQuiet(quiet bool, output string) error {
+	if quiet && output == outputJSON {
+		return usageErrorf("-q prints only ids; it does not go with -o json")
+	}
+	return nil
+}

@@ -48,6 +48,8 @@ b1b2c3d4e5f6   hello     2      3         beta   starting   running   starting  
 		{name: "a misspelt node name", args: []string{"node", "inspect", "alpa"}, wantErr: "berth: node \"alpa\" not found (did you mean \"alpha\"?)\n", wantCode: 1},
 		{name: "a misspelt name to scale", args: []string{"service", "scale", "hello=1", "wbe=2"}, wantOut: "service hello scaled to 1 (version 4)\n",
 			wantErr: "berth: service \"wbe\" not found (did you mean \"web\"?)\n", wantCode: 1},
+		{name: "-q with -o json", args: []string{"node", "ls", "-q", "-o", "json"}, wantErr: "berth: -q prints only ids; it does not go with -o json\n", wantCode: 2},
+		{name: "node ls bad filter", args: []string{"node", "ls", "--filter", "x=y"}, wantErr: "berth: --filter \"x=y\": unknown key \"x\"; use availability, hostname, role, status\n", wantCode: 2},
 		{name: "filter without =", args: []string{"ps", "--filter", "running"},
 			wantErr: "berth: --filter \"running\": want KEY=VALUE, such as state=running\n", wantCode: 2},
 	}

@@ -28,6 +28,13 @@ func newNodeLsCmd(e *env) *cobra.Command {
 	out := addOutputFlag(cmd)
 	keys := []string{"hostname", "status", "availability", "role"}
 	rawFilters, quiet := addFilterFlags(cmd, keys, "node ids")
+	cmd.PreRunE = func(*cobra.Command, []string) error {
+		if err := checkQuiet(*quiet, *out); err != nil {
+			return err
+		}
+		_, err := parseFilters(*rawFilters, keys)
+		return err
+	}
 	cmd.RunE = listRunE(e, out, func(ctx context.Context, c *api.Client, _ []string) ([]api.Node, error) {
 		f, err := parseFilters(*rawFilters, keys)
 		if err != nil {

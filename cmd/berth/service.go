@@ -152,6 +152,9 @@ func newServiceLsCmd(e *env) *cobra.Command {
 		if err := checkOutput(*out); err != nil {
 			return err
 		}
+		if err := checkQuiet(*quiet, *out); err != nil {
+			return err
+		}
 		f, err := parseFilters(*rawFilters, keys)
 		if err != nil {
 			return err

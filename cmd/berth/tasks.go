@@ -106,6 +106,9 @@ func (l taskListing) runE(e *env, withService bool, fetch func(ctx context.Conte
 		if err := checkOutput(*l.out); err != nil {
 			return err
 		}
+		if err := checkQuiet(*l.quiet, *l.out); err != nil {
+			return err
+		}
 		f, err := parseFilters(*l.filters, taskFilterKeys)
 		if err != nil {
 			return err

@@ -83,7 +83,7 @@ dropped. With --wait, the rollback is followed until its tasks are back.`,
 				return nil
 			}
 			w := &waiter{c: c, out: e.stdout, interval: poll, timeout: timeout, bar: isTerminal(e.stdout)}
-			return w.waitVersion(cmd.Context(), args[0], svc.Version, false)
+			return w.waitVersion(cmd.Context(), args[0], svc.Version)
 		},
 	}
 	cmd.Flags().Uint64Var(&to, "to", 0, "version to roll back to (default: the previous spec)")
@@ -136,7 +136,7 @@ With --wait, follow the update as 'deploy --wait' does.`,
 				return nil
 			}
 			w := &waiter{c: c, out: e.stdout, interval: poll, timeout: timeout, bar: isTerminal(e.stdout)}
-			return w.waitVersion(cmd.Context(), args[0], svc.Version, false)
+			return w.waitVersion(cmd.Context(), args[0], svc.Version)
 		},
 	}
 	addWaitFlags(cmd, &wait, &timeout, &poll, "follow the restart until every task is replaced; fail if it pauses or rolls back")
@@ -354,12 +354,11 @@ func updateUnit(st *api.UpdateStatus) string {
 // started none (a new service, or a change that replaces no task), until its
 // tasks run.
 func (w *waiter) wait(ctx context.Context, res api.DeployResult) error {
-	return w.waitVersion(ctx, res.Spec.Name, res.Version, res.Created)
+	return w.waitVersion(ctx, res.Spec.Name, res.Version)
 }
 
-// waitVersion follows the update of service name to version; created says
-// the service is new (so every task is of this version).
-func (w *waiter) waitVersion(ctx context.Context, name string, version uint64, created bool) error {
+// waitVersion follows the update of service name to version.
+func (w *waiter) waitVersion(ctx context.Context, name string, version uint64) error {
 	ctx, cancel := context.WithTimeout(ctx, w.timeout)
 	defer cancel()
 	defer w.endLine()
@@ -388,11 +387,9 @@ func (w *waiter) waitVersion(ctx context.Context, name string, version uint64, c
 		fmt.Fprintf(w.out, "service %s: update to version %d completed\n", name, svc.Version)
 		return nil
 	case errors.Is(err, api.ErrNoUpdate):
-		minVersion := uint64(0)
-		if created {
-			minVersion = version
-		}
-		return w.waitRunning(ctx, name, minVersion)
+		// Only tasks of this version count for giving up early: the
+		// history of older ones says nothing of whether this one starts.
+		return w.waitRunning(ctx, name, version)
 	case errors.Is(err, api.ErrCanariesWaiting):
 		w.endLine()
 		fmt.Fprintf(w.out, "service %s: canaries are running; promote them with 'berth service promote %s' or drop them with 'berth service rollback %s'\n", name, name, name)
