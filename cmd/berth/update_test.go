@@ -276,7 +276,7 @@ func TestDeployWait(t *testing.T) {
 		{name: "a bad timeout", args: []string{"--timeout", "0s", "-f", c.spec("7", "")}, wantErr: "must be positive", code: 2},
 		{name: "an automatic rollback counts what it rolled back", args: []string{"-f", c.spec("8", "labels: {sim: autorollback}\n")},
 			wantErr: "berth: service hello: update failed and was rolled back (now version 9, 2/2 tasks rolled back): automatic rollback: task t2 failed: exit status 1; 1 of 2 tasks failed\n", code: 1},
-		{name: "tasks that cannot start fail the wait at once, with their error", args: []string{"-f", c.spec("9", "labels: {sim: reject}\n")},
+		{name: "tasks that cannot start fail the wait at once, with their error", args: []string{"--timeout", "20s", "-f", c.spec("9", "labels: {sim: reject}\n")},
 			wantErr: `berth: service hello: version 9: no task can start: …tasks failed or were rejected and none runs; the latest, task …(slot 1, rejected): program "nope…" not found` + "\n", code: 1},
 		{name: "rollback --wait", args: []string{"rollback"}, wantOut: []string{"service hello rolled back to the previous spec (now version 10)",
 			"service hello: rollback to version 10 completed (2/2 tasks rolled back)\n"}},
