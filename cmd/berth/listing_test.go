@@ -23,20 +23,20 @@ func TestTaskListings(t *testing.T) {
 	}{
 		{name: "ps across services", args: []string{"ps"},
 			wantOut: `ID             SERVICE   SLOT   VERSION   NODE    STATE      DESIRED   HEALTH     PORTS                    CPUS      PID    ERROR
-d1b2c3d4e5f6   web       -      1         alpha   running    running   none       -                        1 mem 0   99     -
-a1b2c3d4e5f6   hello     1      3         alpha   running    running   healthy    admin:20002,http:20001   shared    4242   -
 e1b2c3d4e5f6   db        1      2         -       pending    running   none       -                        -         -      no node can take it: 2 nodes have too little memory free
+a1b2c3d4e5f6   hello     1      3         alpha   running    running   healthy    admin:20002,http:20001   shared    4242   -
 b1b2c3d4e5f6   hello     2      3         beta    starting   running   starting   -                        shared    -      -
+d1b2c3d4e5f6   web       -      1         alpha   running    running   none       -                        1 mem 0   99     -
 `},
 		{name: "ps -q", args: []string{"ps", "-q", "--filter", "service=hello"}, wantOut: "a1b2c3d4e5f6a7b8c9d0\nb1b2c3d4e5f6a7b8c9d0\n"},
 		{name: "ps -a with filters on two keys", args: []string{"ps", "-a", "-q", "--filter", "node=alpha", "--filter", "state=failed", "--filter", "state=running"},
-			wantOut: "d1b2c3d4e5f6a7b8c9d0\na1b2c3d4e5f6a7b8c9d0\nc1b2c3d4e5f6a7b8c9d0\n"},
+			wantOut: "a1b2c3d4e5f6a7b8c9d0\nc1b2c3d4e5f6a7b8c9d0\nd1b2c3d4e5f6a7b8c9d0\n"},
 		{name: "ps filter desired", args: []string{"ps", "-a", "-q", "--filter", "desired=shutdown"}, wantOut: "c1b2c3d4e5f6a7b8c9d0\n"},
 		{name: "node ps by host name", args: []string{"node", "ps", "beta"},
 			wantOut: `ID             SERVICE   SLOT   VERSION   NODE   STATE      DESIRED   HEALTH     PORTS   CPUS     PID   ERROR
 b1b2c3d4e5f6   hello     2      3         beta   starting   running   starting   -       shared   -     -
 `},
-		{name: "node ps -q", args: []string{"node", "ps", "node-alpha-0001", "-q"}, wantOut: "d1b2c3d4e5f6a7b8c9d0\na1b2c3d4e5f6a7b8c9d0\n"},
+		{name: "node ps -q", args: []string{"node", "ps", "node-alpha-0001", "-q"}, wantOut: "a1b2c3d4e5f6a7b8c9d0\nd1b2c3d4e5f6a7b8c9d0\n"},
 		{name: "node ps unknown", args: []string{"node", "ps", "gamma"}, wantErr: "berth: node \"gamma\" not found\n", wantCode: 1},
 		{name: "service ps filter", args: []string{"service", "ps", "hello", "-a", "--filter", "state=failed", "-q"}, wantOut: "c1b2c3d4e5f6a7b8c9d0\n"},
 		{name: "service ls -q", args: []string{"service", "ls", "-q"}, wantOut: "db\nhello\nweb\n"},

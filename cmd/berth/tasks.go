@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"sort"
 	"strconv"
 
 	"github.com/spf13/cobra"
@@ -33,6 +34,9 @@ func addTaskListingFlags(cmd *cobra.Command) taskListing {
 // else a table (with a SERVICE column when withService).
 func (l taskListing) print(ctx context.Context, e *env, c *api.Client, tasks []api.Task, f filters, withService bool) error {
 	sortTasks(tasks)
+	if withService {
+		sort.SliceStable(tasks, func(i, j int) bool { return tasks[i].ServiceName < tasks[j].ServiceName })
+	}
 	var hosts map[string]string
 	if len(f["node"]) > 0 || (!*l.quiet && *l.out != outputJSON) {
 		hosts = nodeHostnames(ctx, c)
