@@ -337,9 +337,11 @@ type Task struct {
 
 // TaskStatus is what is observed about a task.
 type TaskStatus struct {
-	// State is the observed state: pending, assigned, starting, running, complete, failed, shutdown, rejected or lost.
+	// State is the observed state: pending, assigned, starting, running,
+	// complete, failed, shutdown, rejected or lost.
 	State TaskState `json:"state"`
-	// Message says what the task is doing or waits for (for a pending task, why the scheduler cannot place it).
+	// Message says what the task is doing or waits for (for a pending
+	// task, why the scheduler cannot place it).
 	Message string `json:"message,omitempty"`
 	// Err is why the task failed or was rejected.
 	Err string `json:"error,omitempty"`
