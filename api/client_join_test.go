@@ -175,3 +175,26 @@ func TestClientFailsOverPastAnUnavailableManager(t *testing.T) {
 		t.Fatalf("a POST answered 503 must not be sent again: %v (posts %d)", err, posts.Load())
 	}
 }
+
+// TestTasksFollowsPages: Client.Tasks reads every page of a paged listing.
+func TestTasksFollowsPages(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		if r.URL.Query().Get("all") != "true" || r.URL.Query().Get("node") != "n1" {
+			w.WriteHeader(400)
+			return
+		}
+		if r.URL.Query().Get("continue") == "" {
+			w.Header().Set("Berth-Continue", "p2")
+			_, _ = w.Write([]byte(`[{"id":"t1"}]`))
+			return
+		}
+		_, _ = w.Write([]byte(`[{"id":"t2"}]`))
+	}))
+	defer srv.Close()
+	c, _ := NewClient(ClientConfig{Addr: srv.URL, CACertPEM: serverCAPEM(srv)})
+	ts, err := c.Tasks(t.Context(), TaskQuery{Node: "n1", All: true})
+	if err != nil || len(ts) != 2 || ts[0].ID != "t1" || ts[1].ID != "t2" {
+		t.Fatalf("%+v %v", ts, err)
+	}
+}

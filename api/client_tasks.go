@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/url"
 )
@@ -17,7 +18,10 @@ type TaskQuery struct {
 	All bool
 }
 
-// Tasks returns the tasks q selects, across services.
+// Tasks returns the tasks q selects, across services. It follows the
+// continuation of a paged listing to the last page (the Berth-Continue
+// header, ADR 0030), and works as well with a server that sends everything
+// at once.
 func (c *Client) Tasks(ctx context.Context, q TaskQuery) ([]Task, error) {
 	v := url.Values{}
 	if q.Service != "" {
@@ -30,6 +34,22 @@ func (c *Client) Tasks(ctx context.Context, q TaskQuery) ([]Task, error) {
 		v.Set("all", "true")
 	}
 	var out []Task
-	err := c.doJSON(ctx, http.MethodGet, "/tasks", v, nil, &out)
-	return out, err
+	for {
+		resp, err := c.do(ctx, http.MethodGet, "/tasks", v, nil, "")
+		if err != nil {
+			return nil, err
+		}
+		var page []Task
+		err = decodeBody(resp, &page)
+		next := resp.Header.Get("Berth-Continue")
+		drainClose(resp.Body)
+		if err != nil {
+			return nil, fmt.Errorf("api: GET /tasks: %w", err)
+		}
+		out = append(out, page...)
+		if next == "" || len(page) == 0 {
+			return out, nil
+		}
+		v.Set("continue", next)
+	}
 }
