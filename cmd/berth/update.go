@@ -371,9 +371,14 @@ func (w *waiter) waitVersion(ctx context.Context, name string, version uint64) e
 		if st == nil || st.ToVersion < version {
 			return // no update: waitRunning follows the tasks
 		}
-		if err := w.check(pollCtx, name, version); err != nil {
-			stop(err)
-			return
+		// Only while no task has been updated: an updated task runs, so
+		// then the version can start, and the full task list (history
+		// included) need not be read on every poll of a large service.
+		if st.Updated == 0 {
+			if err := w.check(pollCtx, name, version); err != nil {
+				stop(err)
+				return
+			}
 		}
 		w.show(name, w.progressState(st.State, st.Failed), st.Updated, st.Total, updateUnit(st))
 	})
@@ -459,8 +464,10 @@ func (w *waiter) waitRunning(ctx context.Context, name string, minVersion uint64
 					fmt.Fprintf(w.out, "service %s: %d/%d tasks running\n", name, running, want)
 					return nil
 				}
-				if err := w.check(ctx, name, minVersion); err != nil {
-					return fmt.Errorf("service %s: %w", name, err)
+				if running == 0 {
+					if err := w.check(ctx, name, minVersion); err != nil {
+						return fmt.Errorf("service %s: %w", name, err)
+					}
 				}
 				w.show(name, w.progressState("", 0), running, want, "running")
 			}
