@@ -7,12 +7,17 @@ import "time"
 type NodeRegistration struct {
 	// NodeID is the id the agent was given before and kept on disk; empty on
 	// first start.
-	NodeID    string            `json:"node_id,omitempty"`
-	Hostname  string            `json:"hostname"`
-	Address   string            `json:"address,omitempty"`
-	Labels    map[string]string `json:"labels,omitempty"`
-	Resources NodeResources     `json:"resources"`
-	Drivers   []string          `json:"drivers,omitempty"`
+	NodeID string `json:"node_id,omitempty"`
+	// Hostname is the node's name, unique in the cluster.
+	Hostname string `json:"hostname"`
+	// Address is where other nodes reach this one (its gateways dial tasks there).
+	Address string `json:"address,omitempty"`
+	// Labels are the agent's --label flags, for placement constraints.
+	Labels map[string]string `json:"labels,omitempty"`
+	// Resources are the CPUs and memory the node offers to tasks.
+	Resources NodeResources `json:"resources"`
+	// Drivers are the task drivers available on the node (process, docker).
+	Drivers []string `json:"drivers,omitempty"`
 	// PortRange is the first and last host port tasks on this node may get.
 	PortRange [2]int `json:"port_range"`
 	// Topology is the node's CPU layout; nil when the agent could not read
@@ -34,18 +39,22 @@ type NodeRegistration struct {
 // its agent: a new message replaces the previous one.
 type Assignments struct {
 	// Revision is the store revision the set was read at.
-	Revision int64  `json:"revision"`
-	Tasks    []Task `json:"tasks"`
+	Revision int64 `json:"revision"`
+	// Tasks are every task assigned to the node that it should run or stop.
+	Tasks []Task `json:"tasks"`
 }
 
 // TaskStatusUpdate is one task's observed status, reported by its agent.
 type TaskStatusUpdate struct {
-	ID     string     `json:"id"`
+	// ID is the task's id.
+	ID string `json:"id"`
+	// Status is the task's new observed status.
 	Status TaskStatus `json:"status"`
 }
 
 // StatusReport is an agent's heartbeat with the tasks whose status changed.
 type StatusReport struct {
+	// Tasks are the status changes of the node's tasks since the last report (all of them after a reconnect).
 	Tasks []TaskStatusUpdate `json:"tasks,omitempty"`
 	// Gateway is what the node's gateway has applied of the routing state;
 	// nil on a node without a gateway.
@@ -68,6 +77,7 @@ type GatewayAck struct {
 // state at or after the revision asked about) and has nothing in flight to
 // it.
 type DrainStatus struct {
+	// Drained reports whether every gateway has stopped sending the task new traffic.
 	Drained bool `json:"drained"`
 	// Waiting are the nodes whose gateways have not yet.
 	Waiting []string `json:"waiting,omitempty"`
@@ -76,6 +86,7 @@ type DrainStatus struct {
 // ResourceStats is a sample of a task's resource use, as its driver
 // measures it.
 type ResourceStats struct {
+	// Time is when the sample was taken, by the agent's clock.
 	Time time.Time `json:"time"`
 	// CPUNanos is the CPU time used since the task started.
 	CPUNanos uint64 `json:"cpu_nanos"`
@@ -94,10 +105,16 @@ type ResourceStats struct {
 // TaskStats is one task's resource use, as GET /services/{name}/stats
 // answers it. Error says why a task has no sample.
 type TaskStats struct {
-	TaskID  string         `json:"task_id"`
-	Service string         `json:"service"`
-	Slot    int            `json:"slot"`
-	NodeID  string         `json:"node"`
-	Stats   *ResourceStats `json:"stats,omitempty"`
-	Error   string         `json:"error,omitempty"`
+	// TaskID is the id of the task measured.
+	TaskID string `json:"task_id"`
+	// Service is the name of the task's service.
+	Service string `json:"service"`
+	// Slot is the task's slot (see Task.Slot).
+	Slot int `json:"slot"`
+	// NodeID is the node the task runs on.
+	NodeID string `json:"node"`
+	// Stats is the sample; nil when the agent could not be asked (see Error).
+	Stats *ResourceStats `json:"stats,omitempty"`
+	// Error says why there is no sample.
+	Error string `json:"error,omitempty"`
 }

@@ -61,9 +61,12 @@ type Certificate struct {
 // GatewayCertificate is an uploaded certificate with its key, as agents get
 // it for their gateway (GET /api/v1/agent/certificates).
 type GatewayCertificate struct {
-	Name    string `json:"name"`
+	// Name is the uploaded certificate's name.
+	Name string `json:"name"`
+	// CertPEM is the certificate chain, leaf first (PEM).
 	CertPEM string `json:"cert_pem"`
-	KeyPEM  string `json:"key_pem"`
+	// KeyPEM is the certificate's private key (PEM); sent to agents only.
+	KeyPEM string `json:"key_pem"`
 }
 
 // String names the certificate without its key, so that logging one never
@@ -73,6 +76,8 @@ func (c GatewayCertificate) String() string { return fmt.Sprintf("certificate %s
 // GatewayCertificates is one message of the agents' certificate stream: every
 // uploaded certificate, sorted by name, at store revision Revision.
 type GatewayCertificates struct {
-	Revision     int64                `json:"revision"`
+	// Revision is the store revision the certificates were read at.
+	Revision int64 `json:"revision"`
+	// Certificates are every uploaded certificate with its key.
 	Certificates []GatewayCertificate `json:"certificates"`
 }

@@ -540,7 +540,18 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, body
 			return resp, nil
 		}
 		var ae *Error
-		if errors.As(err, &ae) || ctx.Err() != nil || !retryable(method, err) {
+		switch {
+		case ctx.Err() != nil:
+			return nil, err
+		case errors.As(err, &ae):
+			// An answer is final, except a manager that says it cannot
+			// serve now (no quorum, shutting down): another may. Only
+			// idempotent requests move on, since the first may still
+			// have been applied.
+			if !unavailable(ae.Status) || !idempotent(method) {
+				return nil, err
+			}
+		case !retryable(method, err):
 			return nil, err
 		}
 		errs = append(errs, err)
@@ -559,8 +570,24 @@ func retryable(method string, err error) bool {
 	if errors.As(err, &op) && op.Op == "dial" {
 		return true
 	}
+	return idempotent(method)
+}
+
+// idempotent reports whether sending a request with method twice has the
+// effect of sending it once.
+func idempotent(method string) bool {
 	switch method {
 	case http.MethodGet, http.MethodHead, http.MethodPut, http.MethodDelete, http.MethodOptions:
+		return true
+	}
+	return false
+}
+
+// unavailable reports whether an HTTP status says the server (or a proxy in
+// front of it) cannot serve the request now, so that another manager may.
+func unavailable(status int) bool {
+	switch status {
+	case http.StatusServiceUnavailable, http.StatusBadGateway, http.StatusGatewayTimeout:
 		return true
 	}
 	return false

@@ -138,3 +138,63 @@ func TestClientPresentsItsCertificate(t *testing.T) {
 		t.Fatalf("certificate over http: %v", err)
 	}
 }
+
+// A manager that answers 503 (no quorum, shutting down) is passed over for
+// an idempotent request, never for a POST, which it may have applied.
+func TestClientFailsOverPastAnUnavailableManager(t *testing.T) {
+	var posts atomic.Int32
+	down := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(503)
+		_, _ = w.Write([]byte(`{"code":"unavailable","message":"request cancelled or timed out"}`))
+	}))
+	defer down.Close()
+	up := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost {
+			posts.Add(1)
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"version":"up","leader":true}`))
+	}))
+	defer up.Close()
+	c, err := NewClient(ClientConfig{Addrs: []string{down.URL, up.URL}, CACertPEM: append(serverCAPEM(down), serverCAPEM(up)...)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if info, err := c.Info(ctx); err != nil || info.Version != "up" {
+		t.Fatalf("GET past a 503: %+v %v", info, err)
+	}
+	if !strings.HasPrefix(c.Addr(), up.URL) {
+		t.Fatalf("Addr() = %s, want %s", c.Addr(), up.URL)
+	}
+	c2, _ := NewClient(ClientConfig{Addrs: []string{down.URL, up.URL}, CACertPEM: append(serverCAPEM(down), serverCAPEM(up)...)})
+	var ae *Error
+	if err := c2.ReportStatus(ctx, "n1", StatusReport{}); !errors.As(err, &ae) || ae.Status != 503 || posts.Load() != 0 {
+		t.Fatalf("a POST answered 503 must not be sent again: %v (posts %d)", err, posts.Load())
+	}
+}
+
+// TestTasksFollowsPages: Client.Tasks reads every page of a paged listing.
+func TestTasksFollowsPages(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		if r.URL.Query().Get("all") != "true" || r.URL.Query().Get("node") != "n1" {
+			w.WriteHeader(400)
+			return
+		}
+		if r.URL.Query().Get("continue") == "" {
+			w.Header().Set("Berth-Continue", "p2")
+			_, _ = w.Write([]byte(`[{"id":"t1"}]`))
+			return
+		}
+		_, _ = w.Write([]byte(`[{"id":"t2"}]`))
+	}))
+	defer srv.Close()
+	c, _ := NewClient(ClientConfig{Addr: srv.URL, CACertPEM: serverCAPEM(srv)})
+	ts, err := c.Tasks(t.Context(), TaskQuery{Node: "n1", All: true})
+	if err != nil || len(ts) != 2 || ts[0].ID != "t1" || ts[1].ID != "t2" {
+		t.Fatalf("%+v %v", ts, err)
+	}
+}

@@ -159,3 +159,31 @@ func reason(st *UpdateStatus) string {
 	}
 	return "no reason given"
 }
+
+// Restart replaces every task of a service by a rolling update without
+// another change to its spec (a new version with task.force_update raised).
+func (c *Client) Restart(ctx context.Context, name string) (Service, error) {
+	var out Service
+	err := c.doJSON(ctx, http.MethodPost, "/services/"+url.PathEscape(name)+"/restart", nil, nil, &out)
+	return out, err
+}
+
+// PlanDeploy asks the server what deploying doc as service name would do,
+// without doing it: the spec is checked as a deploy checks it (a refusal is
+// the same *Error), and nothing is stored.
+func (c *Client) PlanDeploy(ctx context.Context, name string, doc []byte, contentType string) (DeployPlan, error) {
+	var out DeployPlan
+	if contentType == "" {
+		contentType = "application/yaml"
+	}
+	path := "/services/" + url.PathEscape(name)
+	resp, err := c.do(ctx, http.MethodPut, path, url.Values{"dry_run": {"true"}}, bytes.NewReader(doc), contentType)
+	if err != nil {
+		return out, err
+	}
+	defer drainClose(resp.Body)
+	if err := decodeBody(resp, &out); err != nil {
+		return out, fmt.Errorf("api: PUT %s?dry_run=true: %w", path, err)
+	}
+	return out, nil
+}

@@ -44,6 +44,7 @@ type ClusterManager struct {
 // /cluster/managers/join: the manager join token, a CSR for its own key,
 // its id, and the URLs the others will reach it at.
 type ManagerJoinRequest struct {
+	// Token is the manager join token (berth join-token manager).
 	Token string `json:"token"`
 	// CSRPEM is a CSR for the key of the manager's node certificate.
 	CSRPEM string `json:"csr_pem"`
@@ -64,17 +65,22 @@ func (r ManagerJoinRequest) String() string { return "manager join request of " 
 // key (managers sign certificates), its own certificate, the admin token,
 // and etcd's initial-cluster string.
 type ManagerJoinResponse struct {
+	// CACertPEM is the cluster CA certificate (PEM).
 	CACertPEM string `json:"ca_cert_pem"`
-	CAKeyPEM  string `json:"ca_key_pem"`
+	// CAKeyPEM is the cluster CA's private key (PEM): every manager signs node certificates.
+	CAKeyPEM string `json:"ca_key_pem"`
 	// CertPEM is the manager's node certificate (Organization
 	// berth-manager, CommonName its id) for the key of the CSR.
-	CertPEM    string `json:"cert_pem"`
+	CertPEM string `json:"cert_pem"`
+	// AdminToken is the cluster's admin bearer token.
 	AdminToken string `json:"admin_token"`
 	// InitialCluster is "name=peerURL,..." for etcd's --initial-cluster,
 	// including the new member; empty when the cluster's etcd is external.
 	InitialCluster string `json:"initial_cluster,omitempty"`
-	MemberName     string `json:"member_name,omitempty"`
-	MemberID       string `json:"member_id,omitempty"`
+	// MemberName is the new manager's etcd member name.
+	MemberName string `json:"member_name,omitempty"`
+	// MemberID is the new manager's etcd member id (hex).
+	MemberID string `json:"member_id,omitempty"`
 	// Managers are the managers before this one joined.
 	Managers []ClusterManager `json:"managers"`
 }

@@ -23,11 +23,16 @@ const MaxJoinRequestBytes = 16 << 10
 // for the key it made (the key never leaves the node), and what the node
 // is.
 type JoinRequest struct {
-	Token    string            `json:"token"`
-	CSRPEM   string            `json:"csr_pem"`
-	Hostname string            `json:"hostname"`
-	Address  string            `json:"address,omitempty"`
-	Labels   map[string]string `json:"labels,omitempty"`
+	// Token is the worker join token (berth join-token worker).
+	Token string `json:"token"`
+	// CSRPEM is a certificate request (PEM) for the key the new node made; the key never leaves it.
+	CSRPEM string `json:"csr_pem"`
+	// Hostname is the new node's name.
+	Hostname string `json:"hostname"`
+	// Address is where other nodes reach the new node.
+	Address string `json:"address,omitempty"`
+	// Labels are the new node's labels.
+	Labels map[string]string `json:"labels,omitempty"`
 }
 
 // String describes the request without its token.
@@ -37,28 +42,37 @@ func (r JoinRequest) String() string { return "join request of " + r.Hostname }
 // (signed by the cluster CA, CommonName the node id), the CA certificate,
 // and the API URLs of the managers.
 type JoinResponse struct {
-	NodeID   string   `json:"node_id"`
-	CertPEM  string   `json:"cert_pem"`
-	CAPEM    string   `json:"ca_pem"`
+	// NodeID is the id the cluster gave the new node (the CommonName of its certificate).
+	NodeID string `json:"node_id"`
+	// CertPEM is the node's certificate (PEM), signed by the cluster CA.
+	CertPEM string `json:"cert_pem"`
+	// CAPEM is the cluster CA certificate (PEM) the node trusts managers by.
+	CAPEM string `json:"ca_pem"`
+	// Managers are the API URLs of the managers, to fail over between.
 	Managers []string `json:"managers"`
 }
 
 // RenewRequest is what a node sends to POST /agent/renew, over mTLS with its
 // current certificate: a CSR (for the same or a new key).
 type RenewRequest struct {
+	// CSRPEM is a certificate request (PEM) for the node's new key.
 	CSRPEM string `json:"csr_pem"`
 }
 
 // RenewResponse is a renewed node certificate and the CA certificate.
 type RenewResponse struct {
+	// CertPEM is the node's new certificate (PEM).
 	CertPEM string `json:"cert_pem"`
-	CAPEM   string `json:"ca_pem"`
+	// CAPEM is the cluster CA certificate (PEM).
+	CAPEM string `json:"ca_pem"`
 }
 
 // JoinTokens are the cluster's current join tokens (GET
 // /cluster/join-tokens, admin only).
 type JoinTokens struct {
-	Worker  string `json:"worker"`
+	// Worker is the token agents join with (berth agent --join).
+	Worker string `json:"worker"`
+	// Manager is the token managers join with (berth server --join).
 	Manager string `json:"manager"`
 }
 

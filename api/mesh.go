@@ -95,7 +95,9 @@ type EndpointBackend struct {
 // Endpoints is one message of the endpoints stream: the whole routing state
 // of the cluster at store revision Revision, sorted by service name.
 type Endpoints struct {
-	Revision int64              `json:"revision"`
+	// Revision is the store revision the routing state was read at.
+	Revision int64 `json:"revision"`
+	// Services are, per service, its published ports, routes and healthy running tasks.
 	Services []ServiceEndpoints `json:"services"`
 	// Unchanged marks a message that only moves Revision on: the routing
 	// state is the one last sent, and Services is empty. Agents acknowledge

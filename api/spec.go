@@ -253,10 +253,15 @@ func jsonFields(t reflect.Type) map[string]jsonField {
 
 func suggest(k string, fields map[string]jsonField) string {
 	lk := strings.ToLower(strings.ReplaceAll(k, "-", "_"))
+	names := make([]string, 0, len(fields))
 	for name := range fields {
 		if strings.ToLower(name) == lk {
 			return fmt.Sprintf(" (did you mean %q?)", name)
 		}
+		names = append(names, name)
+	}
+	if s := Suggest(lk, names); s != "" {
+		return fmt.Sprintf(" (did you mean %q?)", s)
 	}
 	return ""
 }

@@ -211,3 +211,21 @@ func TestRunAsRootForProcessTasks(t *testing.T) {
 		}
 	}
 }
+
+func TestSuggest(t *testing.T) {
+	for _, c := range []struct {
+		s    string
+		in   []string
+		want string
+	}{
+		{"helo", []string{"web", "hello"}, "hello"},
+		{"wbe", []string{"db", "hello", "web"}, "web"},
+		{"nope", []string{"db", "hello", "web"}, ""},
+		{"comand", []string{"command", "env"}, "command"},
+		{"x", nil, ""},
+	} {
+		if got := Suggest(c.s, c.in); got != c.want {
+			t.Errorf("Suggest(%q, %v) = %q, want %q", c.s, c.in, got, c.want)
+		}
+	}
+}

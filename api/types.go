@@ -95,6 +95,11 @@ type TaskSpec struct {
 	// StopGracePeriod is how long a task has between SIGTERM and SIGKILL.
 	// Default 10s.
 	StopGracePeriod Duration `json:"stop_grace_period,omitempty"`
+	// ForceUpdate is a counter that `berth service restart` raises: a
+	// change of it is a change of the task template, so the service's
+	// tasks are replaced by a rolling update although nothing else changed.
+	// A deploy that leaves it out (0) keeps the stored value.
+	ForceUpdate uint64 `json:"force_update,omitempty"`
 
 	// The fields below are for driver docker only, but for RunAsRoot.
 	// Containers are hardened by default; each field that relaxes the
@@ -230,11 +235,15 @@ type PlacementPreference struct {
 
 // Service is a stored service: its spec and what Berth keeps about it.
 type Service struct {
-	ID   string      `json:"id"`
+	// ID is the service's id, fixed at creation.
+	ID string `json:"id"`
+	// Spec is the current spec, with every default filled in.
 	Spec ServiceSpec `json:"spec"`
 	// Version increases with every change of the spec.
-	Version   uint64    `json:"version"`
+	Version uint64 `json:"version"`
+	// CreatedAt is when the service was created.
 	CreatedAt time.Time `json:"created_at"`
+	// UpdatedAt is when its spec last changed.
 	UpdatedAt time.Time `json:"updated_at"`
 	// PreviousSpec is the spec of the version the latest update started
 	// from: the target of an automatic rollback. Nil before the first update.
@@ -314,13 +323,17 @@ const (
 // Task is one run of one slot of a service on one node. A replacement is
 // always a new task.
 type Task struct {
-	ID          string `json:"id"`
-	ServiceID   string `json:"service_id"`
+	// ID is the task's id.
+	ID string `json:"id"`
+	// ServiceID is the id of the task's service.
+	ServiceID string `json:"service_id"`
+	// ServiceName is the name of the task's service.
 	ServiceName string `json:"service"`
 	// Slot is the replica number (replicated mode, from 1), 0 (global mode,
 	// where the node identifies the task) or, in per-unit mode, the unit's
 	// number on its node plus one (core:3 is slot 4).
-	Slot        int    `json:"slot"`
+	Slot int `json:"slot"`
+	// SpecVersion is the service version whose task template the task runs.
 	SpecVersion uint64 `json:"spec_version"`
 	// Spec is the task template of the service version this task runs.
 	Spec TaskSpec `json:"spec"`
@@ -339,28 +352,41 @@ type Task struct {
 	// shared task, which runs on the node's shared pool.
 	Allocation *CPUAllocation `json:"allocation,omitempty"`
 	// DesiredState is what the task should become: running or shutdown.
-	DesiredState TaskState  `json:"desired_state"`
-	Status       TaskStatus `json:"status"`
+	DesiredState TaskState `json:"desired_state"`
+	// Status is what is observed about the task.
+	Status TaskStatus `json:"status"`
 	// Attempt counts consecutive restarts of this slot before this task.
-	Attempt   int       `json:"attempt,omitempty"`
+	Attempt int `json:"attempt,omitempty"`
+	// CreatedAt is when the orchestrator created the task.
 	CreatedAt time.Time `json:"created_at"`
 	// NotBefore delays the start of a restarted task (restart delay).
 	NotBefore time.Time `json:"not_before,omitempty"`
-	Revision  int64     `json:"revision,omitempty"`
+	// Revision is the store's modification revision; set on read.
+	Revision int64 `json:"revision,omitempty"`
 }
 
 // TaskStatus is what is observed about a task.
 type TaskStatus struct {
-	State    TaskState `json:"state"`
-	Message  string    `json:"message,omitempty"`
-	Err      string    `json:"error,omitempty"`
-	ExitCode *int      `json:"exit_code,omitempty"`
-	Health   string    `json:"health,omitempty"`
-	PID      int       `json:"pid,omitempty"`
+	// State is the observed state: pending, assigned, starting, running,
+	// complete, failed, shutdown, rejected or lost.
+	State TaskState `json:"state"`
+	// Message says what the task is doing or waits for (for a pending
+	// task, why the scheduler cannot place it).
+	Message string `json:"message,omitempty"`
+	// Err is why the task failed or was rejected.
+	Err string `json:"error,omitempty"`
+	// ExitCode is the exit status of the task's process once it exited.
+	ExitCode *int `json:"exit_code,omitempty"`
+	// Health is starting, healthy, unhealthy or none (no health check).
+	Health string `json:"health,omitempty"`
+	// PID is the process id of the task's main process on its node.
+	PID int `json:"pid,omitempty"`
 	// ContainerID is the driver's handle for container drivers.
-	ContainerID string    `json:"container_id,omitempty"`
-	StartedAt   time.Time `json:"started_at,omitempty"`
-	FinishedAt  time.Time `json:"finished_at,omitempty"`
+	ContainerID string `json:"container_id,omitempty"`
+	// StartedAt is when the task started running.
+	StartedAt time.Time `json:"started_at,omitempty"`
+	// FinishedAt is when the task ended.
+	FinishedAt time.Time `json:"finished_at,omitempty"`
 	// HealthySince is when the task last started serving, by the agent's
 	// clock: when its health turned healthy, or when it started running
 	// without a health check. It is zero while the task has not served.
@@ -369,7 +395,8 @@ type TaskStatus struct {
 	// FinishedAt); a task that turns healthy again starts it anew. Agents
 	// older than the field leave it zero.
 	HealthySince time.Time `json:"healthy_since,omitzero"`
-	Timestamp    time.Time `json:"timestamp"`
+	// Timestamp is when this status was observed (by the agent) or set.
+	Timestamp time.Time `json:"timestamp"`
 }
 
 // Node availability and status.
@@ -384,9 +411,12 @@ const (
 
 // Node is a machine that runs an agent.
 type Node struct {
-	ID       string `json:"id"`
+	// ID is the node's id, given at its first registration.
+	ID string `json:"id"`
+	// Hostname is the node's name, unique in the cluster.
 	Hostname string `json:"hostname"`
-	Address  string `json:"address,omitempty"`
+	// Address is where other nodes reach this one; empty when it has none.
+	Address string `json:"address,omitempty"`
 	// Labels are the node's labels, which placement constraints and
 	// preferences look at: its agent's labels (AgentLabels) without those
 	// an admin removed (RemovedLabels), then the labels an admin set
@@ -400,12 +430,17 @@ type Node struct {
 	AdminLabels map[string]string `json:"admin_labels,omitempty"`
 	// RemovedLabels are agent label keys an admin removed with berth node
 	// update --label-rm; a registration keeps them removed.
-	RemovedLabels []string      `json:"removed_labels,omitempty"`
-	Role          string        `json:"role,omitempty"`
-	Resources     NodeResources `json:"resources"`
-	Drivers       []string      `json:"drivers,omitempty"`
-	Availability  string        `json:"availability"`
-	Status        string        `json:"status"`
+	RemovedLabels []string `json:"removed_labels,omitempty"`
+	// Role is worker or manager: what the node's certificate allows.
+	Role string `json:"role,omitempty"`
+	// Resources are the CPUs and memory the node offers to tasks.
+	Resources NodeResources `json:"resources"`
+	// Drivers are the task drivers available on the node.
+	Drivers []string `json:"drivers,omitempty"`
+	// Availability is active, pause or drain (set with berth node update).
+	Availability string `json:"availability"`
+	// Status is ready, or down once the node missed its heartbeats.
+	Status string `json:"status"`
 	// PortRange is the first and last host port the scheduler may allocate
 	// on this node.
 	PortRange [2]int `json:"port_range"`
@@ -416,19 +451,24 @@ type Node struct {
 	Topology *Topology `json:"topology,omitempty"`
 	// ReservedCPUs lists the CPUs kept for the system (the agent's
 	// --reserved-cpus): no task is pinned to them.
-	ReservedCPUs  string    `json:"reserved_cpus,omitempty"`
+	ReservedCPUs string `json:"reserved_cpus,omitempty"`
+	// LastHeartbeat is when the manager last heard from the node's agent.
 	LastHeartbeat time.Time `json:"last_heartbeat"`
 	// Gateway is what the node's gateway last acknowledged of the routing
 	// state; nil on a node without a gateway.
-	Gateway   *GatewayAck `json:"gateway,omitempty"`
-	CreatedAt time.Time   `json:"created_at"`
-	Revision  int64       `json:"revision,omitempty"`
+	Gateway *GatewayAck `json:"gateway,omitempty"`
+	// CreatedAt is when the node first registered.
+	CreatedAt time.Time `json:"created_at"`
+	// Revision is the store's modification revision; set on read.
+	Revision int64 `json:"revision,omitempty"`
 }
 
 // NodeResources are a node's total capacity. CPUs counts the online CPUs
 // the agent may use.
 type NodeResources struct {
-	CPUs   float64  `json:"cpus"`
+	// CPUs is the number of CPUs (fractions allowed).
+	CPUs float64 `json:"cpus"`
+	// Memory is the memory for tasks.
 	Memory ByteSize `json:"memory"`
 }
 

@@ -117,9 +117,12 @@ type UpdateStatus struct {
 
 // ServiceVersion is one kept version of a service's spec.
 type ServiceVersion struct {
-	Service string      `json:"service"`
-	Version uint64      `json:"version"`
-	Spec    ServiceSpec `json:"spec"`
+	// Service is the service's name.
+	Service string `json:"service"`
+	// Version is the service version this spec was.
+	Version uint64 `json:"version"`
+	// Spec is the spec of that version.
+	Spec ServiceSpec `json:"spec"`
 	// CreatedAt is when the version was deployed.
 	CreatedAt time.Time `json:"created_at"`
 	// Author is who deployed it (the API identity).
@@ -245,3 +248,44 @@ const CanarySlotBase = MaxReplicas
 
 // IsCanarySlot reports whether slot is a canary's (see CanarySlotBase).
 func IsCanarySlot(slot int) bool { return slot > CanarySlotBase }
+
+// DeployPlan is what a deploy would do, answered to PUT
+// /services/{name}?dry_run=true instead of doing it: nothing is stored.
+type DeployPlan struct {
+	// Service is the service's name.
+	Service string `json:"service"`
+	// Action is "create", "update" (a new version) or "none" (the spec is
+	// the stored one).
+	Action string `json:"action"`
+	// FromVersion is the stored version (0 for a new service); ToVersion the
+	// version the deploy would write (FromVersion when nothing changes).
+	FromVersion uint64 `json:"from_version"`
+	ToVersion   uint64 `json:"to_version"`
+	// Summary says what changes, as service history would show it.
+	Summary string `json:"summary,omitempty"`
+	// TemplateChanged reports a change of the task template (task or
+	// placement): the service's tasks are replaced by a rolling update.
+	TemplateChanged bool `json:"template_changed"`
+	// Replace lists the tasks a rolling update would replace.
+	Replace []PlanTask `json:"replace"`
+	// Stop lists the tasks stopped without a replacement (replicas lowered).
+	Stop []PlanTask `json:"stop"`
+	// Start is how many new tasks would start for new slots (replicas
+	// raised, or a new replicated service). Global and per-unit services
+	// start one per eligible node or unit, which the plan does not count.
+	Start int `json:"start"`
+	// Warnings is advice about the spec, as a deploy gives it.
+	Warnings []string `json:"warnings,omitempty"`
+}
+
+// PlanTask names one task in a DeployPlan.
+type PlanTask struct {
+	// ID is the task's id.
+	ID string `json:"id"`
+	// Slot is the task's slot (0 for a global service's task).
+	Slot int `json:"slot"`
+	// Node is the id of the node the task runs on.
+	Node string `json:"node,omitempty"`
+	// SpecVersion is the service version the task runs.
+	SpecVersion uint64 `json:"spec_version"`
+}

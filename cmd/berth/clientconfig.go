@@ -74,10 +74,14 @@ func (e *env) clientConfig() (api.ClientConfig, error) {
 	if err != nil {
 		return cfg, err
 	}
-	if addr == "" {
+	addrs := splitAddrs(addr)
+	if len(addrs) == 0 {
 		return cfg, errNoAddr
 	}
-	cfg.Addr = addr
+	// Several managers of one cluster: the client tries them in turn (see
+	// api.ClientConfig.Addrs).
+	cfg.Addr, cfg.Addrs = addrs[0], addrs[1:]
+	addr = strings.Join(addrs, ",")
 
 	token, err := layered(e.flags.token, e.getenv(envToken), filepath.Join(dir, tokenFile))
 	if err != nil {
@@ -110,10 +114,20 @@ func (e *env) clientConfig() (api.ClientConfig, error) {
 			return cfg, fmt.Errorf("reading the CA certificate: %w", err)
 		}
 	}
-	if len(cfg.CACertPEM) == 0 && !strings.HasPrefix(addr, "http://") {
-		return cfg, fmt.Errorf("no CA certificate to check %s: set BERTH_CA (or --ca) to the cluster's ca.pem", addr)
+	if len(cfg.CACertPEM) == 0 {
+		for _, a := range addrs {
+			if !strings.HasPrefix(a, "http://") {
+				return cfg, fmt.Errorf("no CA certificate to check %s: set BERTH_CA (or --ca) to the cluster's ca.pem", a)
+			}
+		}
 	}
 	return cfg, nil
+}
+
+// splitAddrs splits a list of API addresses separated by commas (or
+// spaces), as BERTH_ADDR and --addr take them, dropping empty entries.
+func splitAddrs(s string) []string {
+	return strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' })
 }
 
 // layered returns flag, else env, else the first line of file; a missing

@@ -199,3 +199,46 @@ func TestNoAddressMessage(t *testing.T) {
 		t.Errorf("got %+v, want code 1 and %q", r, want)
 	}
 }
+
+// TestClientFailsOverBetweenManagers gives BERTH_ADDR (and --addr) two
+// managers, the first of them down: the command is answered by the second.
+// An answer (a 4xx) from the first is final.
+func TestClientFailsOverBetweenManagers(t *testing.T) {
+	t.Parallel()
+	up := newFakeCluster(t)
+	up.seed()
+	down := newFakeCluster(t)
+	down.srv.Close() // connection refused from now on
+	refusing := newFakeCluster(t)
+	refusing.token = "tok-other" // answers 401 to goodToken
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	writeTestFile(t, ca, string(down.caPEM())+string(up.caPEM())+string(refusing.caPEM()), 0o644)
+	vars := func(addr string) map[string]string {
+		return map[string]string{envDataDir: t.TempDir(), envAddr: addr, envToken: goodToken, envCA: ca}
+	}
+	for _, addr := range []string{down.srv.URL + "," + up.srv.URL, " " + down.srv.URL + ", " + up.srv.URL + " ,"} {
+		r := cliRun(context.Background(), vars(addr), "", "service", "ls")
+		if r.code != 0 || !strings.Contains(r.stdout, "hello") || r.stderr != "" {
+			t.Errorf("BERTH_ADDR=%q: %+v", addr, r)
+		}
+	}
+	r := cliRun(context.Background(), vars(""), "", "--addr", down.srv.URL+","+up.srv.URL, "node", "ls")
+	if r.code != 0 || !strings.Contains(r.stdout, "alpha") {
+		t.Errorf("--addr with two managers: %+v", r)
+	}
+	// A refusal is an answer: the next manager is not asked.
+	r = cliRun(context.Background(), vars(refusing.srv.URL+","+up.srv.URL), "", "service", "ls")
+	if r.code != 1 || r.stderr != "berth: missing or wrong bearer token\n" {
+		t.Errorf("a 401 from the first manager: %+v", r)
+	}
+	// Every manager down: one line naming each.
+	r = cliRun(context.Background(), vars(down.srv.URL+","+down.srv.URL+"/x"), "", "service", "ls")
+	if r.code != 1 || strings.Count(r.stderr, "\n") != 1 || !strings.Contains(r.stderr, "no manager answered") {
+		t.Errorf("all down: %+v", r)
+	}
+	up.mu.Lock()
+	defer up.mu.Unlock()
+	if len(up.requests) == 0 {
+		t.Error("the manager that is up was never asked")
+	}
+}

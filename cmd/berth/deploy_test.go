@@ -33,7 +33,7 @@ func TestDeploy(t *testing.T) {
 		code    int
 	}{
 		{name: "create", args: []string{"deploy", "-f", yamlFile}, wantOut: "service hello created (version 1)\n"},
-		{name: "same again", args: []string{"deploy", "-f", yamlFile}, wantOut: "service hello unchanged (version 1)\n"},
+		{name: "same again, the file as an argument", args: []string{"deploy", yamlFile}, wantOut: "service hello unchanged (version 1)\n"},
 		{name: "change", write: strings.Replace(helloYAML, "replicas: 2", "replicas: 3", 1), args: []string{"deploy", "--file", yamlFile}, wantOut: "service hello updated (version 2)\n"},
 		{
 			name:    "JSON on stdin, a second service",
@@ -143,9 +143,9 @@ func TestDeployLocalErrors(t *testing.T) {
 		wantErr string
 		code    int
 	}{
-		{"no -f", []string{"deploy"}, "", "berth: deploy needs at least one -f FILE\n", 2},
-		{"positional file", []string{"deploy", good}, "", "berth: deploy takes no arguments, got \"" + good + "\"; usage: berth deploy -f FILE [-f FILE...]\n", 2},
-		{"unknown field, after a good file", []string{"deploy", "-f", good, "-f", typo}, "", "berth: " + typo + ": task.comand: unknown field \"comand\"\n", 1},
+		{"no file", []string{"deploy"}, "", "berth: deploy needs at least one spec file: berth deploy FILE, or -f FILE\n", 2},
+		{"unknown field, after a good file", []string{"deploy", "-f", good, "-f", typo}, "", "berth: " + typo + ": task.comand: unknown field \"comand\" (did you mean \"command\"?)\n", 1},
+		{"unknown field, files as arguments", []string{"deploy", good, typo}, "", "berth: " + typo + ": task.comand: unknown field \"comand\" (did you mean \"command\"?)\n", 1},
 		{"no name", []string{"deploy", "-f", noName}, "", "berth: " + noName + ": name: is required\n", 1},
 		{"wrong type", []string{"deploy", "-f", wrongType}, "", "berth: " + wrongType + ": replicas: want a whole number, got string \"three\"\n", 1},
 		{"same service twice", []string{"deploy", "-f", good, "-f", dup}, "", "berth: " + dup + ": service \"hello\" is also in " + good + "\n", 1},

@@ -37,13 +37,14 @@ type fakeCluster struct {
 	dataDir string
 	token   string // the only token accepted
 
-	mu       sync.Mutex
-	services map[string]api.Service
-	tasks    []api.Task
-	nodes    []api.Node
-	logs     string
-	follow   bool // keep a followed log stream open until the client goes
-	requests []string
+	mu         sync.Mutex
+	services   map[string]api.Service
+	tasks      []api.Task
+	nodes      []api.Node
+	logs       string
+	follow     bool // keep a followed log stream open until the client goes
+	statsCalls int
+	requests   []string
 }
 
 func newFakeCluster(t *testing.T) *fakeCluster {
@@ -60,10 +61,12 @@ func newFakeCluster(t *testing.T) *fakeCluster {
 	mux.HandleFunc("DELETE /api/v1/services/{name}", f.deleteService)
 	mux.HandleFunc("GET /api/v1/services/{name}/tasks", f.serviceTasks)
 	mux.HandleFunc("GET /api/v1/services/{name}/logs", f.serviceLogs)
+	mux.HandleFunc("GET /api/v1/services/{name}/stats", f.serviceStats)
 	mux.HandleFunc("GET /api/v1/tasks", f.listTasks)
 	mux.HandleFunc("GET /api/v1/nodes", f.listNodes)
 	mux.HandleFunc("GET /api/v1/nodes/{id}", f.getNode)
 	mux.HandleFunc("GET /api/v1/nodes/{id}/topology", f.nodeTopology)
+	mux.HandleFunc("PATCH /api/v1/nodes/{id}", f.updateNode)
 	f.srv = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		f.mu.Lock()
 		f.requests = append(f.requests, r.Method+" "+r.URL.RequestURI())
@@ -242,9 +245,11 @@ func (f *fakeCluster) serviceTasks(w http.ResponseWriter, r *http.Request) {
 func (f *fakeCluster) listTasks(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	q := r.URL.Query()
 	out := []api.Task{}
 	for _, t := range f.tasks {
-		if fakeCurrent(t) {
+		if (q.Get("all") == "true" || fakeCurrent(t)) &&
+			(q.Get("service") == "" || q.Get("service") == t.ServiceName) && (q.Get("node") == "" || q.Get("node") == t.NodeID) {
 			out = append(out, t)
 		}
 	}
@@ -268,6 +273,25 @@ func (f *fakeCluster) serviceLogs(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// serviceStats answers a sample per running task of the service: each call
+// is 100ms later than the one before, in which each task used 50ms of CPU
+// (50%).
+func (f *fakeCluster) serviceStats(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.statsCalls++
+	out := []api.TaskStats{}
+	for _, t := range f.tasks {
+		if t.ServiceName != r.PathValue("name") || t.Status.State != api.TaskRunning {
+			continue
+		}
+		n := uint64(f.statsCalls)
+		out = append(out, api.TaskStats{TaskID: t.ID, Service: t.ServiceName, Slot: t.Slot, NodeID: t.NodeID,
+			Stats: &api.ResourceStats{Time: testNow.Add(time.Duration(n) * 100 * time.Millisecond), CPUNanos: n * 50e6, MemoryBytes: 10 << 20, Pids: 3}})
+	}
+	fakeWriteJSON(w, 200, out)
+}
+
 func (f *fakeCluster) listNodes(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -285,6 +309,26 @@ func (f *fakeCluster) getNode(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	fakeWriteError(w, fakeNotFound("node", id))
+}
+
+func (f *fakeCluster) updateNode(w http.ResponseWriter, r *http.Request) {
+	var u api.NodeUpdate
+	if err := json.NewDecoder(r.Body).Decode(&u); err != nil {
+		fakeWriteError(w, api.Invalid("", "bad body"))
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i, n := range f.nodes {
+		if n.ID == r.PathValue("id") || n.Hostname == r.PathValue("id") {
+			if u.Availability != "" {
+				f.nodes[i].Availability = u.Availability
+			}
+			fakeWriteJSON(w, 200, f.nodes[i])
+			return
+		}
+	}
+	fakeWriteError(w, fakeNotFound("node", r.PathValue("id")))
 }
 
 func (f *fakeCluster) nodeTopology(w http.ResponseWriter, r *http.Request) {
@@ -309,7 +353,7 @@ func (f *fakeCluster) nodeTopology(w http.ResponseWriter, r *http.Request) {
 func (f *fakeCluster) seed() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	two := 2
+	two, one0 := 2, 1
 	f.services["hello"] = api.Service{
 		ID: "svc-hello", Version: 3,
 		Spec:      api.ServiceSpec{Name: "hello", Mode: api.ModeReplicated, Replicas: &two, Task: api.TaskSpec{Command: []string{"berth", "whoami"}}},
@@ -320,8 +364,19 @@ func (f *fakeCluster) seed() {
 		Spec:      api.ServiceSpec{Name: "web", Mode: api.ModeGlobal, Task: api.TaskSpec{Command: []string{"web"}}},
 		CreatedAt: testNow.Add(-2 * time.Hour), UpdatedAt: testNow.Add(-2 * time.Hour),
 	}
+	f.services["db"] = api.Service{
+		ID: "svc-db", Version: 2,
+		Spec: api.ServiceSpec{Name: "db", Mode: api.ModeReplicated, Replicas: &one0,
+			Task: api.TaskSpec{Command: []string{"db"}, Ports: []api.PortSpec{{Name: "pg", Publish: 15432}, {Name: "stats", Protocol: "udp", Publish: 8125, Mode: "host"}}}},
+		CreatedAt: testNow.Add(-time.Hour), UpdatedAt: testNow.Add(-time.Hour),
+	}
 	one := 1
 	f.tasks = []api.Task{
+		{
+			ID: "e1b2c3d4e5f6a7b8c9d0", ServiceName: "db", Slot: 1, SpecVersion: 2, DesiredState: api.TaskRunning,
+			Status:    api.TaskStatus{State: api.TaskPending, Message: "no node can take it: 2 nodes have too little memory free"},
+			CreatedAt: testNow.Add(-time.Hour),
+		},
 		{
 			ID: "a1b2c3d4e5f6a7b8c9d0", ServiceName: "hello", Slot: 1, SpecVersion: 3, NodeID: "node-alpha-0001",
 			Ports: map[string]int{"http": 20001, "admin": 20002}, DesiredState: api.TaskRunning,

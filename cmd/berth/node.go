@@ -14,7 +14,7 @@ import (
 
 func newNodeCmd(e *env) *cobra.Command {
 	cmd := newGroupCmd("node", "Show and manage the machines of the cluster", "nodes")
-	cmd.AddCommand(newNodeLsCmd(e), newNodeInspectCmd(e), newNodeTopologyCmd(e), newNodeUpdateCmd(e), newNodeRmCmd(e))
+	cmd.AddCommand(newNodeLsCmd(e), newNodeInspectCmd(e), newNodeTopologyCmd(e), newNodeUpdateCmd(e), newNodeRmCmd(e), newNodePsCmd(e))
 	return cmd
 }
 
@@ -26,17 +26,56 @@ func newNodeLsCmd(e *env) *cobra.Command {
 		Args:    noArgs,
 	}
 	out := addOutputFlag(cmd)
+	keys := []string{"hostname", "status", "availability", "role"}
+	rawFilters, quiet := addFilterFlags(cmd, keys, "node ids")
+	cmd.PreRunE = func(*cobra.Command, []string) error {
+		if err := checkQuiet(*quiet, *out); err != nil {
+			return err
+		}
+		_, err := parseFilters(*rawFilters, keys)
+		return err
+	}
 	cmd.RunE = listRunE(e, out, func(ctx context.Context, c *api.Client, _ []string) ([]api.Node, error) {
-		nodes, err := c.ListNodes(ctx)
+		f, err := parseFilters(*rawFilters, keys)
+		if err != nil {
+			return nil, err
+		}
+		all, err := c.ListNodes(ctx)
+		if err != nil {
+			return nil, err
+		}
+		var nodes []api.Node
+		for _, n := range all {
+			if f.match(func(k string) []string {
+				switch k {
+				case "hostname":
+					return []string{n.Hostname}
+				case "status":
+					return []string{n.Status}
+				case "availability":
+					return []string{n.Availability}
+				}
+				return []string{n.Role}
+			}) {
+				nodes = append(nodes, n)
+			}
+		}
 		sort.Slice(nodes, func(i, j int) bool {
 			if nodes[i].Hostname != nodes[j].Hostname {
 				return nodes[i].Hostname < nodes[j].Hostname
 			}
 			return nodes[i].ID < nodes[j].ID
 		})
-		return nodes, err
+		return nodes, nil
 	}, func(e *env, nodes []api.Node) error {
+		if *quiet {
+			for _, n := range nodes {
+				fmt.Fprintln(e.stdout, n.ID)
+			}
+			return nil
+		}
 		tb := newTable(e.stdout, "ID", "HOSTNAME", "STATUS", "AVAILABILITY", "CPUS", "MEMORY", "ADDRESS")
+		tb.colorColumns(e.useColor(), 2, 3)
 		for _, n := range nodes {
 			tb.row(shortID(n.ID), n.Hostname, n.Status, n.Availability,
 				formatCPUs(n.Resources.CPUs), humanBytes(int64(n.Resources.Memory)), n.Address)
@@ -54,8 +93,19 @@ func formatCPUs(n float64) string {
 }
 
 func newNodeInspectCmd(e *env) *cobra.Command {
-	return newShowCmd(e, "inspect NODE", "Show a node as JSON (by id or hostname)",
-		func(ctx context.Context, c *api.Client, node string) (any, error) { return c.GetNode(ctx, node) })
+	var pretty bool
+	cmd := newShowCmd(e, "inspect NODE", "Show a node as JSON (by id or hostname; --pretty: for a person)",
+		func(ctx context.Context, c *api.Client, node string) (any, error) {
+			n, err := c.GetNode(ctx, node)
+			if err != nil || !pretty {
+				return n, err
+			}
+			var b strings.Builder
+			prettyNode(&b, e.now(), n)
+			return b.String(), nil
+		})
+	cmd.Flags().BoolVar(&pretty, "pretty", false, "aligned fields instead of JSON")
+	return cmd
 }
 
 func newNodeTopologyCmd(e *env) *cobra.Command {
@@ -110,10 +160,82 @@ other --label flags.`,
 		if err != nil {
 			return err
 		}
-		_, err = fmt.Fprintf(e.stdout, "%s %s: %s, labels %s\n", shortID(n.ID), n.Hostname, n.Availability, formatLabels(n.Labels))
-		return err
+		if _, err = fmt.Fprintf(e.stdout, "%s %s: %s, labels %s\n", shortID(n.ID), n.Hostname, n.Availability, formatLabels(n.Labels)); err != nil {
+			return err
+		}
+		if u.Availability == api.AvailabilityDrain {
+			for _, w := range drainWarnings(cmd.Context(), c, n) {
+				fmt.Fprintf(e.stderr, "berth: warning: %s\n", w)
+			}
+		}
+		return nil
 	}
 	return cmd
+}
+
+// drainWarnings names the services that draining node n leaves without a
+// running task: all their running tasks are on n, and no other node is
+// ready and active (or, for a global service or one with placement
+// constraints, none other runs it, so likely none qualifies). It is advice
+// only: if the cluster cannot be read, it says nothing.
+func drainWarnings(ctx context.Context, c *api.Client, n api.Node) []string {
+	nodes, err := c.ListNodes(ctx)
+	if err != nil {
+		return nil
+	}
+	tasks, err := c.ListTasks(ctx, "", "")
+	if err != nil {
+		return nil
+	}
+	others := 0
+	for _, o := range nodes {
+		if o.ID != n.ID && o.Status == api.NodeReady && o.Availability == api.AvailabilityActive {
+			others++
+		}
+	}
+	here, elsewhere := map[string]int{}, map[string]int{}
+	constrained := map[string]bool{}
+	for _, t := range tasks {
+		if t.Status.State != api.TaskRunning {
+			continue
+		}
+		if t.NodeID == n.ID {
+			here[t.ServiceName]++
+		} else {
+			elsewhere[t.ServiceName]++
+		}
+		if len(t.Placement.Constraints) > 0 || t.Slot == 0 || t.Unit != "" {
+			constrained[t.ServiceName] = true
+		}
+	}
+	var lose, mayLose []string
+	for name := range here {
+		switch {
+		case elsewhere[name] > 0:
+		case others == 0:
+			lose = append(lose, name)
+		case constrained[name]:
+			mayLose = append(mayLose, name)
+		}
+	}
+	sort.Strings(lose)
+	sort.Strings(mayLose)
+	var out []string
+	if len(lose) > 0 {
+		who := "service " + strings.Join(lose, ", ") + " loses every running task; its tasks stay"
+		if len(lose) > 1 {
+			who = "services " + strings.Join(lose, ", ") + " lose every running task; their tasks stay"
+		}
+		out = append(out, fmt.Sprintf("no other node is ready and active: %s pending until a node can take them (undo: berth node update %s --availability active)", who, n.Hostname))
+	}
+	if len(mayLose) > 0 {
+		who := "service " + strings.Join(mayLose, ", ") + " runs only on " + n.Hostname + " and has placement rules: if no other node meets them, it loses"
+		if len(mayLose) > 1 {
+			who = "services " + strings.Join(mayLose, ", ") + " run only on " + n.Hostname + " and have placement rules: if no other node meets them, they lose"
+		}
+		out = append(out, who+" every running task (see berth service ps NAME)")
+	}
+	return out
 }
 
 // formatLabels writes labels as k=v,k=v in key order, or "none".

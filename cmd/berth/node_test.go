@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -129,12 +130,12 @@ func TestNodeUpdateAndRm(t *testing.T) {
 		t.Fatalf("node update: %+v", r)
 	}
 	var u api.NodeUpdate
-	if err := json.Unmarshal([]byte(a.bodies[len(a.bodies)-1]), &u); err != nil ||
+	if err := json.Unmarshal([]byte(a.bodies[slices.Index(a.requests, "PATCH /api/v1/nodes/web1")]), &u); err != nil ||
 		u.Availability != "drain" || u.LabelsAdd["zone"] != "a" || u.LabelsAdd["rack"] != "r1" || len(u.LabelsRm) != 1 || u.LabelsRm[0] != "old" {
-		t.Fatalf("sent %s (%v)", a.bodies[len(a.bodies)-1], err)
+		t.Fatalf("sent %v (%v)", a.bodies, err)
 	}
-	if got := a.requests[len(a.requests)-1]; got != "PATCH /api/v1/nodes/web1" {
-		t.Fatalf("request %s", got)
+	if !slices.Contains(a.requests, "PATCH /api/v1/nodes/web1") {
+		t.Fatalf("requests %v", a.requests)
 	}
 
 	r = run("node", "update", "web1", "--availability", "off")
@@ -185,5 +186,33 @@ func TestHeartbeatTimeoutFlag(t *testing.T) {
 	}
 	if err := mf.check(); err == nil || !strings.Contains(err.Error(), "--heartbeat-timeout 1s: at least 2s") {
 		t.Fatalf("1s accepted: %v", err)
+	}
+}
+
+// TestNodeDrainWarns: draining the only node that is ready and active
+// takes every service on it to no running task: the command says which.
+func TestNodeDrainWarns(t *testing.T) {
+	t.Parallel()
+	f := newFakeCluster(t)
+	f.seed()
+	r := f.run("node", "update", "alpha", "--availability", "drain")
+	want := "berth: warning: no other node is ready and active: services hello, web lose every running task; their tasks stay pending until a node can take them (undo: berth node update alpha --availability active)\n"
+	if r.code != 0 || r.stdout != "node-alpha-0 alpha: drain, labels none\n" || r.stderr != want {
+		t.Fatalf("drain of the only node: %+v\nwant stderr %q", r, want)
+	}
+	// With another node ready and active, replicas can move: no warning.
+	f.mu.Lock()
+	f.nodes[0].Status, f.nodes[0].Availability = api.NodeReady, api.AvailabilityActive
+	f.mu.Unlock()
+	r = f.run("node", "update", "alpha", "--availability", "drain")
+	if r.code != 0 || strings.Contains(r.stderr, "hello") {
+		t.Fatalf("drain with another node: %+v", r)
+	}
+	if !strings.Contains(r.stderr, "service web runs only on alpha and has placement rules") {
+		t.Errorf("a global service on one node only: %q", r.stderr)
+	}
+	// Pausing warns of nothing: the tasks stay.
+	if r := f.run("node", "update", "alpha", "--availability", "pause"); r.code != 0 || r.stderr != "" {
+		t.Fatalf("pause: %+v", r)
 	}
 }

@@ -92,32 +92,66 @@ func writeJSONList[T any](w io.Writer, items []T) error {
 // that text from the server cannot break the layout or the terminal.
 type table struct {
 	tw *tabwriter.Writer
+	// wideLast lets the last column (an error, a reason) run to twice
+	// the usual width: nothing follows it to push off the screen.
+	wideLast bool
+	// colored are the columns whose cells get a colour by their value
+	// (see colorColumns); the header row gets the plain colour, so that
+	// every cell of the column has the same invisible length.
+	colored map[int]bool
+	header  []string // written before the first row, once the columns are set up
+	rows    int
 }
 
 func newTable(w io.Writer, header ...string) *table {
-	t := &table{tw: tabwriter.NewWriter(w, 0, 0, 3, ' ', 0)}
-	t.row(header...)
-	return t
+	return &table{tw: tabwriter.NewWriter(w, 0, 0, 3, ' ', 0), header: header}
 }
 
 func (t *table) row(cells ...string) {
+	if t.header != nil {
+		h := t.header
+		t.header = nil
+		t.row(h...)
+	}
 	for i, c := range cells {
 		if i > 0 {
 			_, _ = io.WriteString(t.tw, "\t")
 		}
-		_, _ = io.WriteString(t.tw, cell(c))
+		text := cell(c)
+		if t.wideLast && i == len(cells)-1 {
+			text = cellOf(c, 2*maxCell)
+		}
+		if t.colored[i] {
+			code := ansiPlain
+			if t.rows > 0 {
+				code = stateColor(text)
+			}
+			text = code + text + ansiReset
+		}
+		_, _ = io.WriteString(t.tw, text)
 	}
 	_, _ = io.WriteString(t.tw, "\n")
+	t.rows++
 }
 
-func (t *table) flush() error { return t.tw.Flush() }
+func (t *table) flush() error {
+	if t.header != nil { // no rows: the header alone
+		h := t.header
+		t.header = nil
+		t.row(h...)
+	}
+	return t.tw.Flush()
+}
 
 // maxCell is the widest a table cell gets.
 const maxCell = 60
 
 // cell makes s safe and short for a table: control characters become
 // spaces, an empty value becomes "-".
-func cell(s string) string {
+func cell(s string) string { return cellOf(s, maxCell) }
+
+// cellOf is cell with a width of its own.
+func cellOf(s string, width int) string {
 	s = strings.Map(func(r rune) rune {
 		if unicode.IsControl(r) || r == unicode.ReplacementChar {
 			return ' '
@@ -128,8 +162,8 @@ func cell(s string) string {
 	if s == "" {
 		return "-"
 	}
-	if r := []rune(s); len(r) > maxCell {
-		s = string(r[:maxCell-1]) + "…"
+	if r := []rune(s); len(r) > width {
+		s = string(r[:width-1]) + "…"
 	}
 	return s
 }

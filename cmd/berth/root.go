@@ -159,7 +159,7 @@ then the environment (BERTH_ADDR, BERTH_TOKEN, BERTH_CA), then the files
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
 
 	pf := root.PersistentFlags()
-	pf.StringVar(&e.flags.addr, "addr", "", "API address, such as https://127.0.0.1:7443 (env BERTH_ADDR)")
+	pf.StringVar(&e.flags.addr, "addr", "", "API address, such as https://127.0.0.1:7443, or several managers' addresses separated by commas (env BERTH_ADDR)")
 	pf.StringVar(&e.flags.token, "token", "", "API bearer token (env BERTH_TOKEN, which is safer: flags show in ps)")
 	pf.StringVar(&e.flags.ca, "ca", "", "PEM file of the cluster CA (env BERTH_CA)")
 	pf.StringVar(&e.flags.dataDir, "data-dir", "", "data directory (env BERTH_DATA_DIR)")
@@ -168,10 +168,13 @@ then the environment (BERTH_ADDR, BERTH_TOKEN, BERTH_CA), then the files
 		newDeployCmd(e),
 		newServiceCmd(e),
 		newNodeCmd(e),
+		newVersionCmd(e),
+		newPsCmd(e),
 	)
 	for _, mk := range extraCommands {
 		root.AddCommand(mk())
 	}
+	addNameCompletion(e, root)
 	return root
 }
 
@@ -187,7 +190,11 @@ func groupRunE(cmd *cobra.Command, args []string) error {
 		cmd.SuggestionsMinimumDistance = 2
 	}
 	if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
-		msg += fmt.Sprintf(" (did you mean %q?)", s[0])
+		best := api.Suggest(args[0], s) // the closest, whatever order cobra keeps
+		if best == "" {
+			best = s[0]
+		}
+		msg += fmt.Sprintf(" (did you mean %q?)", best)
 	}
 	return usageErrorf("%s; run '%s --help'", msg, cmd.CommandPath())
 }

@@ -26,42 +26,116 @@ func newServiceCmd(e *env) *cobra.Command {
 		newServiceLogsCmd(e),
 		newServiceStatsCmd(e),
 		newServiceHistoryCmd(e), newServiceRollbackCmd(e), newServicePromoteCmd(e), newServiceUpdateCmd(e),
+		newServiceRestartCmd(e),
 	)
 	return cmd
 }
 
 func newServiceStatsCmd(e *env) *cobra.Command {
+	var watch bool
+	var interval time.Duration
 	cmd := &cobra.Command{
 		Use:   "stats NAME",
 		Short: "Show the resource use of a service's running tasks",
-		Long: `Show a sample of the CPU time, memory and processes of each running task of a
-service, measured by the task's agent through its driver (cgroups for the
-process driver; the engine's stats for the docker driver, with network and
-block I/O).`,
+		Long: `Show the CPU use, memory and processes of each running task of a service,
+measured by the task's agent through its driver (cgroups for the process
+driver; the engine's stats for the docker driver, with network and block
+I/O). CPU % is the CPU time used between two samples taken --interval apart,
+over that time (100% is one CPU). With --watch, a new table every --interval
+until Ctrl-C.`,
 		Args: exactArgs(1),
 	}
 	out := addOutputFlag(cmd)
-	cmd.RunE = listRunE(e, out, func(ctx context.Context, c *api.Client, args []string) ([]api.TaskStats, error) {
-		return c.ServiceStats(ctx, args[0])
-	}, func(e *env, stats []api.TaskStats) error {
-		tb := newTable(e.stdout, "ID", "SLOT", "CPU TIME", "MEMORY", "PIDS", "NET RX/TX", "BLOCK R/W", "ERROR")
-		for _, st := range stats {
-			if st.Stats == nil {
-				tb.row(shortID(st.TaskID), strconv.Itoa(st.Slot), "-", "-", "-", "-", "-", st.Error)
-				continue
-			}
-			x := st.Stats
-			tb.row(shortID(st.TaskID), strconv.Itoa(st.Slot),
-				time.Duration(x.CPUNanos).Round(time.Millisecond).String(),
-				api.ByteSize(x.MemoryBytes).String(),
-				strconv.FormatUint(x.Pids, 10),
-				api.ByteSize(x.NetRxBytes).String()+"/"+api.ByteSize(x.NetTxBytes).String(),
-				api.ByteSize(x.BlkReadBytes).String()+"/"+api.ByteSize(x.BlkWriteBytes).String(),
-				"-")
+	cmd.Flags().BoolVarP(&watch, "watch", "w", false, "keep sampling and printing until interrupted")
+	cmd.Flags().DurationVar(&interval, "interval", time.Second, "time between two samples")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		if err := checkOutput(*out); err != nil {
+			return err
 		}
-		return tb.flush()
-	})
+		if interval < 10*time.Millisecond {
+			return usageErrorf("--interval %s: at least 10ms", interval)
+		}
+		c, err := e.apiClient()
+		if err != nil {
+			return err
+		}
+		ctx := cmd.Context()
+		prev, err := c.ServiceStats(ctx, args[0])
+		if err != nil {
+			return err
+		}
+		if *out == outputJSON && !watch {
+			return writeJSONList(e.stdout, prev)
+		}
+		clear := watch && isTerminal(e.stdout)
+		for {
+			select {
+			case <-ctx.Done():
+				return nil // Ctrl-C is how a watch ends
+			case <-time.After(interval):
+			}
+			cur, err := c.ServiceStats(ctx, args[0])
+			if err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return err
+			}
+			if *out == outputJSON {
+				if err := writeJSONList(e.stdout, cur); err != nil {
+					return err
+				}
+			} else {
+				if clear {
+					fmt.Fprint(e.stdout, "\x1b[H\x1b[2J") // home, clear screen
+				}
+				if err := writeStatsTable(e, prev, cur); err != nil {
+					return err
+				}
+			}
+			if !watch {
+				return nil
+			}
+			prev = cur
+		}
+	}
 	return cmd
+}
+
+// writeStatsTable prints the samples cur, with the CPU % since prev.
+func writeStatsTable(e *env, prev, cur []api.TaskStats) error {
+	before := map[string]*api.ResourceStats{}
+	for _, st := range prev {
+		before[st.TaskID] = st.Stats
+	}
+	tb := newTable(e.stdout, "ID", "SLOT", "CPU %", "CPU TIME", "MEMORY", "PIDS", "NET RX/TX", "BLOCK R/W", "ERROR")
+	for _, st := range cur {
+		if st.Stats == nil {
+			tb.row(shortID(st.TaskID), strconv.Itoa(st.Slot), "-", "-", "-", "-", "-", "-", st.Error)
+			continue
+		}
+		x := st.Stats
+		tb.row(shortID(st.TaskID), strconv.Itoa(st.Slot),
+			cpuPercent(before[st.TaskID], x),
+			time.Duration(x.CPUNanos).Round(time.Millisecond).String(),
+			api.ByteSize(x.MemoryBytes).String(),
+			strconv.FormatUint(x.Pids, 10),
+			api.ByteSize(x.NetRxBytes).String()+"/"+api.ByteSize(x.NetTxBytes).String(),
+			api.ByteSize(x.BlkReadBytes).String()+"/"+api.ByteSize(x.BlkWriteBytes).String(),
+			"-")
+	}
+	return tb.flush()
+}
+
+// cpuPercent is the CPU time a task used between two samples over the time
+// between them, in percent of one CPU; "-" without an earlier sample (a task
+// that just started) or with counters that went back (a restart).
+func cpuPercent(a, b *api.ResourceStats) string {
+	if a == nil || b == nil || !b.Time.After(a.Time) || b.CPUNanos < a.CPUNanos {
+		return "-"
+	}
+	p := float64(b.CPUNanos-a.CPUNanos) / float64(b.Time.Sub(a.Time).Nanoseconds()) * 100
+	return strconv.FormatFloat(p, 'f', 1, 64) + "%"
 }
 
 func newServiceLsCmd(e *env) *cobra.Command {
@@ -72,8 +146,17 @@ func newServiceLsCmd(e *env) *cobra.Command {
 		Args:    noArgs,
 	}
 	out := addOutputFlag(cmd)
+	keys := []string{"name", "mode"}
+	rawFilters, quiet := addFilterFlags(cmd, keys, "service names")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		if err := checkOutput(*out); err != nil {
+			return err
+		}
+		if err := checkQuiet(*quiet, *out); err != nil {
+			return err
+		}
+		f, err := parseFilters(*rawFilters, keys)
+		if err != nil {
 			return err
 		}
 		c, err := e.apiClient()
@@ -81,11 +164,28 @@ func newServiceLsCmd(e *env) *cobra.Command {
 			return err
 		}
 		ctx := cmd.Context()
-		svcs, err := c.ListServices(ctx)
+		all, err := c.ListServices(ctx)
 		if err != nil {
 			return err
 		}
+		var svcs []api.Service
+		for _, s := range all {
+			if f.match(func(k string) []string {
+				if k == "mode" {
+					return []string{s.Spec.Mode}
+				}
+				return []string{s.Spec.Name}
+			}) {
+				svcs = append(svcs, s)
+			}
+		}
 		sort.Slice(svcs, func(i, j int) bool { return svcs[i].Spec.Name < svcs[j].Spec.Name })
+		if *quiet {
+			for _, s := range svcs {
+				fmt.Fprintln(e.stdout, s.Spec.Name)
+			}
+			return nil
+		}
 		if *out == outputJSON {
 			return writeJSONList(e.stdout, svcs)
 		}
@@ -93,18 +193,23 @@ func newServiceLsCmd(e *env) *cobra.Command {
 		if err != nil {
 			return err
 		}
-		running := map[string]int{} // service name → running tasks
-		wanted := map[string]int{}  // service name → tasks desired running
+		running := map[string]int{}        // service name → running tasks
+		wanted := map[string]int{}         // service name → tasks desired running
+		pending := map[string][]api.Task{} // service name → its pending tasks
 		for _, t := range tasks {
 			if t.DesiredState != api.TaskRunning {
 				continue
 			}
 			wanted[t.ServiceName]++
-			if t.Status.State == api.TaskRunning {
+			switch t.Status.State {
+			case api.TaskRunning:
 				running[t.ServiceName]++
+			case api.TaskPending:
+				pending[t.ServiceName] = append(pending[t.ServiceName], t)
 			}
 		}
-		tb := newTable(e.stdout, "NAME", "MODE", "REPLICAS", "VERSION", "UPDATED")
+		tb := newTable(e.stdout, "NAME", "MODE", "REPLICAS", "VERSION", "PORTS", "UPDATED", "STATUS")
+		tb.wideLast = true
 		now := e.now()
 		for _, s := range svcs {
 			mode := s.Spec.Mode
@@ -121,66 +226,105 @@ func newServiceLsCmd(e *env) *cobra.Command {
 			tb.row(s.Spec.Name, mode,
 				fmt.Sprintf("%d/%d", running[s.Spec.Name], desired),
 				strconv.FormatUint(s.Version, 10),
-				ago(now, s.UpdatedAt))
+				formatPublished(s.Spec.Task.Ports),
+				ago(now, s.UpdatedAt),
+				serviceStatus(s, pending[s.Spec.Name]))
 		}
 		return tb.flush()
 	}
 	return cmd
 }
 
+// formatPublished writes the ports a service publishes through the mesh
+// (or binds on its node, "host"): 18080->http, 5353->dns/udp.
+func formatPublished(ports []api.PortSpec) string {
+	var parts []string
+	for _, p := range ports {
+		if p.Publish == 0 {
+			continue
+		}
+		s := strconv.Itoa(p.Publish) + "->" + p.Name
+		if p.Protocol == "udp" {
+			s += "/udp"
+		}
+		if p.Mode == "host" {
+			s += " (host)"
+		}
+		parts = append(parts, s)
+	}
+	return strings.Join(parts, ",")
+}
+
+// serviceStatus says what holds a service back, in a few words: tasks that
+// wait to be placed and why (the newest reason), else an update that has not
+// ended.
+func serviceStatus(s api.Service, pending []api.Task) string {
+	if len(pending) > 0 {
+		newest := pending[0]
+		for _, t := range pending[1:] {
+			if t.Status.Timestamp.After(newest.Status.Timestamp) {
+				newest = t
+			}
+		}
+		why := newest.Status.Message
+		if why == "" {
+			why = "waiting to be scheduled"
+		}
+		return fmt.Sprintf("%d pending: %s", len(pending), oneLine(why))
+	}
+	st := s.UpdateStatus
+	if st == nil || st.ToVersion != s.Version {
+		return ""
+	}
+	switch st.State {
+	case api.UpdateUpdating, api.UpdateCanary, api.UpdateRollingBack:
+		return fmt.Sprintf("%s %d/%d", st.State, st.Updated, st.Total)
+	case api.UpdatePaused:
+		return "update paused: " + oneLine(st.Message)
+	}
+	return ""
+}
+
 func newServiceInspectCmd(e *env) *cobra.Command {
-	return newShowCmd(e, "inspect NAME", "Show a service as JSON",
-		func(ctx context.Context, c *api.Client, name string) (any, error) { return c.GetService(ctx, name) })
+	var pretty bool
+	cmd := newShowCmd(e, "inspect NAME", "Show a service as JSON (or, with --pretty, for a person)",
+		func(ctx context.Context, c *api.Client, name string) (any, error) {
+			svc, err := c.GetService(ctx, name)
+			if err != nil || !pretty {
+				return svc, err
+			}
+			tasks, err := c.ServiceTasks(ctx, name, false)
+			if err != nil {
+				return nil, err
+			}
+			var b strings.Builder
+			err = prettyService(&b, e.now(), svc, tasks)
+			return b.String(), err
+		})
+	cmd.Flags().BoolVar(&pretty, "pretty", false, "a summary and the spec as YAML instead of JSON")
+	return cmd
 }
 
 func newServicePsCmd(e *env) *cobra.Command {
-	var all bool
 	cmd := &cobra.Command{
 		Use:   "ps NAME",
 		Short: "List the tasks of a service",
 		Args:  exactArgs(1),
 	}
-	out := addOutputFlag(cmd)
-	cmd.Flags().BoolVarP(&all, "all", "a", false, "include tasks that have ended")
-	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		if err := checkOutput(*out); err != nil {
-			return err
-		}
-		c, err := e.apiClient()
-		if err != nil {
-			return err
-		}
-		ctx := cmd.Context()
-		tasks, err := c.ServiceTasks(ctx, args[0], all)
-		if err != nil {
-			return err
-		}
-		sortTasks(tasks)
-		if *out == outputJSON {
-			views := make([]api.TaskView, len(tasks))
-			for i, t := range tasks {
-				views[i] = api.NewTaskView(t)
-			}
-			return writeJSONList(e.stdout, views)
-		}
-		hosts := nodeHostnames(ctx, c)
-		tb := newTable(e.stdout, "ID", "SLOT", "NODE", "STATE", "DESIRED", "HEALTH", "PORTS", "CPUS", "PID", "ERROR")
-		for _, t := range tasks {
-			v := api.NewTaskView(t)
-			node := hosts[v.Node]
-			if node == "" {
-				node = shortID(v.Node)
-			}
-			slot, pid := formatSlot(v.Slot), ""
-			if v.PID > 0 {
-				pid = strconv.Itoa(v.PID)
-			}
-			tb.row(shortID(v.ID), slot, node, string(v.State), string(v.DesiredState), v.Health,
-				formatPorts(v.Ports), formatTaskCPUs(v), pid, v.Error)
-		}
-		return tb.flush()
-	}
+	l := addTaskListingFlags(cmd)
+	cmd.RunE = l.runE(e, false, func(ctx context.Context, c *api.Client, args []string, all bool) ([]api.Task, error) {
+		return c.ServiceTasks(ctx, args[0], all)
+	})
 	return cmd
+}
+
+// taskProblem is the ERROR cell of a task: its error, or for a task
+// pending while it should run, why it waits (the scheduler's reason).
+func taskProblem(v api.TaskView) string {
+	if v.Error == "" && v.State == api.TaskPending && v.DesiredState == api.TaskRunning {
+		return v.Message
+	}
+	return v.Error
 }
 
 // formatSlot shows a task's slot: its replica number, "canary N" for a

@@ -25,33 +25,41 @@ func TestServiceCommands(t *testing.T) {
 		{
 			name: "ls",
 			args: []string{"service", "ls"},
-			wantOut: `NAME    MODE         REPLICAS   VERSION   UPDATED
-hello   replicated   1/2        3         5 minutes ago
-web     global       1/1        1         2 hours ago
+			wantOut: `NAME    MODE         REPLICAS   VERSION   PORTS                              UPDATED         STATUS
+db      replicated   0/1        2         15432->pg,8125->stats/udp (host)   1 hour ago      1 pending: no node can take it: 2 nodes have too little memory free
+hello   replicated   1/2        3         -                                  5 minutes ago   -
+web     global       1/1        1         -                                  2 hours ago     -
 `,
 		},
 		{
 			name: "ps shows current tasks by slot, node hostnames, sorted ports",
 			args: []string{"service", "ps", "hello"},
-			wantOut: `ID             SLOT   NODE    STATE      DESIRED   HEALTH     PORTS                    CPUS     PID    ERROR
-a1b2c3d4e5f6   1      alpha   running    running   healthy    admin:20002,http:20001   shared   4242   -
-b1b2c3d4e5f6   2      beta    starting   running   starting   -                        shared   -      -
+			wantOut: `ID             SLOT   VERSION   NODE    STATE      DESIRED   HEALTH     PORTS                    CPUS     PID    ERROR
+a1b2c3d4e5f6   1      3         alpha   running    running   healthy    admin:20002,http:20001   shared   4242   -
+b1b2c3d4e5f6   2      3         beta    starting   running   starting   -                        shared   -      -
 `,
 		},
 		{
 			name: "ps --all adds ended tasks, newest first within a slot, errors on one line",
 			args: []string{"service", "ps", "--all", "hello"},
-			wantOut: `ID             SLOT   NODE    STATE      DESIRED    HEALTH     PORTS                    CPUS     PID    ERROR
-a1b2c3d4e5f6   1      alpha   running    running    healthy    admin:20002,http:20001   shared   4242   -
-c1b2c3d4e5f6   1      alpha   failed     shutdown   none       -                        shared   -      exit status 1 with a second line
-b1b2c3d4e5f6   2      beta    starting   running    starting   -                        shared   -      -
+			wantOut: `ID             SLOT   VERSION   NODE    STATE      DESIRED    HEALTH     PORTS                    CPUS     PID    ERROR
+a1b2c3d4e5f6   1      3         alpha   running    running    healthy    admin:20002,http:20001   shared   4242   -
+c1b2c3d4e5f6   1      2         alpha   failed     shutdown   none       -                        shared   -      exit status 1 with a second line
+b1b2c3d4e5f6   2      3         beta    starting   running    starting   -                        shared   -      -
 `,
 		},
 		{
 			name: "ps of a global service",
 			args: []string{"service", "ps", "web"},
-			wantOut: `ID             SLOT   NODE    STATE     DESIRED   HEALTH   PORTS   CPUS      PID   ERROR
-d1b2c3d4e5f6   -      alpha   running   running   none     -       1 mem 0   99    -
+			wantOut: `ID             SLOT   VERSION   NODE    STATE     DESIRED   HEALTH   PORTS   CPUS      PID   ERROR
+d1b2c3d4e5f6   -      1         alpha   running   running   none     -       1 mem 0   99    -
+`,
+		},
+		{
+			name: "ps shows why a task is pending",
+			args: []string{"service", "ps", "db"},
+			wantOut: `ID             SLOT   VERSION   NODE   STATE     DESIRED   HEALTH   PORTS   CPUS   PID   ERROR
+e1b2c3d4e5f6   1      2         -      pending   running   none     -       -      -     no node can take it: 2 nodes have too little memory free
 `,
 		},
 		{name: "inspect", args: []string{"service", "inspect", "hello"}, wantOutHas: []string{`"name": "hello"`, `"version": 3`}},
@@ -120,7 +128,7 @@ func TestServiceRmRemoves(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.stdout), &svcs); err != nil {
 		t.Fatalf("ls -o json: %v\n%s", err, r.stdout)
 	}
-	if len(svcs) != 1 || svcs[0].Spec.Name != "hello" {
+	if len(svcs) != 2 || svcs[0].Spec.Name == "web" || svcs[1].Spec.Name == "web" {
 		t.Fatalf("services after rm: %+v", svcs)
 	}
 }

@@ -180,6 +180,24 @@ func (c *updCluster) simulate(ctx context.Context, wg *sync.WaitGroup) {
 			if sim == "none" {
 				continue
 			}
+			if sim == "reject" {
+				// Every task of the version is rejected: the program does
+				// not exist.
+				n := 0
+				tasks, _, _ := c.st.Tasks.List(ctx)
+				for _, t := range tasks {
+					if t.ServiceID == svc.ID && t.SpecVersion == svc.Version {
+						n++
+					}
+				}
+				if n < 10 {
+					t := api.Task{ID: fmt.Sprintf("%s-v%d-%d", svc.ID, svc.Version, n), ServiceID: svc.ID, ServiceName: "hello", Slot: 1,
+						SpecVersion: svc.Version, DesiredState: api.TaskShutdown,
+						Status: api.TaskStatus{State: api.TaskRejected, Err: fmt.Sprintf(`program "nope%d" not found`, n), Timestamp: time.Now()}}
+					_ = c.st.Tasks.Create(ctx, &t)
+				}
+				continue
+			}
 			tasks, _, err := c.st.Tasks.List(ctx)
 			if err != nil {
 				continue
@@ -200,6 +218,13 @@ func (c *updCluster) simulate(ctx context.Context, wg *sync.WaitGroup) {
 				continue
 			}
 			switch {
+			case sim == "autorollback" && st.Updated == 1 && !st.Rollback:
+				// As the orchestrator does: the rollback's own status,
+				// counting the tasks it moved back.
+				st.State, st.Rollback, st.ToVersion, st.Updated, st.Failed = api.UpdateRolledBack, true, st.ToVersion+1, 2, 0
+				st.Message = "automatic rollback: task t2 failed: exit status 1; 1 of 2 tasks failed"
+			case st.Rollback && st.Updated >= st.Total:
+				st.State = api.UpdateRolledBack
 			case sim == "pause" && st.Updated == 1:
 				st.State, st.Message = api.UpdatePaused, "task t2 failed: exit status 1"
 			case sim == "rollback" && st.Updated == 1:
@@ -235,7 +260,7 @@ func TestDeployWait(t *testing.T) {
 		{name: "a new service waits for its tasks", args: []string{"-f", c.spec("1", "labels: {sim: complete}\n")},
 			wantOut: []string{"service hello created (version 1)\n", "service hello: 2/2 tasks running\n"}},
 		{name: "an update is followed to its end", args: []string{"-f", c.spec("2", "labels: {sim: complete}\n")},
-			wantOut: []string{"service hello updated (version 2)\n", "hello: [##########----------] 1/2 updated (updating)\n",
+			wantOut: []string{"service hello updated (version 2)\n", "/2 updated (updating)\n", // a poll may miss a step: the sim moves on every 20ms
 				"service hello: update to version 2 completed\n"}},
 		{name: "a change that replaces no task waits for the tasks", args: []string{"-f", c.spec("2", "labels: {sim: complete, x: z}\n")},
 			wantOut: []string{"service hello updated (version 3)\n", "service hello: 2/2 tasks running\n"}},
@@ -249,6 +274,12 @@ func TestDeployWait(t *testing.T) {
 		{name: "canaries end the wait", args: []string{"-f", c.spec("6", "labels: {sim: none}\nupdate: {canary: 1}\n")},
 			wantOut: []string{"canaries are running; promote them with 'berth service promote hello'"}},
 		{name: "a bad timeout", args: []string{"--timeout", "0s", "-f", c.spec("7", "")}, wantErr: "must be positive", code: 2},
+		{name: "an automatic rollback counts what it rolled back", args: []string{"-f", c.spec("8", "labels: {sim: autorollback}\n")},
+			wantErr: "berth: service hello: update failed and was rolled back (now version 9, 2/2 tasks rolled back): automatic rollback: task t2 failed: exit status 1; 1 of 2 tasks failed\n", code: 1},
+		{name: "tasks that cannot start fail the wait at once, with their error", args: []string{"--timeout", "20s", "-f", c.spec("9", "labels: {sim: reject}\n")},
+			wantErr: `berth: service hello: version 9: no task can start: …tasks failed or were rejected and none runs; the latest, task …(slot 1, rejected): program "nope…" not found` + "\n", code: 1},
+		{name: "rollback --wait", args: []string{"rollback"}, wantOut: []string{"service hello rolled back to the previous spec (now version 10)",
+			"service hello: rollback to version 10 completed (2/2 tasks rolled back)\n"}},
 	}
 	for _, st := range steps {
 		if st.name == "canaries end the wait" {
@@ -272,7 +303,12 @@ func TestDeployWait(t *testing.T) {
 				}
 			}()
 		}
-		r := wait(st.args...)
+		var r cliResult
+		if st.args[0] == "rollback" {
+			r = c.run("service", "rollback", "hello", "--wait", "--poll-interval", "10ms")
+		} else {
+			r = wait(st.args...)
+		}
 		if r.code != st.code {
 			t.Fatalf("%s: exit %d, want %d (stdout %q, stderr %q)", st.name, r.code, st.code, r.stdout, r.stderr)
 		}
@@ -281,8 +317,10 @@ func TestDeployWait(t *testing.T) {
 				t.Errorf("%s: stdout %q lacks %q", st.name, r.stdout, w)
 			}
 		}
-		if st.wantErr != "" && !strings.Contains(r.stderr, st.wantErr) {
-			t.Errorf("%s: stderr %q lacks %q", st.name, r.stderr, st.wantErr)
+		for _, part := range strings.Split(st.wantErr, "…") { // … stands for any text
+			if !strings.Contains(r.stderr, part) {
+				t.Errorf("%s: stderr %q lacks %q", st.name, r.stderr, part)
+			}
 		}
 		if strings.Contains(r.stdout, "\r") {
 			t.Errorf("%s: a progress bar drawn in place on a non-terminal: %q", st.name, r.stdout)
@@ -328,5 +366,109 @@ func TestProgressBar(t *testing.T) {
 	want := "\r\033[Kweb: [##########----------] 1/2 updated (updating)\r\033[Kweb: [####################] 2/2 updated (updating)\n"
 	if b.String() != want {
 		t.Fatalf("bar output %q, want %q", b.String(), want)
+	}
+}
+
+// TestServiceRestart: a restart is a new version that changes only
+// task.force_update, which starts a rolling update; deploying the spec file
+// again afterwards changes nothing.
+func TestServiceRestart(t *testing.T) {
+	t.Parallel()
+	c := newUpdCluster(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	c.simulate(ctx, &wg)
+	defer wg.Wait()
+	defer cancel()
+	file := c.spec("1", "labels: {sim: complete}\n")
+	if r := c.run("deploy", file); r.code != 0 {
+		t.Fatalf("deploy: %+v", r)
+	}
+	r := c.run("service", "restart", "hello", "--wait", "--poll-interval", "10ms")
+	if r.code != 0 || !strings.HasPrefix(r.stdout, "service hello restarting (version 2); update state: updating\n") ||
+		!strings.Contains(r.stdout, "service hello: update to version 2 completed\n") {
+		t.Fatalf("restart --wait: %+v", r)
+	}
+	svc, err := c.st.Services.Get(ctx, "hello")
+	if err != nil || svc.Spec.Task.ForceUpdate != 1 || svc.UpdateStatus == nil || svc.UpdateStatus.FromVersion != 1 {
+		t.Fatalf("after restart: %+v %v", svc, err)
+	}
+	if r := c.run("deploy", file); r.code != 0 || r.stdout != "service hello unchanged (version 2)\n" {
+		t.Fatalf("deploy after restart: %+v", r)
+	}
+	if r := c.run("service", "history", "hello"); !strings.Contains(r.stdout, "restart: ") {
+		t.Fatalf("history: %+v", r)
+	}
+	// An update in progress is not restarted over.
+	c.setUpdate(func(s *api.UpdateStatus) { s.State = api.UpdatePaused })
+	if r := c.run("service", "restart", "hello"); r.code != 1 || !strings.Contains(r.stderr, "has an update in progress (state paused)") {
+		t.Fatalf("restart during an update: %+v", r)
+	}
+	if r := c.run("service", "restart", "helo"); r.code != 1 || r.stderr != "berth: no service named \"helo\" (did you mean \"hello\"?)\n" {
+		t.Fatalf("restart of a misspelt name: %+v", r)
+	}
+}
+
+// TestDeployDryRun: the API plans a deploy without storing it, and the CLI
+// prints the plan.
+func TestDeployDryRun(t *testing.T) {
+	t.Parallel()
+	c := newUpdCluster(t)
+	ctx := context.Background()
+	file := c.spec("1", "")
+	r := c.run("deploy", "--dry-run", file)
+	if r.code != 0 || r.stdout != "service hello: would be created (version 1), starting 2 tasks\n" {
+		t.Fatalf("dry run of a new service: %+v", r)
+	}
+	if _, err := c.st.Services.Get(ctx, "hello"); err == nil {
+		t.Fatal("a dry run stored the service")
+	}
+	if r := c.run("deploy", file); r.code != 0 {
+		t.Fatalf("deploy: %+v", r)
+	}
+	svc, _ := c.st.Services.Get(ctx, "hello")
+	for i := 1; i <= 2; i++ {
+		task := api.Task{ID: fmt.Sprintf("task-%d-0123456789", i), ServiceID: svc.ID, ServiceName: "hello", Slot: i, SpecVersion: 1,
+			Spec: svc.Spec.Task, DesiredState: api.TaskRunning, Status: api.TaskStatus{State: api.TaskRunning}}
+		if err := c.st.Tasks.Create(ctx, &task); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if r := c.run("deploy", "--dry-run", file); r.code != 0 || r.stdout != "service hello: unchanged (version 1): nothing to do\n" {
+		t.Fatalf("dry run of the same spec: %+v", r)
+	}
+	changed := filepath.Join(c.dir, "changed.yaml")
+	writeTestFile(t, changed, "name: hello\nreplicas: 3\ntask:\n  command: [berth, whoami]\n  env: {V: \"2\"}\n", 0o644)
+	r = c.run("deploy", "--dry-run", changed)
+	want := `service hello: would be updated, version 1 → 2
+  changes:  replicas 2 → 3, env ~V
+  replace:  2 tasks by a rolling update: task-1-01234 (slot 1), task-2-01234 (slot 2)
+  start:    1 task for new slots
+`
+	if r.code != 0 || r.stdout != want {
+		t.Fatalf("dry run of a change:\n%s\nwant:\n%s\n(stderr %q)", r.stdout, want, r.stderr)
+	}
+	scaledDown := filepath.Join(c.dir, "down.yaml")
+	writeTestFile(t, scaledDown, "name: hello\nreplicas: 1\ntask:\n  command: [berth, whoami]\n  env: {V: \"1\"}\n", 0o644)
+	r = c.run("deploy", "--dry-run", scaledDown)
+	want = `service hello: would be updated, version 1 → 2
+  changes:  replicas 2 → 1
+  replace:  none (the task template is unchanged)
+  stop:     1 task: task-2-01234 (slot 2)
+`
+	if r.code != 0 || r.stdout != want {
+		t.Fatalf("dry run of a scale-down:\n%s\nwant:\n%s", r.stdout, want)
+	}
+	if after, _ := c.st.Services.Get(ctx, "hello"); after.Version != 1 {
+		t.Fatalf("a dry run changed the service: version %d", after.Version)
+	}
+	// A spec the API refuses is refused the same way, naming the file.
+	bad := filepath.Join(c.dir, "bad.yaml")
+	writeTestFile(t, bad, "name: hello\ntask:\n  command: [x]\n  ports: [{name: http, publish: 99999}]\n", 0o644)
+	if r := c.run("deploy", "--dry-run", bad); r.code != 1 || !strings.Contains(r.stderr, "task.ports[0].publish") {
+		t.Fatalf("dry run of a bad spec: %+v", r)
+	}
+	if r := c.run("deploy", "--dry-run", "--wait", file); r.code != 2 {
+		t.Fatalf("--dry-run --wait: %+v", r)
 	}
 }

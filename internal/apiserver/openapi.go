@@ -29,12 +29,13 @@ func typeOf[T any]() reflect.Type { return reflect.TypeOf((*T)(nil)).Elem() }
 var operations = []operation{
 	{Method: "GET", Path: "/api/v1/services", Summary: "List services, by name. Pages: limit (default 1000, at most 5000), continue (the Berth-Continue header of the previous page); Berth-Total is the count of all pages.", Response: typeOf[[]api.Service](), Params: []string{"limit", "continue"}},
 	{Method: "GET", Path: "/api/v1/services/{name}", Summary: "Get a service", Response: typeOf[api.Service]()},
-	{Method: "PUT", Path: "/api/v1/services/{name}", Summary: "Create or update a service from a spec (JSON or YAML). 201 when created, 200 when updated or unchanged. A changed spec is a new version; a changed task template starts a rolling update. The body also carries \"warnings\" (a list of strings, omitted when empty), each repeated in a Warning: 299 header.", Request: typeOf[api.ServiceSpec](), Response: typeOf[api.Service]()},
+	{Method: "PUT", Path: "/api/v1/services/{name}", Summary: "Create or update a service from a spec (JSON or YAML). 201 when created, 200 when updated or unchanged. A changed spec is a new version; a changed task template starts a rolling update. The body also carries \"warnings\" (a list of strings, omitted when empty), each repeated in a Warning: 299 header. With dry_run=true nothing is stored and the answer is a DeployPlan: what the deploy would change and which tasks it would replace, start or stop.", Request: typeOf[api.ServiceSpec](), Response: typeOf[api.Service](), Params: []string{"dry_run"}},
 	{Method: "POST", Path: "/api/v1/services/{name}/scale", Summary: "Set the replica count", Request: typeOf[ScaleRequest](), Response: typeOf[api.Service]()},
 	{Method: "DELETE", Path: "/api/v1/services/{name}", Summary: "Remove a service; its tasks are stopped", Status: 204},
 	{Method: "GET", Path: "/api/v1/services/{name}/versions", Summary: "The kept versions of a service, newest first", Response: typeOf[[]api.ServiceVersion]()},
 	{Method: "POST", Path: "/api/v1/services/{name}/rollback", Summary: "Roll back to a kept version (to; default the previous spec) as a new version; drops waiting canaries. 404 naming to when the version is not kept.", Request: typeOf[api.RollbackRequest](), Response: typeOf[api.Service]()},
 	{Method: "POST", Path: "/api/v1/services/{name}/promote", Summary: "Let an update whose canaries wait carry on (state canary → updating); 409 otherwise", Response: typeOf[api.Service]()},
+	{Method: "POST", Path: "/api/v1/services/{name}/restart", Summary: "Replace every task of a service by a rolling update under its update policy, without another change: raises task.force_update as a new version. 409 while an update is in progress.", Response: typeOf[api.Service]()},
 	{Method: "POST", Path: "/api/v1/services/{name}/resume", Summary: "Continue a paused update (→ updating) or paused rollback (→ rolling_back); 409 otherwise", Response: typeOf[api.Service]()},
 	{Method: "GET", Path: "/api/v1/services/{name}/tasks", Summary: "List a service's tasks (all=true includes ended ones). Pages: limit (default 1000, at most 5000), continue (the Berth-Continue header of the previous page); Berth-Total is the count of all pages.", Response: typeOf[[]api.Task](), Params: []string{"all", "limit", "continue"}},
 	{Method: "GET", Path: "/api/v1/services/{name}/logs", Summary: "A service's task output, one prefixed line each", Stream: "text/plain", Params: []string{"tail", "follow"}},
@@ -77,10 +78,18 @@ var (
 	schemas     map[string]any
 )
 
+// extraSchemas are answers no operation names as its response (one PUT
+// answers a Service or, with dry_run=true, a DeployPlan): they are listed
+// in the components all the same.
+var extraSchemas = []reflect.Type{typeOf[api.DeployPlan]()}
+
 // buildOpenAPI generates the OpenAPI 3 document from the Go types.
 func buildOpenAPI(version string) []byte {
 	openAPIOnce.Do(func() {
 		schemas = map[string]any{}
+		for _, t := range extraSchemas {
+			schemaOf(t)
+		}
 		paths := map[string]map[string]any{}
 		for _, op := range operations {
 			o := map[string]any{"summary": op.Summary}
@@ -141,6 +150,12 @@ func buildOpenAPI(version string) []byte {
 	return openAPIDoc
 }
 
+// What the special types' strings look like.
+const (
+	durationText = "A duration such as 500ms, 1s, 1m30s"
+	byteSizeText = "A size: bytes, or a number with KiB, MiB, GiB, TiB (or KB, MB, GB, TB)"
+)
+
 var (
 	durationType = typeOf[api.Duration]()
 	byteSizeType = typeOf[api.ByteSize]()
@@ -152,9 +167,9 @@ var (
 func schemaOf(t reflect.Type) map[string]any {
 	switch t {
 	case durationType:
-		return map[string]any{"type": "string", "example": "1s", "description": "A duration such as 500ms, 1s, 1m30s"}
+		return map[string]any{"type": "string", "format": "duration", "example": "1s", "description": durationText}
 	case byteSizeType:
-		return map[string]any{"oneOf": []any{map[string]any{"type": "string", "example": "64MiB"}, map[string]any{"type": "integer"}}, "description": "A size: bytes, or a number with KiB, MiB, GiB, TiB (or KB, MB, GB, TB)"}
+		return map[string]any{"oneOf": []any{map[string]any{"type": "string", "example": "64MiB"}, map[string]any{"type": "integer"}}, "format": "byte-size", "description": byteSizeText}
 	case timeType:
 		return map[string]any{"type": "string", "format": "date-time"}
 	}
@@ -192,7 +207,18 @@ func schemaOf(t reflect.Type) map[string]any {
 			if jname == "" {
 				jname = f.Name
 			}
-			props[jname] = schemaOf(f.Type)
+			prop := schemaOf(f.Type)
+			if d := fieldDocs[name+"."+f.Name]; d != "" {
+				if _, isRef := prop["$ref"]; isRef {
+					// OpenAPI 3.0 ignores the siblings of a $ref.
+					prop = map[string]any{"allOf": []any{prop}}
+				}
+				if td, ok := prop["description"].(string); ok {
+					d += " (" + td + ")"
+				}
+				prop["description"] = d
+			}
+			props[jname] = prop
 			if !strings.Contains(opts, "omitempty") && f.Type.Kind() != reflect.Pointer {
 				required = append(required, jname)
 			}
@@ -228,8 +254,8 @@ document is <a href="/api/v1/openapi.json">/api/v1/openapi.json</a>.</p>
 {{range .Ops}}<tr><td class="m">{{.Method}}</td><td><code>{{.Path}}</code></td><td>{{.Summary}}{{if .Params}} — query: {{range .Params}}<code>{{.}}</code> {{end}}{{end}}</td></tr>
 {{end}}</table>
 <h2>Objects</h2>
-{{range .Schemas}}<h3 id="{{.Name}}">{{.Name}}</h3><table><tr><th>Field</th><th>Type</th></tr>
-{{range .Fields}}<tr><td><code>{{.Name}}</code>{{if .Required}} *{{end}}</td><td>{{.Type}}</td></tr>{{end}}</table>
+{{range .Schemas}}<h3 id="{{.Name}}">{{.Name}}</h3><table><tr><th>Field</th><th>Type</th><th>Description</th></tr>
+{{range .Fields}}<tr><td><code>{{.Name}}</code>{{if .Required}} *{{end}}</td><td>{{.Type}}</td><td>{{.Description}}</td></tr>{{end}}</table>
 {{end}}
 <p>The spec reference with every field's meaning and default is <code>docs/spec.md</code> in the Berth repository.</p>
 </body></html>`))
@@ -237,8 +263,8 @@ document is <a href="/api/v1/openapi.json">/api/v1/openapi.json</a>.</p>
 func (s *Server) docsPage(w http.ResponseWriter, r *http.Request) error {
 	buildOpenAPI(s.cfg.Version)
 	type field struct {
-		Name, Type string
-		Required   bool
+		Name, Type, Description string
+		Required                bool
 	}
 	type schema struct {
 		Name   string
@@ -256,7 +282,9 @@ func (s *Server) docsPage(w http.ResponseWriter, r *http.Request) error {
 		req, _ := sc["required"].([]string)
 		var fs []field
 		for _, p := range sortedMapKeys(props) {
-			fs = append(fs, field{Name: p, Type: describe(props[p]), Required: contains(req, p)})
+			pm, _ := props[p].(map[string]any)
+			d, _ := pm["description"].(string)
+			fs = append(fs, field{Name: p, Type: describe(props[p]), Description: d, Required: contains(req, p)})
 		}
 		out = append(out, schema{Name: n, Fields: fs})
 	}
@@ -264,13 +292,20 @@ func (s *Server) docsPage(w http.ResponseWriter, r *http.Request) error {
 	return docsTemplate.Execute(w, map[string]any{"Ops": operations, "Schemas": out})
 }
 
+// describe names the type of a schema for /docs.
 func describe(v any) string {
 	m, _ := v.(map[string]any)
+	if all, ok := m["allOf"].([]any); ok && len(all) == 1 {
+		return describe(all[0])
+	}
 	if ref, ok := m["$ref"].(string); ok {
 		return strings.TrimPrefix(ref, "#/components/schemas/")
 	}
-	if d, ok := m["description"].(string); ok {
-		return d
+	switch m["format"] {
+	case "duration":
+		return "duration"
+	case "byte-size":
+		return "size"
 	}
 	switch m["type"] {
 	case "array":

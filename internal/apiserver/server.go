@@ -134,6 +134,7 @@ func (s *Server) Handler() http.Handler {
 	route("GET /api/v1/services/{name}/versions", s.listVersions)
 	route("POST /api/v1/services/{name}/rollback", s.rollbackService)
 	route("POST /api/v1/services/{name}/promote", s.promoteService)
+	route("POST /api/v1/services/{name}/restart", s.restartService)
 	route("POST /api/v1/services/{name}/resume", s.resumeService)
 	route("GET /api/v1/services/{name}/tasks", s.serviceTasks)
 	route("GET /api/v1/services/{name}/logs", s.serviceLogs)

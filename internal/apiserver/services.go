@@ -82,6 +82,13 @@ func (s *Server) putService(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	warnings := spec.Warnings()
+	dryRun, err := boolParam(r, "dry_run")
+	if err != nil {
+		return err
+	}
+	if dryRun {
+		return s.planDeploy(w, r, spec, warnings)
+	}
 	for range casRetries {
 		// The clash check and the write are one step: the write fails if
 		// any service changed since the check listed them (a second deploy
@@ -138,6 +145,11 @@ func (s *Server) writeSpec(r *http.Request, spec api.ServiceSpec, meshRev int64)
 	if err != nil {
 		return svc, false, false, err
 	}
+	if spec.Task.ForceUpdate == 0 {
+		// A spec file knows nothing of restarts: deploying it again must
+		// not undo one (and replace every task a second time).
+		spec.Task.ForceUpdate = svc.Spec.Task.ForceUpdate
+	}
 	if specEqual(svc.Spec, spec) {
 		return svc, false, false, nil
 	}
@@ -158,6 +170,7 @@ func specEqual(a, b api.ServiceSpec) bool {
 
 // ScaleRequest is the body of POST /services/{name}/scale.
 type ScaleRequest struct {
+	// Replicas is the new replica count (0 to 100000).
 	Replicas *int `json:"replicas"`
 }
 

@@ -85,7 +85,7 @@ func (o *Orchestrator) reconcile(ctx context.Context, st *controller.State) (tim
 			st.Services[w.Service.ID] = w.Service
 			if u := w.Service.UpdateStatus; u != nil {
 				o.log.Info("update status", "service", w.Service.Spec.Name, "version", w.Service.Version, "state", u.State,
-					"updated", u.Updated, "failed", u.Failed, "total", u.Total, "message", u.Message)
+					"updated", u.Updated, "failed", u.Failed, "total", u.Total, "rollback", u.Rollback, "message", u.Message)
 			}
 		case errors.Is(err, store.ErrConflict), errors.Is(err, store.ErrNotFound):
 			stale[w.Service.ID] = true
