@@ -366,6 +366,11 @@ func (a *Agent) reconcileLocked(as api.Assignments) []*runner {
 		seen[t.ID] = true
 		if r := a.runners[t.ID]; r != nil {
 			r.setDesired(t.DesiredState, t.Revision)
+			// The manager's record may lag what happened here (a report
+			// lost to a restart of this agent or of the manager): send
+			// what this agent knows again.
+			st, _ := r.snapshot()
+			a.rep.resync(t.ID, st, t.Status)
 			continue
 		}
 		if _, ok := a.ended[t.ID]; ok || t.Status.State.Terminal() {
@@ -513,6 +518,7 @@ func (a *Agent) finalize(id string) {
 		drvName = r.drvName
 		delete(a.runners, id)
 	}
+	a.rep.forget(id)
 	if err := a.store.removeTask(id); err != nil {
 		a.log.Error("cannot remove task state", "task", id, "err", err)
 	}
