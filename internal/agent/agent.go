@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -121,7 +122,22 @@ type Config struct {
 	// DNS turns on the node's DNS server for service discovery (see
 	// dns.go); nil means none.
 	DNS *DNSConfig
+	// MaxConcurrentStarts bounds how many tasks the node's drivers start
+	// at once (default DefaultMaxConcurrentStarts()): a burst of new tasks
+	// queues for a start slot instead of starting together and starving
+	// each other (and their health checks) of CPU. A slot is held until
+	// the driver started the task and, for a task with an HTTP or TCP
+	// health check, until its port first answers (at most StartHold).
+	MaxConcurrentStarts int
 }
+
+// StartHold is the longest a started task keeps its start slot while its
+// program comes up (see Config.MaxConcurrentStarts).
+const StartHold = 2 * time.Second
+
+// DefaultMaxConcurrentStarts is the default of Config.MaxConcurrentStarts:
+// twice the CPUs this process may use, and at least 2.
+func DefaultMaxConcurrentStarts() int { return max(2, 2*runtime.GOMAXPROCS(0)) }
 
 // Agent runs the tasks the manager assigns to one node.
 type Agent struct {
@@ -131,6 +147,8 @@ type Agent struct {
 	clock Clock
 	store *store
 	rep   *reporter
+	// starts holds one token per task being started (MaxConcurrentStarts).
+	starts chan struct{}
 
 	nodeID  atomic.Value // string
 	started atomic.Bool
@@ -164,6 +182,7 @@ type Agent struct {
 	retryMin     time.Duration // first back-off step for manager calls
 	endedMax     int           // how many tombstones to keep
 	endedTTL     time.Duration // how long to keep a tombstone
+	listenGrace  time.Duration // see DefaultListenGrace
 	regLimiter   logLimiter
 	assignLimit  logLimiter
 }
@@ -213,6 +232,12 @@ func New(cfg Config, m Manager) (*Agent, error) {
 	if cfg.LogListen == "" {
 		cfg.LogListen = DefaultLogListen
 	}
+	if cfg.MaxConcurrentStarts < 0 {
+		return nil, fmt.Errorf("%w: MaxConcurrentStarts %d: want at least 1 (0: the default)", ErrConfig, cfg.MaxConcurrentStarts)
+	}
+	if cfg.MaxConcurrentStarts == 0 {
+		cfg.MaxConcurrentStarts = DefaultMaxConcurrentStarts()
+	}
 	if cfg.LogMaxBytes <= 0 {
 		cfg.LogMaxBytes = DefaultLogMaxBytes
 	}
@@ -237,6 +262,8 @@ func New(cfg Config, m Manager) (*Agent, error) {
 		retryMin:    100 * time.Millisecond,
 		endedMax:    1000,
 		endedTTL:    24 * time.Hour,
+		listenGrace: DefaultListenGrace,
+		starts:      make(chan struct{}, cfg.MaxConcurrentStarts),
 		regLimiter:  logLimiter{every: 30 * time.Second},
 		assignLimit: logLimiter{every: 30 * time.Second},
 	}

@@ -30,7 +30,23 @@ type healthEvent struct {
 type healthPolicy struct {
 	interval, timeout, startPeriod time.Duration
 	retries                        int
+	// listenGrace is how long after the start a refused connection, before
+	// the first success, means "not listening yet" rather than a failure
+	// (at least the start period).
+	listenGrace time.Duration
 }
+
+// DefaultListenGrace is how long a task with an HTTP or TCP health check
+// may take to start listening: until its first success, refused
+// connections in this time after its start (or its start period, if
+// longer) do not count as failures. A start storm on a small machine can
+// hold a program back for many seconds; a program that never listens is
+// still unhealthy after this grace and its retries.
+const DefaultListenGrace = 60 * time.Second
+
+// notListening reports whether a check failed because nothing listens on
+// the port yet: the connection was refused.
+func notListening(err error) bool { return errors.Is(err, syscall.ECONNREFUSED) }
 
 func policyOf(h api.HealthCheck) healthPolicy {
 	p := healthPolicy{
@@ -63,7 +79,9 @@ func (a *Agent) startHealth(ctx context.Context, r *runner, st api.TaskStatus) <
 		initial = api.HealthStarting
 	}
 	ch := make(chan healthEvent)
-	go runHealth(ctx, a.clock, policyOf(hc), check, initial, st.StartedAt, ch)
+	p := policyOf(hc)
+	p.listenGrace = max(p.startPeriod, a.listenGrace)
+	go runHealth(ctx, a.clock, p, check, initial, st.StartedAt, ch)
 	return ch
 }
 
@@ -72,8 +90,9 @@ const startingProbeInterval = 100 * time.Millisecond
 
 // runHealth checks every interval (more often until the first success). Health is "starting" until the first
 // success, then "healthy"; retries consecutive failures make it "unhealthy",
-// which ends the checker. Failures within the start period do not count,
-// unless a check already succeeded.
+// which ends the checker. Until a check succeeded, failures within the start
+// period do not count, nor do refused connections within the listen grace
+// (the program has not opened its port yet: it is still starting).
 func runHealth(ctx context.Context, clock Clock, p healthPolicy, check func(context.Context) error,
 	health string, startedAt time.Time, out chan<- healthEvent) {
 	send := func(ev healthEvent) bool {
@@ -120,6 +139,9 @@ func runHealth(ctx context.Context, clock Clock, p healthPolicy, check func(cont
 		}
 		now := clock.Now()
 		if health != api.HealthHealthy && now.Sub(startedAt) < p.startPeriod {
+			continue
+		}
+		if health != api.HealthHealthy && notListening(err) && now.Sub(startedAt) < p.listenGrace {
 			continue
 		}
 		if health != api.HealthHealthy && now.Sub(lastCounted) < p.interval {
