@@ -67,6 +67,14 @@ func policyOf(h api.HealthCheck) healthPolicy {
 	return p
 }
 
+// healthPolicy is hc's timing on this agent: the listen grace is the
+// agent's, or the check's start period if that is longer.
+func (a *Agent) healthPolicy(hc api.HealthCheck) healthPolicy {
+	p := policyOf(hc)
+	p.listenGrace = max(p.startPeriod, a.listenGrace)
+	return p
+}
+
 // startHealth starts the health checker of a running task and returns the
 // channel of its health changes. The checker stops when ctx ends, or after it
 // sent "unhealthy".
@@ -79,9 +87,7 @@ func (a *Agent) startHealth(ctx context.Context, r *runner, st api.TaskStatus) <
 		initial = api.HealthStarting
 	}
 	ch := make(chan healthEvent)
-	p := policyOf(hc)
-	p.listenGrace = max(p.startPeriod, a.listenGrace)
-	go runHealth(ctx, a.clock, p, check, initial, st.StartedAt, ch)
+	go runHealth(ctx, a.clock, a.healthPolicy(hc), check, initial, st.StartedAt, ch)
 	return ch
 }
 

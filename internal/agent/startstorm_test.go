@@ -109,11 +109,12 @@ func TestHealthNeverListens(t *testing.T) {
 // TestHealthListenGraceAtLeastStartPeriod: the start period, when longer,
 // is the listen grace.
 func TestHealthListenGraceAtLeastStartPeriod(t *testing.T) {
-	p := policyOf(api.HealthCheck{StartPeriod: api.Duration(90 * time.Second)})
 	a := &Agent{listenGrace: DefaultListenGrace}
-	p.listenGrace = max(p.startPeriod, a.listenGrace)
-	if p.listenGrace != 90*time.Second {
-		t.Errorf("listen grace = %s, want the start period", p.listenGrace)
+	if p := a.healthPolicy(api.HealthCheck{StartPeriod: api.Duration(90 * time.Second)}); p.listenGrace != 90*time.Second {
+		t.Errorf("listen grace = %s, want the start period, 90s", p.listenGrace)
+	}
+	if p := a.healthPolicy(api.HealthCheck{StartPeriod: api.Duration(time.Second)}); p.listenGrace != DefaultListenGrace {
+		t.Errorf("listen grace = %s, want %s", p.listenGrace, DefaultListenGrace)
 	}
 }
 
