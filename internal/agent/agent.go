@@ -37,7 +37,8 @@ type Manager interface {
 	// agent reconnects with back-off) or ctx ends.
 	Assignments(ctx context.Context, nodeID string) (<-chan api.Assignments, error)
 	// Report sends a heartbeat and the tasks whose status changed since the
-	// last successful report.
+	// last successful report (at most maxReportBatch of them), and those
+	// whose status in the assignment set differs from the agent's.
 	Report(ctx context.Context, nodeID string, rep api.StatusReport) error
 }
 

@@ -520,10 +520,12 @@ func (r *runner) setHealth(health string) {
 	}
 	r.mu.Unlock()
 	r.log.Info("health changed", "health", health)
-	r.a.rep.enqueue(r.id, st)
+	// Save before reporting, as for the start: what the manager was told
+	// is what a restarted agent finds (and re-reports if it must).
 	if err := r.a.store.saveTask(rec); err != nil {
 		r.log.Error("cannot save task state", "err", err)
 	}
+	r.a.rep.enqueue(r.id, st)
 }
 
 // ended handles a task that ended on its own.
