@@ -44,9 +44,14 @@ type healthPolicy struct {
 // still unhealthy after this grace and its retries.
 const DefaultListenGrace = 60 * time.Second
 
-// notListening reports whether a check failed because nothing listens on
-// the port yet: the connection was refused.
-func notListening(err error) bool { return errors.Is(err, syscall.ECONNREFUSED) }
+// notListening reports whether a check failed because nothing serves on
+// the port yet: the connection was refused, or accepted and then closed or
+// reset before any answer — what Docker's userland proxy does for a
+// published port while the container's program is not listening.
+func notListening(err error) bool {
+	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
+}
 
 func policyOf(h api.HealthCheck) healthPolicy {
 	p := healthPolicy{

@@ -210,3 +210,70 @@ func TestStartSlotHeldUntilListening(t *testing.T) {
 		t.Errorf("%d tasks were coming up at once, want at most 2", most)
 	}
 }
+
+// TestHealthClosedBeforeAnswerWhileStarting: a port that accepts and closes
+// the connection before any answer (Docker's userland proxy in front of a
+// program that is not listening yet) is still starting too.
+func TestHealthClosedBeforeAnswerWhileStarting(t *testing.T) {
+	h := newHarness(t)
+	port := freePort(t, "tcp")
+	l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var serving atomic.Bool
+	time.AfterFunc(time.Second, func() { serving.Store(true) })
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})}
+	proxy := make(chan net.Conn)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				close(proxy)
+				return
+			}
+			if !serving.Load() {
+				c.Close() // the proxy found no backend
+				continue
+			}
+			proxy <- c
+		}
+	}()
+	go srv.Serve(&chanListener{l: l, conns: proxy})
+	t.Cleanup(func() { l.Close(); srv.Close() })
+	// The "proxy" holds the port before the task starts, as docker's does.
+	h.setup = func(a *Agent) { a.portFree = func(string, int) error { return nil } }
+	h.start()
+	tk := healthTask("proxied", port, fastCheck())
+	h.m.Assign(tk)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st, _ := h.m.Status(tk.ID)
+		if st.Health == api.HealthHealthy {
+			break
+		}
+		if st.State.Terminal() {
+			t.Fatalf("task ended before its program served: %s: %s", st.State, st.Err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not healthy after 10s: %+v", st)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// chanListener serves the connections a test's accept loop hands over.
+type chanListener struct {
+	l     net.Listener
+	conns chan net.Conn
+}
+
+func (c *chanListener) Accept() (net.Conn, error) {
+	conn, ok := <-c.conns
+	if !ok {
+		return nil, net.ErrClosed
+	}
+	return conn, nil
+}
+func (c *chanListener) Close() error   { return nil }
+func (c *chanListener) Addr() net.Addr { return c.l.Addr() }
