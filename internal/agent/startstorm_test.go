@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/berth-project/berth/api"
+	"github.com/berth-project/berth/internal/agent/agenttest"
 	"github.com/berth-project/berth/internal/driver"
 )
 
@@ -277,3 +278,39 @@ func (c *chanListener) Accept() (net.Conn, error) {
 }
 func (c *chanListener) Close() error   { return nil }
 func (c *chanListener) Addr() net.Addr { return c.l.Addr() }
+
+// TestHealthProbesQuicklyWhileHoldingSlot: an HTTP or TCP check looks for
+// its first success every 10 ms in the task's first StartHold (while the
+// task holds a start slot), then every 100 ms.
+func TestHealthProbesQuicklyWhileHoldingSlot(t *testing.T) {
+	a := &Agent{listenGrace: DefaultListenGrace}
+	if p := a.healthPolicy(fastCheck()); p.quickFor != StartHold {
+		t.Fatalf("quickFor = %s for an HTTP check, want %s", p.quickFor, StartHold)
+	}
+	if p := a.healthPolicy(api.HealthCheck{Exec: []string{"true"}}); p.quickFor != 0 {
+		t.Fatalf("quickFor = %s for an exec check, want 0", p.quickFor)
+	}
+	clock := agenttest.NewClock(time.Unix(1000, 0))
+	start := clock.Now()
+	out := make(chan healthEvent, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	p := a.healthPolicy(fastCheck())
+	p.interval = time.Second
+	go runHealth(ctx, clock, p, func(context.Context) error { return errBoom }, api.HealthStarting, start, out)
+	waitFor := func(d time.Duration) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for !clock.HasWaiter(clock.Now().Add(d)) {
+			if time.Now().After(deadline) {
+				t.Fatalf("at +%s: no wait of %s", clock.Now().Sub(start), d)
+			}
+			time.Sleep(time.Millisecond)
+		}
+		clock.Advance(d)
+	}
+	waitFor(quickProbeInterval)
+	waitFor(quickProbeInterval)
+	clock.Advance(StartHold) // the next probe is late: the hold is over
+	waitFor(startingProbeInterval)
+}
