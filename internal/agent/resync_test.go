@@ -115,3 +115,34 @@ func TestReportsSurviveManagerOutage(t *testing.T) {
 		}
 	}
 }
+
+// TestResyncWaitsForTheStream: an assignment set that still shows the old
+// status of a task whose report the manager just accepted (the stream lags
+// the write) sends nothing again: during a burst, every set would otherwise
+// double the status writes.
+func TestResyncWaitsForTheStream(t *testing.T) {
+	h := newHarness(t)
+	h.start()
+	tasks, ids := manyTasks(50)
+	h.m.Assign(tasks...)
+	for _, id := range ids {
+		h.waitStatus(id, api.TaskRunning)
+	}
+	// The same set again, every task still "assigned" in it, then one new
+	// task: once that is reported, the set before it was handled.
+	h.m.Assign(tasks...)
+	extra := newTask("web-extra")
+	h.m.Assign(append(tasks, extra)...)
+	h.waitStatus(extra.ID, api.TaskRunning)
+	for _, id := range ids {
+		n := 0
+		for _, st := range h.m.History(id) {
+			if st.State == api.TaskRunning {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Errorf("task %s reported running %d times, want once", id, n)
+		}
+	}
+}
