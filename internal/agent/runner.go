@@ -473,15 +473,18 @@ func (r *runner) supervise(ctx context.Context) {
 			if res.err != nil && ctx.Err() != nil {
 				return
 			}
+			r.releaseSlot()
 			r.ended(h, res)
 			return
 		case <-r.wake:
 			if why := r.stopReason(); why != noStop {
+				r.releaseSlot() // not for the whole grace period
 				r.stopTask(h, waitCh, why, nil)
 				return
 			}
 		case ev := <-healthCh:
 			if ev.health == api.HealthUnhealthy {
+				r.releaseSlot()
 				r.setHealth(ev.health)
 				r.stopTask(h, waitCh, noStop, ev.err)
 				return

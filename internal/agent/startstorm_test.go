@@ -314,3 +314,27 @@ func TestHealthProbesQuicklyWhileHoldingSlot(t *testing.T) {
 	clock.Advance(StartHold) // the next probe is late: the hold is over
 	waitFor(startingProbeInterval)
 }
+
+// TestStopFreesStartSlot: a task stopped while it holds its start slot (its
+// port never answered) gives the slot back before its grace period, so the
+// tasks queued behind it start at once.
+func TestStopFreesStartSlot(t *testing.T) {
+	h := newHarness(t)
+	h.cfg.MaxConcurrentStarts = 1
+	listenAfter(t, h, -1) // never listens
+	// Its stop takes the whole grace: the program ignores SIGTERM.
+	release := make(chan struct{})
+	h.d.StopFunc = func(tk *agenttest.Task, grace time.Duration) {
+		if tk.Spec.TaskID == "slow" {
+			<-release
+		}
+	}
+	h.start()
+	t.Cleanup(func() { close(release) })
+	slow := healthTask("slow", freePort(t, "tcp"), fastCheck())
+	h.m.Assign(slow)
+	h.waitStatus(slow.ID, api.TaskRunning)
+	next := newTask("next")
+	h.m.Assign(shutdown(slow), next)
+	h.waitStatus(next.ID, api.TaskRunning)
+}
