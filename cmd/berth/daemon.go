@@ -102,7 +102,7 @@ func (f *agentFlags) add(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.meshHTTPS, "mesh-https", defaultMeshHTTPS, `the mesh's HTTPS entrypoint for service routes: HOST:PORT, or a PORT on the --mesh-bind host (default 127.0.0.1:7481; "off": none)`)
 	cmd.Flags().StringVar(&f.dns, "dns", agent.DefaultDNSAddr, `host:port where the agent answers DNS for <service>.berth ("off": no DNS on this node)`)
 	cmd.Flags().StringVar(&f.taskDNS, "task-dns", agent.DefaultTaskDNSAddr, `IP:53 where the agent also answers DNS for process tasks, which get it in their own /etc/resolv.conf (as root; "off": process tasks keep the host's resolver)`)
-	cmd.Flags().IntVar(&f.maxStarts, "max-concurrent-starts", 0, "how many tasks this node starts at once; the rest wait for a slot (0: twice the CPUs)")
+	cmd.Flags().IntVar(&f.maxStarts, "max-concurrent-starts", 0, "how many tasks this node starts at once; the rest wait for a slot (0: four times the CPUs)")
 	cmd.Flags().StringVar(&f.reservedCPUs, "reserved-cpus", "", "CPUs kept for the system, such as 0 or 0-1,8: no task is pinned to them (must exist on this machine)")
 }
 
@@ -110,7 +110,7 @@ func (f *agentFlags) config(dataDir string, log *slog.Logger) (agent.Config, err
 	cfg := agent.Config{DataDir: dataDir, Hostname: f.hostname, Address: f.address, LogListen: f.logListen, Logger: log,
 		ReservedCPUs: f.reservedCPUs, MaxConcurrentStarts: f.maxStarts}
 	if f.maxStarts < 0 {
-		return cfg, usageErrorf("--max-concurrent-starts %d: want at least 1 (0: twice the CPUs)", f.maxStarts)
+		return cfg, usageErrorf("--max-concurrent-starts %d: want at least 1 (0: four times the CPUs)", f.maxStarts)
 	}
 	if f.meshBind != "off" {
 		httpAddr, err := meshEntrypoint("--mesh-http", f.meshHTTP, f.meshBind)

@@ -19,7 +19,7 @@ func TestMaxConcurrentStartsFlag(t *testing.T) {
 			t.Fatalf("berth %s has no --max-concurrent-starts", cmd)
 		}
 		if f.DefValue != "0" {
-			t.Errorf("berth %s --max-concurrent-starts defaults to %q, want 0 (twice the CPUs)", cmd, f.DefValue)
+			t.Errorf("berth %s --max-concurrent-starts defaults to %q, want 0 (four times the CPUs)", cmd, f.DefValue)
 		}
 	}
 	var af agentFlags
