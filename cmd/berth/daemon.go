@@ -84,6 +84,7 @@ type agentFlags struct {
 	dns          string
 	taskDNS      string
 	dnsBridge    string
+	maxStarts    int
 }
 
 // Default ports of the mesh entrypoints, on the --mesh-bind host.
@@ -106,12 +107,16 @@ func (f *agentFlags) add(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.dns, "dns", agent.DefaultDNSAddr, `host:port where the agent answers DNS for <service>.berth ("off": no DNS on this node)`)
 	cmd.Flags().StringVar(&f.taskDNS, "task-dns", agent.DefaultTaskDNSAddr, `IP:53 where the agent also answers DNS for process tasks, which get it in their own /etc/resolv.conf (as root; "off": process tasks keep the host's resolver)`)
 	cmd.Flags().StringVar(&f.dnsBridge, "dns-bridge", "", `IP on the container bridge where the agent also answers DNS (port 53) for container tasks (default: the gateway of the Docker engine's "bridge" network; "off": containers keep the engine's resolver)`)
+	cmd.Flags().IntVar(&f.maxStarts, "max-concurrent-starts", 0, "how many tasks this node starts at once; the rest wait for a slot (0: four times the CPUs)")
 	cmd.Flags().StringVar(&f.reservedCPUs, "reserved-cpus", "", "CPUs kept for the system, such as 0 or 0-1,8: no task is pinned to them (must exist on this machine)")
 }
 
 func (f *agentFlags) config(dataDir string, log *slog.Logger) (agent.Config, error) {
 	cfg := agent.Config{DataDir: dataDir, Hostname: f.hostname, Address: f.address, LogListen: f.logListen, Logger: log,
-		ReservedCPUs: f.reservedCPUs}
+		ReservedCPUs: f.reservedCPUs, MaxConcurrentStarts: f.maxStarts}
+	if f.maxStarts < 0 {
+		return cfg, usageErrorf("--max-concurrent-starts %d: want at least 1 (0: four times the CPUs)", f.maxStarts)
+	}
 	if f.meshBind != "off" {
 		httpAddr, err := meshEntrypoint("--mesh-http", f.meshHTTP, f.meshBind)
 		if err != nil {

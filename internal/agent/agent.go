@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -36,7 +37,8 @@ type Manager interface {
 	// agent reconnects with back-off) or ctx ends.
 	Assignments(ctx context.Context, nodeID string) (<-chan api.Assignments, error)
 	// Report sends a heartbeat and the tasks whose status changed since the
-	// last successful report.
+	// last successful report (at most maxReportBatch of them), and those
+	// whose status in the assignment set differs from the agent's.
 	Report(ctx context.Context, nodeID string, rep api.StatusReport) error
 }
 
@@ -121,7 +123,24 @@ type Config struct {
 	// DNS turns on the node's DNS server for service discovery (see
 	// dns.go); nil means none.
 	DNS *DNSConfig
+	// MaxConcurrentStarts bounds how many tasks the node's drivers start
+	// at once (default DefaultMaxConcurrentStarts()): a burst of new tasks
+	// queues for a start slot instead of starting together and starving
+	// each other (and their health checks) of CPU. A slot is held until
+	// the driver started the task and, for a task with an HTTP or TCP
+	// health check, until its port first answers (at most StartHold).
+	MaxConcurrentStarts int
 }
+
+// StartHold is the longest a started task keeps its start slot while its
+// program comes up (see Config.MaxConcurrentStarts).
+const StartHold = 2 * time.Second
+
+// DefaultMaxConcurrentStarts is the default of Config.MaxConcurrentStarts:
+// four times the CPUs this process may use. On 2 CPUs, 100 replicas of an
+// HTTP-checked task came up in 2.4–4.9 s with 8 slots, 3.2–10.3 s with 4
+// (the machine busy with other work; ADR 0031).
+func DefaultMaxConcurrentStarts() int { return 4 * runtime.GOMAXPROCS(0) }
 
 // Agent runs the tasks the manager assigns to one node.
 type Agent struct {
@@ -131,6 +150,8 @@ type Agent struct {
 	clock Clock
 	store *store
 	rep   *reporter
+	// starts holds one token per task being started (MaxConcurrentStarts).
+	starts chan struct{}
 
 	nodeID  atomic.Value // string
 	started atomic.Bool
@@ -172,6 +193,7 @@ type Agent struct {
 	retryMin     time.Duration // first back-off step for manager calls
 	endedMax     int           // how many tombstones to keep
 	endedTTL     time.Duration // how long to keep a tombstone
+	listenGrace  time.Duration // see DefaultListenGrace
 	regLimiter   logLimiter
 	assignLimit  logLimiter
 }
@@ -221,6 +243,12 @@ func New(cfg Config, m Manager) (*Agent, error) {
 	if cfg.LogListen == "" {
 		cfg.LogListen = DefaultLogListen
 	}
+	if cfg.MaxConcurrentStarts < 0 {
+		return nil, fmt.Errorf("%w: MaxConcurrentStarts %d: want at least 1 (0: the default)", ErrConfig, cfg.MaxConcurrentStarts)
+	}
+	if cfg.MaxConcurrentStarts == 0 {
+		cfg.MaxConcurrentStarts = DefaultMaxConcurrentStarts()
+	}
 	if cfg.LogMaxBytes <= 0 {
 		cfg.LogMaxBytes = DefaultLogMaxBytes
 	}
@@ -245,6 +273,8 @@ func New(cfg Config, m Manager) (*Agent, error) {
 		retryMin:    100 * time.Millisecond,
 		endedMax:    1000,
 		endedTTL:    24 * time.Hour,
+		listenGrace: DefaultListenGrace,
+		starts:      make(chan struct{}, cfg.MaxConcurrentStarts),
 		regLimiter:  logLimiter{every: 30 * time.Second},
 		assignLimit: logLimiter{every: 30 * time.Second},
 		root:        os.Geteuid() == 0,
@@ -384,6 +414,11 @@ func (a *Agent) reconcileLocked(as api.Assignments) []*runner {
 		seen[t.ID] = true
 		if r := a.runners[t.ID]; r != nil {
 			r.setDesired(t.DesiredState, t.Revision)
+			// The manager's record may lag what happened here (a report
+			// lost to a restart of this agent or of the manager): send
+			// what this agent knows again.
+			st, _ := r.snapshot()
+			a.rep.resync(t.ID, st, t.Status)
 			continue
 		}
 		if _, ok := a.ended[t.ID]; ok || t.Status.State.Terminal() {
@@ -531,6 +566,7 @@ func (a *Agent) finalize(id string) {
 		drvName = r.drvName
 		delete(a.runners, id)
 	}
+	a.rep.forget(id)
 	if err := a.store.removeTask(id); err != nil {
 		a.log.Error("cannot remove task state", "task", id, "err", err)
 	}

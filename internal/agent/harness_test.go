@@ -22,6 +22,8 @@ type harness struct {
 	d   *agenttest.LogDriver
 	cfg Config
 	a   *Agent
+	// setup, if set, adjusts each new agent before it runs.
+	setup func(*Agent)
 
 	mu          sync.Mutex
 	transitions []transition
@@ -72,6 +74,9 @@ func (h *harness) start() *Agent {
 		h.mu.Lock()
 		h.transitions = append(h.transitions, transition{id, from, to, wanted})
 		h.mu.Unlock()
+	}
+	if h.setup != nil {
+		h.setup(a)
 	}
 	h.a = a
 	h.mu.Lock()

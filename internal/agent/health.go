@@ -30,6 +30,36 @@ type healthEvent struct {
 type healthPolicy struct {
 	interval, timeout, startPeriod time.Duration
 	retries                        int
+	// listenGrace is how long after the start a refused connection, before
+	// the first success, means "not listening yet" rather than a failure
+	// (at least the start period).
+	listenGrace time.Duration
+	// quickFor is how long after the start the first success is looked for
+	// every quickProbeInterval (then every startingProbeInterval).
+	quickFor time.Duration
+}
+
+// quickProbeInterval is how often an HTTP or TCP check runs in its first
+// StartHold, until its first success: the task holds a start slot until
+// then, and every 100 ms of lag there would hold back the tasks queued
+// behind it. A refused connection costs next to nothing.
+const quickProbeInterval = 10 * time.Millisecond
+
+// DefaultListenGrace is how long a task with an HTTP or TCP health check
+// may take to start listening: until its first success, refused
+// connections in this time after its start (or its start period, if
+// longer) do not count as failures. A start storm on a small machine can
+// hold a program back for many seconds; a program that never listens is
+// still unhealthy after this grace and its retries.
+const DefaultListenGrace = 60 * time.Second
+
+// notListening reports whether a check failed because nothing serves on
+// the port yet: the connection was refused, or accepted and then closed or
+// reset before any answer — what Docker's userland proxy does for a
+// published port while the container's program is not listening.
+func notListening(err error) bool {
+	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
 }
 
 func policyOf(h api.HealthCheck) healthPolicy {
@@ -51,6 +81,17 @@ func policyOf(h api.HealthCheck) healthPolicy {
 	return p
 }
 
+// healthPolicy is hc's timing on this agent: the listen grace is the
+// agent's, or the check's start period if that is longer.
+func (a *Agent) healthPolicy(hc api.HealthCheck) healthPolicy {
+	p := policyOf(hc)
+	p.listenGrace = max(p.startPeriod, a.listenGrace)
+	if hc.HTTP != nil || hc.TCP != nil {
+		p.quickFor = StartHold
+	}
+	return p
+}
+
 // startHealth starts the health checker of a running task and returns the
 // channel of its health changes. The checker stops when ctx ends, or after it
 // sent "unhealthy".
@@ -63,7 +104,7 @@ func (a *Agent) startHealth(ctx context.Context, r *runner, st api.TaskStatus) <
 		initial = api.HealthStarting
 	}
 	ch := make(chan healthEvent)
-	go runHealth(ctx, a.clock, policyOf(hc), check, initial, st.StartedAt, ch)
+	go runHealth(ctx, a.clock, a.healthPolicy(hc), check, initial, st.StartedAt, ch)
 	return ch
 }
 
@@ -72,8 +113,9 @@ const startingProbeInterval = 100 * time.Millisecond
 
 // runHealth checks every interval (more often until the first success). Health is "starting" until the first
 // success, then "healthy"; retries consecutive failures make it "unhealthy",
-// which ends the checker. Failures within the start period do not count,
-// unless a check already succeeded.
+// which ends the checker. Until a check succeeded, failures within the start
+// period do not count, nor do refused connections within the listen grace
+// (the program has not opened its port yet: it is still starting).
 func runHealth(ctx context.Context, clock Clock, p healthPolicy, check func(context.Context) error,
 	health string, startedAt time.Time, out chan<- healthEvent) {
 	send := func(ev healthEvent) bool {
@@ -91,7 +133,11 @@ func runHealth(ctx context.Context, clock Clock, p healthPolicy, check func(cont
 		// fast is healthy (and serving) fast; failures still count at most
 		// once per interval.
 		wait := p.interval
-		if health != api.HealthHealthy && wait > startingProbeInterval {
+		switch {
+		case health == api.HealthHealthy:
+		case clock.Now().Sub(startedAt) < p.quickFor:
+			wait = quickProbeInterval
+		case wait > startingProbeInterval:
 			wait = startingProbeInterval
 		}
 		select {
@@ -120,6 +166,9 @@ func runHealth(ctx context.Context, clock Clock, p healthPolicy, check func(cont
 		}
 		now := clock.Now()
 		if health != api.HealthHealthy && now.Sub(startedAt) < p.startPeriod {
+			continue
+		}
+		if health != api.HealthHealthy && notListening(err) && now.Sub(startedAt) < p.listenGrace {
 			continue
 		}
 		if health != api.HealthHealthy && now.Sub(lastCounted) < p.interval {

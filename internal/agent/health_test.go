@@ -105,10 +105,14 @@ func TestHealthStartPeriod(t *testing.T) {
 		wantHealthy bool
 	}{
 		{"failures in the start period do not count", 2 * time.Second, true},
-		{"without a start period they do", 0, false},
+		{"without a start period (nor a listen grace) they do", 0, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t)
+			// Refused connections would not count either (see
+			// TestHealthRefusedWhileStarting): this test is about the
+			// start period alone.
+			h.setup = func(a *Agent) { a.listenGrace = 0 }
 			port := freePort(t, "tcp")
 			var listening atomic.Bool
 			// The task only listens 300ms after it starts.

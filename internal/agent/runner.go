@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"sync"
+	"sync/atomic"
 
 	"github.com/berth-project/berth/api"
 	"github.com/berth-project/berth/internal/driver"
@@ -58,6 +59,8 @@ type runner struct {
 	cpuSet string
 	// detachedStop is set once Shutdown took over a detached task.
 	detachedStop bool
+	// slot is set while the runner holds one of the node's start slots.
+	slot atomic.Bool
 	// exited is set when the goroutine is about to return (or at once for
 	// runners that never had one); finalizeOnExit asks it to finalize the
 	// task then, because the manager learned the end before it returned.
@@ -326,7 +329,16 @@ func (r *runner) start(ctx context.Context) bool {
 		return false
 	}
 
+	if !r.acquireSlot(ctx) {
+		if ctx.Err() == nil {
+			r.endBeforeStart()
+		}
+		return false
+	}
 	h, err := drv.Start(ctx, spec)
+	if err != nil || !holdsSlotWhileListening(t) {
+		r.releaseSlot()
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			// The agent is stopping; the next run finds the task
@@ -389,6 +401,40 @@ func (r *runner) endBeforeStart() {
 	}
 }
 
+// acquireSlot waits for one of the node's start slots. It reports false
+// when the runner is asked to stop or ctx ends first.
+func (r *runner) acquireSlot(ctx context.Context) bool {
+	for {
+		select {
+		case r.a.starts <- struct{}{}:
+			r.slot.Store(true)
+			return true
+		case <-r.wake:
+			if r.stopReason() != noStop {
+				return false
+			}
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+// releaseSlot gives the runner's start slot back, once.
+func (r *runner) releaseSlot() {
+	if r.slot.CompareAndSwap(true, false) {
+		<-r.a.starts
+	}
+}
+
+// holdsSlotWhileListening reports whether a started task keeps its start
+// slot until its port first answers (or StartHold passes): those with an
+// HTTP or TCP health check, whose program's start is what competes for the
+// CPU.
+func holdsSlotWhileListening(t api.Task) bool {
+	h := t.Spec.Health
+	return h != nil && (h.HTTP != nil || h.TCP != nil)
+}
+
 type waitResult struct {
 	exit driver.Exit
 	err  error
@@ -410,26 +456,45 @@ func (r *runner) supervise(ctx context.Context) {
 	if r.task.Spec.Health != nil {
 		healthCh = r.a.startHealth(hctx, r, st)
 	}
+	// A task that holds its start slot gives it back when it first
+	// answers, ends, or after StartHold: real time, as the slot is about
+	// the machine's CPUs.
+	defer r.releaseSlot()
+	var holdC <-chan time.Time
+	if r.slot.Load() {
+		hold := time.NewTimer(StartHold)
+		defer hold.Stop()
+		holdC = hold.C
+	}
 	for {
 		select {
+		case <-holdC:
+			r.releaseSlot()
+			holdC = nil
 		case <-ctx.Done():
 			return // detached: the task keeps running
 		case res := <-waitCh:
 			if res.err != nil && ctx.Err() != nil {
 				return
 			}
+			r.releaseSlot()
 			r.ended(h, res)
 			return
 		case <-r.wake:
 			if why := r.stopReason(); why != noStop {
+				r.releaseSlot() // not for the whole grace period
 				r.stopTask(h, waitCh, why, nil)
 				return
 			}
 		case ev := <-healthCh:
 			if ev.health == api.HealthUnhealthy {
+				r.releaseSlot()
 				r.setHealth(ev.health)
 				r.stopTask(h, waitCh, noStop, ev.err)
 				return
+			}
+			if ev.health == api.HealthHealthy {
+				r.releaseSlot()
 			}
 			r.setHealth(ev.health)
 		}
@@ -462,10 +527,12 @@ func (r *runner) setHealth(health string) {
 	}
 	r.mu.Unlock()
 	r.log.Info("health changed", "health", health)
-	r.a.rep.enqueue(r.id, st)
+	// Save before reporting, as for the start: what the manager was told
+	// is what a restarted agent finds (and re-reports if it must).
 	if err := r.a.store.saveTask(rec); err != nil {
 		r.log.Error("cannot save task state", "err", err)
 	}
+	r.a.rep.enqueue(r.id, st)
 }
 
 // ended handles a task that ended on its own.

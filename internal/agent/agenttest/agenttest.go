@@ -269,6 +269,11 @@ type Manager struct {
 	// ReportFunc, if set, runs first; a non-nil error fails the report (it
 	// is not recorded).
 	ReportFunc func(ctx context.Context, nodeID string, rep api.StatusReport) error
+	// Echo makes accepted reports change the current assignment set, as the
+	// real manager's store does: each reported task takes the reported
+	// status (a terminal one leaves the set) and every stream gets the new
+	// set.
+	Echo bool
 
 	mu       sync.Mutex
 	regs     []api.NodeRegistration
@@ -382,7 +387,53 @@ func (m *Manager) Report(ctx context.Context, nodeID string, rep api.StatusRepor
 	for _, u := range rep.Tasks {
 		m.latest[u.ID] = u.Status
 	}
+	if m.Echo && m.current != nil && len(rep.Tasks) > 0 {
+		m.echoLocked(rep)
+	}
 	return nil
+}
+
+// echoLocked applies a report to the current assignment set and sends the
+// new set. m.mu is held.
+func (m *Manager) echoLocked(rep api.StatusReport) {
+	upd := map[string]api.TaskStatus{}
+	for _, u := range rep.Tasks {
+		upd[u.ID] = u.Status
+	}
+	tasks := make([]api.Task, 0, len(m.current.Tasks))
+	for _, t := range m.current.Tasks {
+		if st, ok := upd[t.ID]; ok {
+			if st.State.Terminal() {
+				continue
+			}
+			t.Status = st
+		}
+		tasks = append(tasks, t)
+	}
+	m.revision++
+	as := api.Assignments{Revision: m.revision, Tasks: tasks}
+	m.current = &as
+	for ch := range m.streams {
+		select {
+		case ch <- as:
+		default: // a slow reader gets a later set
+		}
+	}
+}
+
+// Stored returns the status of a task in the current assignment set.
+func (m *Manager) Stored(id string) (api.TaskStatus, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.current == nil {
+		return api.TaskStatus{}, false
+	}
+	for _, t := range m.current.Tasks {
+		if t.ID == id {
+			return t.Status, true
+		}
+	}
+	return api.TaskStatus{}, false
 }
 
 // Reports returns every report received.
