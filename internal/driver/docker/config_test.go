@@ -161,7 +161,8 @@ func TestSpecValidation(t *testing.T) {
 		{"cap ALL", api.TaskSpec{Driver: "docker", Image: "app", CapAdd: []string{"ALL"}}, "task.cap_add[0]"},
 		{"cap unknown", api.TaskSpec{Driver: "docker", Image: "app", CapAdd: []string{"NET_BIND", "CHOWN"}}, "task.cap_add[0]"},
 		{"exec health runs in the container", api.TaskSpec{Driver: "docker", Image: "app", Health: &api.HealthCheck{Exec: []string{"/bin/check"}}}, ""},
-		{"docker field on process", api.TaskSpec{Driver: "process", Command: []string{"x"}, RunAsRoot: true}, "task.run_as_root"},
+		{"docker field on process", api.TaskSpec{Driver: "process", Command: []string{"x"}, CapAdd: []string{"CHOWN"}}, "task.cap_add"},
+		{"run_as_root is for process tasks too", api.TaskSpec{Driver: "process", Command: []string{"x"}, RunAsRoot: true}, ""},
 		{"read_only on process", api.TaskSpec{Driver: "process", Command: []string{"x"}, ReadOnly: &no}, "task.read_only"},
 	} {
 		s := api.ServiceSpec{Name: "svc", Task: c.task}
