@@ -29,6 +29,9 @@ const (
 	DefaultEjectMin            = time.Second
 	DefaultEjectMax            = 30 * time.Second
 	DefaultMaxIdleConnsPerHost = 256
+	DefaultBodyTimeout         = 20 * time.Second
+	DefaultBodyMinRate         = 500
+	DefaultWriteTimeout        = 60 * time.Second
 )
 
 // maxAttempts bounds how many backends one request or connection tries when
@@ -62,6 +65,19 @@ type Options struct {
 	ReadHeaderTimeout time.Duration
 	// IdleTimeout closes keep-alive connections idle this long.
 	IdleTimeout time.Duration
+	// BodyTimeout bounds the reading of a request body, with or without a
+	// route timeout: no read of it may wait longer, and once this grace has
+	// passed the body must keep arriving at BodyMinRate (against slow-loris
+	// bodies). The client gets 408 and the connection closes.
+	BodyTimeout time.Duration
+	// BodyMinRate is the slowest a request body may arrive after
+	// BodyTimeout's grace, in bytes per second (the model is Apache's
+	// mod_reqtimeout, body=20,MinRate=500).
+	BodyMinRate int
+	// WriteTimeout closes an HTTP/1 client connection when a write to it
+	// makes no progress for this long (a client that stops reading its
+	// response must not hold a backend connection).
+	WriteTimeout time.Duration
 	// MaxHeaderBytes bounds request headers.
 	MaxHeaderBytes int
 	// MaxConns bounds open client connections per entrypoint and per
@@ -97,6 +113,11 @@ func (o Options) withDefaults() Options {
 	def(&o.DrainTimeout, DefaultDrainTimeout)
 	def(&o.ReadHeaderTimeout, DefaultReadHeaderTimeout)
 	def(&o.IdleTimeout, DefaultIdleTimeout)
+	def(&o.BodyTimeout, DefaultBodyTimeout)
+	def(&o.WriteTimeout, DefaultWriteTimeout)
+	if o.BodyMinRate <= 0 {
+		o.BodyMinRate = DefaultBodyMinRate
+	}
 	def(&o.DialTimeout, DefaultDialTimeout)
 	def(&o.UDPIdleTimeout, DefaultUDPIdleTimeout)
 	def(&o.EjectMin, DefaultEjectMin)

@@ -203,6 +203,15 @@ func errorStatus(err error) (int, string) {
 	return http.StatusBadGateway, "502 bad gateway: the backend did not answer\n"
 }
 
+// bodyErrorStatus maps a failed request body to the status the client
+// gets.
+func bodyErrorStatus(err error) (int, string) {
+	if isTimeout(err) {
+		return http.StatusRequestTimeout, "408 request timeout: the request body came too slowly\n"
+	}
+	return http.StatusBadRequest, "400 bad request: the request body is malformed or cut short\n"
+}
+
 // Pages of the gateway's own answers.
 const (
 	msgNotFound    = "404 page not found: the Berth gateway has no route for this host and path\n"
@@ -248,13 +257,19 @@ func (g *Gateway) serveH2(w http.ResponseWriter, r *http.Request, isTLS bool) {
 func (g *Gateway) proxyH2(w http.ResponseWriter, r *http.Request, ex *exchange, isTLS bool) (int, int64) {
 	o := &outReq{method: r.Method, uri: []byte(requestURI(r, ex.route)), host: []byte(r.Host), header: r.Header,
 		clientIP: []byte(clientIP(r.RemoteAddr)), tls: isTLS, id: ex.id}
+	rc := http.NewResponseController(w)
 	if r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody {
-		o.body = &bodyReader{r: r.Body, length: r.ContentLength}
+		o.body = &bodyReader{}
+		o.body.init(r.Body, r.ContentLength, rc.SetReadDeadline, g.opts.BodyTimeout, g.opts.BodyMinRate)
 	}
 	resp, c, err := g.roundTrip(ex, o)
 	if err != nil {
 		if r.Context().Err() != nil {
 			return statusClientClosed, 0
+		}
+		if o.body != nil && o.body.failed.Load() {
+			status, msg := bodyErrorStatus(o.body.err)
+			return status, plainError(w, ex.id, status, msg)
 		}
 		g.log.Debug("proxy error", "request_id", ex.id, "service", ex.route.service, "backend", ex.backend.ID, "err", err)
 		status, msg := errorStatus(err)
@@ -282,8 +297,9 @@ func (g *Gateway) proxyH2(w http.ResponseWriter, r *http.Request, ex *exchange, 
 	var n int64
 	eof := resp.noBody
 	if !resp.noBody {
-		flush := func() { http.NewResponseController(w).Flush() }
-		n, eof, err = copyBody(w, resp.body, c.br, flush, false)
+		flush := func() { rc.Flush() }
+		dw := &deadlineWriter{w: w, set: rc.SetWriteDeadline, d: g.opts.WriteTimeout}
+		n, eof, err = copyBody(dw, resp.body, c.br, flush, false)
 	}
 	g.release(c, eof && err == nil && !resp.close && o.writerDone())
 	return resp.status, n

@@ -310,6 +310,12 @@ func readReqHead(br *bufio.Reader, maxBytes int, h *reqHead) error {
 			return &reqError{status: 501, msg: "unsupported Transfer-Encoding"}
 		}
 		h.chunked = true // and any Content-Length is ignored (and not forwarded)
+		if haveCL {
+			// A message framed two ways may have been read differently by
+			// an intermediary before us: answer it, and trust nothing
+			// after it on this connection (RFC 9112, section 6.1).
+			h.close = true
+		}
 		h.body = &trailerEater{r: httputil.NewChunkedReader(br), br: br}
 	case haveCL:
 		v := h.span(cl)
