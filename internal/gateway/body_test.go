@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"runtime"
 	"strings"
@@ -221,5 +222,39 @@ func TestContentLengthAndChunkedCloses(t *testing.T) {
 	}
 	if _, err := br.ReadByte(); err == nil || isTimeout(err) {
 		t.Errorf("the connection answered a second request (err %v); want it closed", err)
+	}
+}
+
+// TestStalledReaderCutOff: a client that asks for a large response and
+// stops reading it is disconnected after WriteTimeout without progress, and
+// the backend connection is released (the backend's write fails), on a
+// route without a timeout.
+func TestStalledReaderCutOff(t *testing.T) {
+	handlerDone := make(chan error, 1)
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		chunk := make([]byte, 64<<10)
+		for {
+			if _, err := w.Write(chunk); err != nil {
+				handlerDone <- err
+				return
+			}
+		}
+	}))
+	t.Cleanup(be.Close)
+	g := newGateway(t, func(o *Options) { o.WriteTimeout = 500 * time.Millisecond })
+	mustUpdate(t, g, Config{Routes: []Route{{Service: "a", Host: "a.test", Backends: []Backend{{ID: "a", Addr: hostPort(be)}}}}})
+	c, err := net.Dial("tcp", g.HTTPAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.(*net.TCPConn).SetReadBuffer(4 << 10)
+	if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: a.test\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-handlerDone:
+	case <-time.After(15 * time.Second):
+		t.Fatal("the backend still streams to a client that stopped reading 15s ago")
 	}
 }
