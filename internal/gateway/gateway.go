@@ -32,6 +32,7 @@ const (
 	DefaultBodyTimeout         = 20 * time.Second
 	DefaultBodyMinRate         = 500
 	DefaultWriteTimeout        = 60 * time.Second
+	DefaultTicketKeyRotation   = 24 * time.Hour
 )
 
 // maxAttempts bounds how many backends one request or connection tries when
@@ -54,7 +55,7 @@ type Options struct {
 	// IssueCert supplies a certificate for a host that a route names but no
 	// uploaded Cert covers (see CA.Issue). Results are cached until a day
 	// before they expire. Nil means such hosts get the first uploaded
-	// certificate, if any.
+	// certificate, if any, else the gateway's default one (DefaultCertName).
 	IssueCert func(name string) (*tls.Certificate, error)
 
 	// DrainTimeout is how long requests and connections to a removed or
@@ -63,6 +64,9 @@ type Options struct {
 	// ReadHeaderTimeout bounds the TLS handshake and the reading of request
 	// headers on the entrypoints (against slowloris).
 	ReadHeaderTimeout time.Duration
+	// TicketKeyRotation is how often the HTTPS entrypoint's session-ticket
+	// key is replaced; a ticket resumes a session for up to two periods.
+	TicketKeyRotation time.Duration
 	// IdleTimeout closes keep-alive connections idle this long.
 	IdleTimeout time.Duration
 	// BodyTimeout bounds the reading of a request body, with or without a
@@ -115,6 +119,7 @@ func (o Options) withDefaults() Options {
 	def(&o.IdleTimeout, DefaultIdleTimeout)
 	def(&o.BodyTimeout, DefaultBodyTimeout)
 	def(&o.WriteTimeout, DefaultWriteTimeout)
+	def(&o.TicketKeyRotation, DefaultTicketKeyRotation)
 	if o.BodyMinRate <= 0 {
 		o.BodyMinRate = DefaultBodyMinRate
 	}
@@ -158,6 +163,9 @@ type Gateway struct {
 
 	dialer net.Dialer
 	issued issuedCache
+	// defaultCert is served to TLS clients the config has no certificate
+	// for (see DefaultCertName).
+	defaultCert *tls.Certificate
 
 	http, https *entrypoint
 	httpsPort   int
@@ -245,6 +253,12 @@ func New(opts Options) (*Gateway, error) {
 	g.tbl.Store(emptyTable())
 	g.dialer = net.Dialer{Timeout: opts.DialTimeout, KeepAlive: 30 * time.Second}
 	var err error
+	if opts.HTTPSAddr != "" {
+		if g.defaultCert, err = newDefaultCert(); err != nil {
+			g.cancel()
+			return nil, err
+		}
+	}
 	if opts.HTTPAddr != "" {
 		if g.http, err = g.listenEntrypoint("http", opts.HTTPAddr, false); err != nil {
 			g.Close()

@@ -34,6 +34,7 @@ type entrypoint struct {
 	name   string
 	tls    bool
 	tlsCfg *tls.Config
+	keys   *ticketKeys // of tlsCfg
 	ln     *limitListener
 	h2     *http.Server  // serves the connections handed to it
 	h2ln   *chanListener // through this
@@ -51,8 +52,14 @@ func (g *Gateway) listenEntrypoint(name, addr string, isTLS bool) (*entrypoint, 
 		protos.SetHTTP2(true)
 		ep.tlsCfg = &tls.Config{
 			MinVersion:     tls.VersionTLS12,
+			CipherSuites:   cipherSuites,
 			GetCertificate: g.getCertificate,
 			NextProtos:     []string{"h2", "http/1.1"},
+		}
+		ep.keys = &ticketKeys{cfg: ep.tlsCfg}
+		if err := ep.keys.rotate(); err != nil {
+			ln.Close()
+			return nil, err
 		}
 	} else {
 		protos.SetUnencryptedHTTP2(true) // h2c with prior knowledge
@@ -78,6 +85,24 @@ func (g *Gateway) listenEntrypoint(name, addr string, isTLS bool) (*entrypoint, 
 }
 
 func (g *Gateway) serveEntrypoint(ep *entrypoint) {
+	if ep.keys != nil {
+		g.wg.Add(1)
+		go func() {
+			defer g.wg.Done()
+			tick := time.NewTicker(g.opts.TicketKeyRotation)
+			defer tick.Stop()
+			for {
+				select {
+				case <-tick.C:
+					if err := ep.keys.rotate(); err != nil {
+						g.log.Error("session ticket keys not rotated", "entrypoint", ep.name, "err", err)
+					}
+				case <-g.ctx.Done():
+					return
+				}
+			}
+		}()
+	}
 	g.wg.Add(2)
 	go func() {
 		defer g.wg.Done()
