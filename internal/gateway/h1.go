@@ -49,7 +49,7 @@ func (g *Gateway) serveConn(ep *entrypoint, c net.Conn) {
 		if tc.ConnectionState().NegotiatedProtocol == "h2" {
 			tc.SetDeadline(time.Time{}) // the HTTP/2 server sets its own
 			stop()
-			handedOff = ep.h2ln.hand(tc)
+			handedOff = ep.h2ln.hand(newH2Guard(tc, tc, g.opts.MaxHeaderBytes))
 			return
 		}
 		// The first request's head gets ReadHeaderTimeout after the
@@ -65,8 +65,8 @@ func (g *Gateway) serveConn(ep *entrypoint, c net.Conn) {
 	h.clientIP = []byte(clientIP(h.client))
 	if !ep.tls && isH2Preface(h.br) {
 		stop()
-		c.SetReadDeadline(time.Time{}) // the HTTP/2 server sets its own
-		handedOff = ep.h2ln.hand(&bufferedConn{Conn: c, r: h.br})
+		c.SetReadDeadline(time.Time{})                                       // the HTTP/2 server sets its own
+		handedOff = ep.h2ln.hand(newH2Guard(c, h.br, g.opts.MaxHeaderBytes)) // h.br holds the preface
 		return
 	}
 	h.serve()
@@ -84,14 +84,6 @@ func isH2Preface(br *bufio.Reader) bool {
 	}
 	return true
 }
-
-// bufferedConn is a connection whose first bytes were already read into r.
-type bufferedConn struct {
-	net.Conn
-	r *bufio.Reader
-}
-
-func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
 // h1conn is one HTTP/1.x client connection.
 type h1conn struct {

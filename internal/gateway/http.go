@@ -47,9 +47,12 @@ func (g *Gateway) listenEntrypoint(name, addr string, isTLS bool) (*entrypoint, 
 	}
 	ep := &entrypoint{name: name, tls: isTLS, ln: newLimitListener(ln, g.opts.MaxConns)}
 	ep.h2ln = newChanListener(ln.Addr())
+	// The server gets every connection through an h2guard (not a
+	// *tls.Conn), so it serves all of them as HTTP/2 with prior
+	// knowledge; ALPN was done by serveConn.
 	var protos http.Protocols
+	protos.SetUnencryptedHTTP2(true)
 	if isTLS {
-		protos.SetHTTP2(true)
 		ep.tlsCfg = &tls.Config{
 			MinVersion:     tls.VersionTLS12,
 			CipherSuites:   cipherSuites,
@@ -61,8 +64,6 @@ func (g *Gateway) listenEntrypoint(name, addr string, isTLS bool) (*entrypoint, 
 			ln.Close()
 			return nil, err
 		}
-	} else {
-		protos.SetUnencryptedHTTP2(true) // h2c with prior knowledge
 	}
 	ep.h2 = &http.Server{
 		Handler:           http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { g.serveH2(w, r, isTLS) }),
@@ -70,8 +71,11 @@ func (g *Gateway) listenEntrypoint(name, addr string, isTLS bool) (*entrypoint, 
 		IdleTimeout:       g.opts.IdleTimeout,
 		MaxHeaderBytes:    g.opts.MaxHeaderBytes,
 		Protocols:         &protos,
-		TLSConfig:         ep.tlsCfg,
-		ErrorLog:          slog.NewLogLogger(g.log.With("entrypoint", name).Handler(), slog.LevelDebug),
+		// RFC 9113's default, which h2guard reads frames up to (and
+		// HAProxy's and nginx's); net/http's would be 1 MiB.
+		HTTP2:     &http.HTTP2Config{MaxReadFrameSize: h2MaxFrame},
+		TLSConfig: ep.tlsCfg,
+		ErrorLog:  slog.NewLogLogger(g.log.With("entrypoint", name).Handler(), slog.LevelDebug),
 		ConnState: func(_ net.Conn, st http.ConnState) {
 			switch st {
 			case http.StateNew:
