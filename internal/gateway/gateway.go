@@ -78,9 +78,10 @@ type Options struct {
 	// BodyTimeout's grace, in bytes per second (the model is Apache's
 	// mod_reqtimeout, body=20,MinRate=500).
 	BodyMinRate int
-	// WriteTimeout closes an HTTP/1 client connection when a write to it
-	// makes no progress for this long (a client that stops reading its
-	// response must not hold a backend connection).
+	// WriteTimeout closes an HTTP/1 client connection (or resets an HTTP/2
+	// stream) when a write to it makes no progress for this long — from
+	// half of it to all of it (a client that stops reading its response
+	// must not hold a backend connection).
 	WriteTimeout time.Duration
 	// MaxHeaderBytes bounds request headers.
 	MaxHeaderBytes int

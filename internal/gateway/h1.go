@@ -149,7 +149,7 @@ func headBuffered(br *bufio.Reader) bool {
 // fail answers a request the gateway could not read, and the connection
 // closes.
 func (h *h1conn) fail(status int, msg string) {
-	h.dw.d = time.Second // the last answer: do not wait for a client that does not read
+	h.dw.d, h.dw.at = time.Second, time.Time{} // the last answer: do not wait for a client that does not read
 	h.writeLocal(false, status, "", msg, true)
 	h.bw.Flush()
 }
@@ -492,14 +492,20 @@ func writeHeaderValue(w *bufio.Writer, v string) {
 
 // deadlineWriter gives each write to a client a deadline: a client that
 // stops reading is cut off after d without progress, however long the
-// whole response takes.
+// whole response takes. The deadline is moved only when half of d has
+// passed since it was last set (a timer update less per response on a
+// busy keep-alive connection), so a stalled write ends after d/2 to d.
 type deadlineWriter struct {
 	w   io.Writer
 	set func(time.Time) error
 	d   time.Duration
+	at  time.Time // when the deadline was last set
 }
 
 func (w *deadlineWriter) Write(p []byte) (int, error) {
-	w.set(time.Now().Add(w.d))
+	if now := time.Now(); now.Sub(w.at) >= w.d/2 {
+		w.at = now
+		w.set(now.Add(w.d))
+	}
 	return w.w.Write(p)
 }
