@@ -258,3 +258,28 @@ func TestStalledReaderCutOff(t *testing.T) {
 		t.Fatal("the backend still streams to a client that stopped reading 15s ago")
 	}
 }
+
+// TestSlowBodyCutOffH2: the body bounds apply to an HTTP/2 stream as well.
+func TestSlowBodyCutOffH2(t *testing.T) {
+	t.Parallel()
+	g := newGateway(t, func(o *Options) { o.BodyTimeout = 500 * time.Millisecond })
+	a := httpBackend(t, "a")
+	mustUpdate(t, g, Config{Routes: []Route{{Service: "a", Host: "a.test", Backends: []Backend{{ID: "a", Addr: hostPort(a)}}}}})
+	var protos http.Protocols
+	protos.SetUnencryptedHTTP2(true)
+	c := &http.Client{Transport: &http.Transport{Protocols: &protos}, Timeout: 15 * time.Second}
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	go pw.Write([]byte("x")) // and then nothing
+	req, _ := http.NewRequest("POST", "http://"+g.HTTPAddr().String()+"/", pr)
+	req.Host = "a.test"
+	start := time.Now()
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("after %s: %v", time.Since(start), err)
+	}
+	resp.Body.Close()
+	if resp.ProtoMajor != 2 || resp.StatusCode != http.StatusRequestTimeout {
+		t.Fatalf("%s %d, want HTTP/2 408", resp.Proto, resp.StatusCode)
+	}
+}
