@@ -300,7 +300,22 @@ func readReqHead(br *bufio.Reader, maxBytes int, h *reqHead) error {
 		h.close = connClose
 	}
 
-	// Framing (RFC 9112, section 6.3).
+	// Framing (RFC 9112, section 6.3). A Content-Length must be valid even
+	// beside chunked, where it is ignored (as net/http).
+	n := int64(-1)
+	if haveCL {
+		v := h.span(cl)
+		if len(v) == 0 || len(v) > 18 {
+			return badRequest("invalid Content-Length")
+		}
+		n = 0
+		for _, c := range v {
+			if c < '0' || c > '9' {
+				return badRequest("invalid Content-Length")
+			}
+			n = n*10 + int64(c-'0')
+		}
+	}
 	switch {
 	case haveTE:
 		if h.minor == 0 {
@@ -318,17 +333,6 @@ func readReqHead(br *bufio.Reader, maxBytes int, h *reqHead) error {
 		}
 		h.body = &trailerEater{r: httputil.NewChunkedReader(br), br: br}
 	case haveCL:
-		v := h.span(cl)
-		if len(v) == 0 || len(v) > 18 {
-			return badRequest("invalid Content-Length")
-		}
-		n := int64(0)
-		for _, c := range v {
-			if c < '0' || c > '9' {
-				return badRequest("invalid Content-Length")
-			}
-			n = n*10 + int64(c-'0')
-		}
 		h.contentLength = n
 		if n > 0 {
 			h.limited = exactReader{r: br, n: n}
