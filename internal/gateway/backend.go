@@ -256,23 +256,77 @@ func (o *outReq) writerDone() bool {
 }
 
 // bodyReader is a request body on its way to a backend. It records whether
-// it reached its end (the client connection can then be reused).
+// it reached its end (the client connection can then be reused), bounds
+// each read with a deadline (Options.BodyTimeout and BodyMinRate), and
+// records a failed read from the client: the body is malformed, cut short
+// or too slow, and the exchange must end at once.
 type bodyReader struct {
 	r      io.Reader
 	length int64 // -1: unknown (chunked)
 	eof    bool
+
+	// setDeadline sets the client's read deadline before each read; nil
+	// for none.
+	setDeadline func(time.Time) error
+	timeout     time.Duration
+	minRate     int64
+	start       time.Time
+	n           int64 // bytes read
+
+	// err is the client's error; it is set before failed, and read only
+	// after failed is seen true (or by the goroutine that reads the body).
+	err    error
+	failed atomic.Bool
+}
+
+// init readies b for a new body (b is reused; it holds an atomic, so it is
+// not copied).
+func (b *bodyReader) init(r io.Reader, length int64, setDeadline func(time.Time) error, timeout time.Duration, minRate int) {
+	b.r, b.length, b.eof = r, length, false
+	b.setDeadline, b.timeout, b.minRate, b.n = setDeadline, timeout, int64(minRate), 0
+	b.start = time.Now()
+	b.err = nil
+	b.failed.Store(false)
 }
 
 func (b *bodyReader) Read(p []byte) (int, error) {
+	if b.failed.Load() {
+		return 0, b.err
+	}
+	if b.setDeadline != nil {
+		// The sooner of: no byte for timeout, or behind minRate after
+		// the timeout's grace.
+		d := time.Now().Add(b.timeout)
+		if b.minRate > 0 {
+			credit := time.Duration(b.n/b.minRate)*time.Second + time.Duration(b.n%b.minRate)*time.Second/time.Duration(b.minRate)
+			if r := b.start.Add(b.timeout + credit); r.Before(d) {
+				d = r
+			}
+		}
+		b.setDeadline(d)
+	}
 	n, err := b.r.Read(p)
-	if err == io.EOF {
+	b.n += int64(n)
+	switch {
+	case err == io.EOF:
 		b.eof = true
+	case err != nil:
+		b.err = &bodyError{err: err}
+		b.failed.Store(true)
+		return n, b.err
 	}
 	return n, err
 }
 
 // Close does nothing: the body belongs to the client connection.
 func (b *bodyReader) Close() error { return nil }
+
+// bodyError is a request body the client did not send whole and well: a
+// malformed chunk, a body cut short, one too slow, a connection gone.
+type bodyError struct{ err error }
+
+func (e *bodyError) Error() string { return "gateway: request body: " + e.err.Error() }
+func (e *bodyError) Unwrap() error { return e.err }
 
 // replayable reports whether a request may be sent again after a pooled
 // connection failed before answering: an idempotent method and no body.
@@ -365,7 +419,16 @@ func (c *bconn) exchange(o *outReq) (*respHead, error) {
 			}
 			done := make(chan error, 1)
 			o.writer = done
-			go func() { done <- writeBody(w, o.body) }()
+			go func() {
+				err := writeBody(w, o.body)
+				if err != nil && o.body.failed.Load() {
+					// The backend waits for the rest of a body that will
+					// not come, and the exchange waits for the backend:
+					// end both now (the exchange answers the client).
+					c.close()
+				}
+				done <- err
+			}()
 		}
 	} else if err := c.flushAwait(); err != nil {
 		return nil, err

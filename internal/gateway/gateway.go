@@ -29,6 +29,10 @@ const (
 	DefaultEjectMin            = time.Second
 	DefaultEjectMax            = 30 * time.Second
 	DefaultMaxIdleConnsPerHost = 256
+	DefaultBodyTimeout         = 20 * time.Second
+	DefaultBodyMinRate         = 500
+	DefaultWriteTimeout        = 60 * time.Second
+	DefaultTicketKeyRotation   = 24 * time.Hour
 )
 
 // maxAttempts bounds how many backends one request or connection tries when
@@ -51,7 +55,7 @@ type Options struct {
 	// IssueCert supplies a certificate for a host that a route names but no
 	// uploaded Cert covers (see CA.Issue). Results are cached until a day
 	// before they expire. Nil means such hosts get the first uploaded
-	// certificate, if any.
+	// certificate, if any, else the gateway's default one (DefaultCertName).
 	IssueCert func(name string) (*tls.Certificate, error)
 
 	// DrainTimeout is how long requests and connections to a removed or
@@ -60,8 +64,25 @@ type Options struct {
 	// ReadHeaderTimeout bounds the TLS handshake and the reading of request
 	// headers on the entrypoints (against slowloris).
 	ReadHeaderTimeout time.Duration
+	// TicketKeyRotation is how often the HTTPS entrypoint's session-ticket
+	// key is replaced; a ticket resumes a session for up to two periods.
+	TicketKeyRotation time.Duration
 	// IdleTimeout closes keep-alive connections idle this long.
 	IdleTimeout time.Duration
+	// BodyTimeout bounds the reading of a request body, with or without a
+	// route timeout: no read of it may wait longer, and once this grace has
+	// passed the body must keep arriving at BodyMinRate (against slow-loris
+	// bodies). The client gets 408 and the connection closes.
+	BodyTimeout time.Duration
+	// BodyMinRate is the slowest a request body may arrive after
+	// BodyTimeout's grace, in bytes per second (the model is Apache's
+	// mod_reqtimeout, body=20,MinRate=500).
+	BodyMinRate int
+	// WriteTimeout closes an HTTP/1 client connection (or resets an HTTP/2
+	// stream) when a write to it makes no progress for this long — from
+	// half of it to all of it (a client that stops reading its response
+	// must not hold a backend connection).
+	WriteTimeout time.Duration
 	// MaxHeaderBytes bounds request headers.
 	MaxHeaderBytes int
 	// MaxConns bounds open client connections per entrypoint and per
@@ -97,6 +118,12 @@ func (o Options) withDefaults() Options {
 	def(&o.DrainTimeout, DefaultDrainTimeout)
 	def(&o.ReadHeaderTimeout, DefaultReadHeaderTimeout)
 	def(&o.IdleTimeout, DefaultIdleTimeout)
+	def(&o.BodyTimeout, DefaultBodyTimeout)
+	def(&o.WriteTimeout, DefaultWriteTimeout)
+	def(&o.TicketKeyRotation, DefaultTicketKeyRotation)
+	if o.BodyMinRate <= 0 {
+		o.BodyMinRate = DefaultBodyMinRate
+	}
 	def(&o.DialTimeout, DefaultDialTimeout)
 	def(&o.UDPIdleTimeout, DefaultUDPIdleTimeout)
 	def(&o.EjectMin, DefaultEjectMin)
@@ -137,6 +164,9 @@ type Gateway struct {
 
 	dialer net.Dialer
 	issued issuedCache
+	// defaultCert is served to TLS clients the config has no certificate
+	// for (see DefaultCertName).
+	defaultCert *tls.Certificate
 
 	http, https *entrypoint
 	httpsPort   int
@@ -224,6 +254,12 @@ func New(opts Options) (*Gateway, error) {
 	g.tbl.Store(emptyTable())
 	g.dialer = net.Dialer{Timeout: opts.DialTimeout, KeepAlive: 30 * time.Second}
 	var err error
+	if opts.HTTPSAddr != "" {
+		if g.defaultCert, err = newDefaultCert(); err != nil {
+			g.cancel()
+			return nil, err
+		}
+	}
 	if opts.HTTPAddr != "" {
 		if g.http, err = g.listenEntrypoint("http", opts.HTTPAddr, false); err != nil {
 			g.Close()

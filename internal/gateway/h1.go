@@ -49,7 +49,7 @@ func (g *Gateway) serveConn(ep *entrypoint, c net.Conn) {
 		if tc.ConnectionState().NegotiatedProtocol == "h2" {
 			tc.SetDeadline(time.Time{}) // the HTTP/2 server sets its own
 			stop()
-			handedOff = ep.h2ln.hand(tc)
+			handedOff = ep.h2ln.hand(newH2Guard(tc, tc, g.opts.MaxHeaderBytes))
 			return
 		}
 		// The first request's head gets ReadHeaderTimeout after the
@@ -59,13 +59,14 @@ func (g *Gateway) serveConn(ep *entrypoint, c net.Conn) {
 	}
 	h := &h1conn{g: g, ep: ep, c: c}
 	h.br = bufio.NewReaderSize(c, 4<<10)
-	h.bw = bufio.NewWriterSize(c, 4<<10)
+	h.dw = deadlineWriter{w: c, set: c.SetWriteDeadline, d: g.opts.WriteTimeout}
+	h.bw = bufio.NewWriterSize(&h.dw, 4<<10)
 	h.client = c.RemoteAddr().String()
 	h.clientIP = []byte(clientIP(h.client))
 	if !ep.tls && isH2Preface(h.br) {
 		stop()
-		c.SetReadDeadline(time.Time{}) // the HTTP/2 server sets its own
-		handedOff = ep.h2ln.hand(&bufferedConn{Conn: c, r: h.br})
+		c.SetReadDeadline(time.Time{})                                       // the HTTP/2 server sets its own
+		handedOff = ep.h2ln.hand(newH2Guard(c, h.br, g.opts.MaxHeaderBytes)) // h.br holds the preface
 		return
 	}
 	h.serve()
@@ -84,14 +85,6 @@ func isH2Preface(br *bufio.Reader) bool {
 	return true
 }
 
-// bufferedConn is a connection whose first bytes were already read into r.
-type bufferedConn struct {
-	net.Conn
-	r *bufio.Reader
-}
-
-func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
-
 // h1conn is one HTTP/1.x client connection.
 type h1conn struct {
 	g        *Gateway
@@ -99,7 +92,8 @@ type h1conn struct {
 	c        net.Conn
 	br       *bufio.Reader
 	bw       *bufio.Writer
-	client   string // remote address
+	dw       deadlineWriter // bw's destination
+	client   string         // remote address
 	clientIP []byte
 
 	// Per-request state, reused: requests on a connection come one by one.
@@ -135,8 +129,10 @@ func (h *h1conn) serve() {
 			}
 			return // I/O errors, timeouts: nothing to answer
 		}
-		if h.req.hasBody() || h.req.upgrade[1] > 0 {
-			h.c.SetReadDeadline(time.Time{}) // the body (or tunnel) may take its time
+		// A body is read under its own deadlines (bodyReader); the head's
+		// stays until then. A tunnel has none once it is set up.
+		if h.req.upgrade[1] > 0 && !h.req.hasBody() {
+			h.c.SetReadDeadline(time.Time{})
 		}
 		if !h.handle() {
 			return
@@ -153,7 +149,7 @@ func headBuffered(br *bufio.Reader) bool {
 // fail answers a request the gateway could not read, and the connection
 // closes.
 func (h *h1conn) fail(status int, msg string) {
-	h.c.SetWriteDeadline(time.Now().Add(time.Second))
+	h.dw.d, h.dw.at = time.Second, time.Time{} // the last answer: do not wait for a client that does not read
 	h.writeLocal(false, status, "", msg, true)
 	h.bw.Flush()
 }
@@ -167,7 +163,14 @@ func (h *h1conn) handle() (keep bool) {
 	if g.access != nil {
 		start = time.Now()
 	}
-	h.o.body = nil // bodyDone must not see the last request's body
+	h.o.body = nil
+	if r.hasBody() {
+		length := r.contentLength
+		if r.chunked {
+			length = -1
+		}
+		h.body.init(r.body, length, h.c.SetReadDeadline, g.opts.BodyTimeout, g.opts.BodyMinRate)
+	}
 	host := hostOnlyBytes(r.span(r.host), &h.hostBuf)
 	rt, redirect, b := g.dispatchBytes(host, r.path, h.ep.tls)
 	id := requestIDBytes(r.span(r.requestID))
@@ -210,13 +213,16 @@ func (h *h1conn) handle() (keep bool) {
 }
 
 // bodyDone reports whether the request body was read to its end, or drains
-// a small rest of it.
+// a small rest of it (under the body's deadlines: a slow client is not
+// waited for).
 func (h *h1conn) bodyDone() bool {
-	r := &h.req
-	if !r.hasBody() || h.o.body != nil && h.o.body.eof {
+	if !h.req.hasBody() || h.body.eof {
 		return true
 	}
-	n, err := io.CopyN(io.Discard, r.body, 256<<10)
+	if h.body.failed.Load() {
+		return false
+	}
+	n, err := io.CopyN(io.Discard, &h.body, 256<<10)
 	return err == io.EOF && n < 256<<10
 }
 
@@ -230,10 +236,6 @@ func (h *h1conn) proxy(ex *exchange) (int, int64, bool) {
 	*o = outReq{method: r.methodString(), uri: h.requestURI(ex.route), host: r.span(r.host), head: r,
 		clientIP: h.clientIP, tls: h.ep.tls, id: ex.id, upgrade: r.span(r.upgrade)}
 	if r.hasBody() {
-		h.body = bodyReader{r: r.body, length: r.contentLength}
-		if r.chunked {
-			h.body.length = -1
-		}
 		o.body = &h.body
 		if r.expect100 {
 			// The client waits for this before it sends the body. Sent
@@ -247,6 +249,15 @@ func (h *h1conn) proxy(ex *exchange) (int, int64, bool) {
 	}
 	head := o.method == http.MethodHead
 	resp, c, err := g.roundTrip(ex, o)
+	if err != nil && o.body != nil && o.body.failed.Load() {
+		// The client's body failed, not the backend: say so, and close
+		// (the rest of the body cannot be found in the stream).
+		g.log.Debug("bad request body", "request_id", ex.id, "service", ex.route.service, "client", h.client, "err", o.body.err)
+		status, msg := bodyErrorStatus(o.body.err)
+		n := h.writeLocal(head, status, ex.id, msg, true)
+		h.finishWriter(o)
+		return status, n, false
+	}
 	if err != nil {
 		g.log.Debug("proxy error", "request_id", ex.id, "service", ex.route.service, "backend", ex.backend.ID, "err", err)
 		status, msg := errorStatus(err)
@@ -367,7 +378,7 @@ func (h *h1conn) tunnel(resp *respHead, c *bconn, ex *exchange) {
 		c.c.SetDeadline(time.Time{}) // the route timeout covers the upgrade, not the session
 		c.dline = false
 	}
-	h.c.SetReadDeadline(time.Time{})
+	h.c.SetDeadline(time.Time{}) // a session may be quiet for long
 	// Bytes already buffered on either side go first.
 	done := make(chan struct{})
 	go func() {
@@ -477,4 +488,24 @@ func writeHeaderValue(w *bufio.Writer, v string) {
 		v = strings.NewReplacer("\r", " ", "\n", " ").Replace(v)
 	}
 	w.WriteString(v)
+}
+
+// deadlineWriter gives each write to a client a deadline: a client that
+// stops reading is cut off after d without progress, however long the
+// whole response takes. The deadline is moved only when half of d has
+// passed since it was last set (a timer update less per response on a
+// busy keep-alive connection), so a stalled write ends after d/2 to d.
+type deadlineWriter struct {
+	w   io.Writer
+	set func(time.Time) error
+	d   time.Duration
+	at  time.Time // when the deadline was last set
+}
+
+func (w *deadlineWriter) Write(p []byte) (int, error) {
+	if now := time.Now(); now.Sub(w.at) >= w.d/2 {
+		w.at = now
+		w.set(now.Add(w.d))
+	}
+	return w.w.Write(p)
 }

@@ -34,6 +34,7 @@ type entrypoint struct {
 	name   string
 	tls    bool
 	tlsCfg *tls.Config
+	keys   *ticketKeys // of tlsCfg
 	ln     *limitListener
 	h2     *http.Server  // serves the connections handed to it
 	h2ln   *chanListener // through this
@@ -46,16 +47,23 @@ func (g *Gateway) listenEntrypoint(name, addr string, isTLS bool) (*entrypoint, 
 	}
 	ep := &entrypoint{name: name, tls: isTLS, ln: newLimitListener(ln, g.opts.MaxConns)}
 	ep.h2ln = newChanListener(ln.Addr())
+	// The server gets every connection through an h2guard (not a
+	// *tls.Conn), so it serves all of them as HTTP/2 with prior
+	// knowledge; ALPN was done by serveConn.
 	var protos http.Protocols
+	protos.SetUnencryptedHTTP2(true)
 	if isTLS {
-		protos.SetHTTP2(true)
 		ep.tlsCfg = &tls.Config{
 			MinVersion:     tls.VersionTLS12,
+			CipherSuites:   cipherSuites,
 			GetCertificate: g.getCertificate,
 			NextProtos:     []string{"h2", "http/1.1"},
 		}
-	} else {
-		protos.SetUnencryptedHTTP2(true) // h2c with prior knowledge
+		ep.keys = &ticketKeys{cfg: ep.tlsCfg}
+		if err := ep.keys.rotate(); err != nil {
+			ln.Close()
+			return nil, err
+		}
 	}
 	ep.h2 = &http.Server{
 		Handler:           http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { g.serveH2(w, r, isTLS) }),
@@ -63,8 +71,11 @@ func (g *Gateway) listenEntrypoint(name, addr string, isTLS bool) (*entrypoint, 
 		IdleTimeout:       g.opts.IdleTimeout,
 		MaxHeaderBytes:    g.opts.MaxHeaderBytes,
 		Protocols:         &protos,
-		TLSConfig:         ep.tlsCfg,
-		ErrorLog:          slog.NewLogLogger(g.log.With("entrypoint", name).Handler(), slog.LevelDebug),
+		// RFC 9113's default, which h2guard reads frames up to (and
+		// HAProxy's and nginx's); net/http's would be 1 MiB.
+		HTTP2:     &http.HTTP2Config{MaxReadFrameSize: h2MaxFrame},
+		TLSConfig: ep.tlsCfg,
+		ErrorLog:  slog.NewLogLogger(g.log.With("entrypoint", name).Handler(), slog.LevelDebug),
 		ConnState: func(_ net.Conn, st http.ConnState) {
 			switch st {
 			case http.StateNew:
@@ -78,6 +89,24 @@ func (g *Gateway) listenEntrypoint(name, addr string, isTLS bool) (*entrypoint, 
 }
 
 func (g *Gateway) serveEntrypoint(ep *entrypoint) {
+	if ep.keys != nil {
+		g.wg.Add(1)
+		go func() {
+			defer g.wg.Done()
+			tick := time.NewTicker(g.opts.TicketKeyRotation)
+			defer tick.Stop()
+			for {
+				select {
+				case <-tick.C:
+					if err := ep.keys.rotate(); err != nil {
+						g.log.Error("session ticket keys not rotated", "entrypoint", ep.name, "err", err)
+					}
+				case <-g.ctx.Done():
+					return
+				}
+			}
+		}()
+	}
 	g.wg.Add(2)
 	go func() {
 		defer g.wg.Done()
@@ -203,6 +232,15 @@ func errorStatus(err error) (int, string) {
 	return http.StatusBadGateway, "502 bad gateway: the backend did not answer\n"
 }
 
+// bodyErrorStatus maps a failed request body to the status the client
+// gets.
+func bodyErrorStatus(err error) (int, string) {
+	if isTimeout(err) {
+		return http.StatusRequestTimeout, "408 request timeout: the request body came too slowly\n"
+	}
+	return http.StatusBadRequest, "400 bad request: the request body is malformed or cut short\n"
+}
+
 // Pages of the gateway's own answers.
 const (
 	msgNotFound    = "404 page not found: the Berth gateway has no route for this host and path\n"
@@ -248,13 +286,19 @@ func (g *Gateway) serveH2(w http.ResponseWriter, r *http.Request, isTLS bool) {
 func (g *Gateway) proxyH2(w http.ResponseWriter, r *http.Request, ex *exchange, isTLS bool) (int, int64) {
 	o := &outReq{method: r.Method, uri: []byte(requestURI(r, ex.route)), host: []byte(r.Host), header: r.Header,
 		clientIP: []byte(clientIP(r.RemoteAddr)), tls: isTLS, id: ex.id}
+	rc := http.NewResponseController(w)
 	if r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody {
-		o.body = &bodyReader{r: r.Body, length: r.ContentLength}
+		o.body = &bodyReader{}
+		o.body.init(r.Body, r.ContentLength, rc.SetReadDeadline, g.opts.BodyTimeout, g.opts.BodyMinRate)
 	}
 	resp, c, err := g.roundTrip(ex, o)
 	if err != nil {
 		if r.Context().Err() != nil {
 			return statusClientClosed, 0
+		}
+		if o.body != nil && o.body.failed.Load() {
+			status, msg := bodyErrorStatus(o.body.err)
+			return status, plainError(w, ex.id, status, msg)
 		}
 		g.log.Debug("proxy error", "request_id", ex.id, "service", ex.route.service, "backend", ex.backend.ID, "err", err)
 		status, msg := errorStatus(err)
@@ -282,8 +326,9 @@ func (g *Gateway) proxyH2(w http.ResponseWriter, r *http.Request, ex *exchange, 
 	var n int64
 	eof := resp.noBody
 	if !resp.noBody {
-		flush := func() { http.NewResponseController(w).Flush() }
-		n, eof, err = copyBody(w, resp.body, c.br, flush, false)
+		flush := func() { rc.Flush() }
+		dw := &deadlineWriter{w: w, set: rc.SetWriteDeadline, d: g.opts.WriteTimeout}
+		n, eof, err = copyBody(dw, resp.body, c.br, flush, false)
 	}
 	g.release(c, eof && err == nil && !resp.close && o.writerDone())
 	return resp.status, n

@@ -300,7 +300,22 @@ func readReqHead(br *bufio.Reader, maxBytes int, h *reqHead) error {
 		h.close = connClose
 	}
 
-	// Framing (RFC 9112, section 6.3).
+	// Framing (RFC 9112, section 6.3). A Content-Length must be valid even
+	// beside chunked, where it is ignored (as net/http).
+	n := int64(-1)
+	if haveCL {
+		v := h.span(cl)
+		if len(v) == 0 || len(v) > 18 {
+			return badRequest("invalid Content-Length")
+		}
+		n = 0
+		for _, c := range v {
+			if c < '0' || c > '9' {
+				return badRequest("invalid Content-Length")
+			}
+			n = n*10 + int64(c-'0')
+		}
+	}
 	switch {
 	case haveTE:
 		if h.minor == 0 {
@@ -310,19 +325,14 @@ func readReqHead(br *bufio.Reader, maxBytes int, h *reqHead) error {
 			return &reqError{status: 501, msg: "unsupported Transfer-Encoding"}
 		}
 		h.chunked = true // and any Content-Length is ignored (and not forwarded)
+		if haveCL {
+			// A message framed two ways may have been read differently by
+			// an intermediary before us: answer it, and trust nothing
+			// after it on this connection (RFC 9112, section 6.1).
+			h.close = true
+		}
 		h.body = &trailerEater{r: httputil.NewChunkedReader(br), br: br}
 	case haveCL:
-		v := h.span(cl)
-		if len(v) == 0 || len(v) > 18 {
-			return badRequest("invalid Content-Length")
-		}
-		n := int64(0)
-		for _, c := range v {
-			if c < '0' || c > '9' {
-				return badRequest("invalid Content-Length")
-			}
-			n = n*10 + int64(c-'0')
-		}
 		h.contentLength = n
 		if n > 0 {
 			h.limited = exactReader{r: br, n: n}

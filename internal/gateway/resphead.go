@@ -277,7 +277,9 @@ func (t *trailerEater) Read(p []byte) (int, error) {
 			if string(raw) == "\r\n" {
 				break // the end, strictly CRLF (as net/http)
 			}
-			if len(raw) < 3 || raw[len(raw)-2] != '\r' || bytes.IndexByte(raw[:len(raw)-2], '\r') >= 0 {
+			// A field line: a name, a colon, CRLF at the end only.
+			if len(raw) < 3 || raw[len(raw)-2] != '\r' || bytes.IndexByte(raw[:len(raw)-2], '\r') >= 0 ||
+				bytes.IndexByte(raw, ':') <= 0 {
 				return n, errBadTrailer
 			}
 		}

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -10,8 +11,74 @@ import (
 	"time"
 )
 
-// ErrNoCertificate is returned to a TLS handshake for a name the gateway has
-// no certificate for.
+// cipherSuites are the TLS 1.2 suites of Mozilla's "intermediate" profile
+// that crypto/tls implements: ECDHE with AES-GCM or ChaCha20-Poly1305, no
+// CBC. (TLS 1.3 suites are not configurable, and all are fine.)
+var cipherSuites = []uint16{
+	tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+}
+
+// DefaultCertName is the one name in the gateway's own default certificate,
+// served to a TLS client that sends no SNI or a name the gateway has no
+// certificate for (when no certificate was uploaded). ".invalid" can never
+// be a real host (RFC 2606), so no client can take it for the site it
+// wanted: it fails verification with a clear name mismatch, as with
+// Traefik's or HAProxy's default certificate, instead of an alert.
+const DefaultCertName = "berth-gateway-default.invalid"
+
+// newDefaultCert makes the default certificate, signed by a throwaway CA.
+func newDefaultCert() (*tls.Certificate, error) {
+	ca, err := NewCA("Berth gateway default certificate")
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	certPEM, keyPEM, err := ca.IssuePEM(now.Add(-5*time.Minute), now.Add(10*365*24*time.Hour), DefaultCertName)
+	if err != nil {
+		return nil, err
+	}
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: default certificate: %w", err)
+	}
+	return &pair, nil
+}
+
+// ticketKeys rotates the session-ticket keys of a TLS config: the newest
+// key encrypts new tickets, the one before it still decrypts tickets (so a
+// client resumes across one rotation), and any older one is forgotten — a
+// key stolen from memory opens at most two rotation periods of sessions.
+// crypto/tls's own rotation keeps keys for a week.
+type ticketKeys struct {
+	mu   sync.Mutex
+	cfg  *tls.Config
+	keys [][32]byte // newest first, at most 2
+}
+
+// rotate adds a new key and drops all but the previous one.
+func (t *ticketKeys) rotate() error {
+	var k [32]byte
+	if _, err := rand.Read(k[:]); err != nil {
+		return fmt.Errorf("gateway: session ticket key: %w", err)
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	keys := [][32]byte{k}
+	if len(t.keys) > 0 {
+		keys = append(keys, t.keys[0])
+	}
+	t.keys = keys
+	t.cfg.SetSessionTicketKeys(keys)
+	return nil
+}
+
+// ErrNoCertificate is the error of an Options.IssueCert that returned no
+// certificate (the handshake then gets the default certificate).
 var ErrNoCertificate = errors.New("gateway: no certificate")
 
 // certStore is the certificates of one config, by name.
@@ -179,11 +246,17 @@ func (g *Gateway) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, 
 			return c, nil
 		}
 		if g.opts.IssueCert != nil && t.router.names(name) {
-			return g.issued.get(name, g.opts.Now(), g.opts.IssueCert)
+			c, err := g.issued.get(name, g.opts.Now(), g.opts.IssueCert)
+			if err == nil {
+				return c, nil
+			}
+			// The client still gets a handshake (and a certificate it
+			// will not accept), not an internal_error alert.
+			g.log.Warn("cannot issue a certificate; serving the default one", "name", name, "err", err)
 		}
 	}
 	if t.certs.def != nil {
 		return t.certs.def, nil
 	}
-	return nil, fmt.Errorf("%w for %q", ErrNoCertificate, name)
+	return g.defaultCert, nil
 }
