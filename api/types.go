@@ -354,9 +354,18 @@ const (
 
 // Node is a machine that runs an agent.
 type Node struct {
-	ID       string `json:"id"`
+	ID string `json:"id"`
+	// Hostname is the node's name, unique in the cluster: the first node to
+	// register a hostname holds it until an admin removes that node.
 	Hostname string `json:"hostname"`
-	Address  string `json:"address,omitempty"`
+	// Address is where other nodes reach this node's tasks: the agent's
+	// --address, else the address it reaches its manager from.
+	Address string `json:"address,omitempty"`
+	// AddressIssue says why other nodes' gateways cannot reach this node's
+	// tasks at Address ("missing", "unspecified" or "loopback"; empty when
+	// they can): the routing mesh sends them nothing. It is computed when
+	// the node is read, never stored.
+	AddressIssue string `json:"address_issue,omitempty"`
 	// Labels are the node's labels, which placement constraints and
 	// preferences look at: its agent's labels (AgentLabels) without those
 	// an admin removed (RemovedLabels), then the labels an admin set

@@ -96,13 +96,25 @@ type meshState struct {
 // all), its routes and its healthy running tasks.
 func (m *meshState) endpoints(rev int64) api.Endpoints {
 	byService := map[string][]api.EndpointBackend{}
+	nodes := make([]api.Node, 0, len(m.nodes))
+	for _, n := range m.nodes {
+		nodes = append(nodes, n)
+	}
+	multi := api.MultiHost(nodes)
 	for _, t := range m.tasks {
 		if !backendTask(&t) {
 			continue
 		}
+		// A task on a node whose address other machines cannot reach gets
+		// no traffic: gateways elsewhere would dial their own loopback
+		// (`berth node ls` flags the node).
 		host := "127.0.0.1"
-		if n, ok := m.nodes[t.NodeID]; ok && n.Address != "" {
-			host = n.Address
+		if n, ok := m.nodes[t.NodeID]; ok {
+			h, usable := api.MeshHost(n, multi)
+			if !usable {
+				continue
+			}
+			host = h
 		}
 		byService[t.ServiceName] = append(byService[t.ServiceName], api.EndpointBackend{
 			TaskID: t.ID, NodeID: t.NodeID, Host: host, Ports: t.Ports})
