@@ -50,7 +50,7 @@ func TestJoinTokenCommand(t *testing.T) {
 	}
 
 	r := run("join-token", "worker")
-	if r.code != 0 || !strings.Contains(r.stdout, "berth agent --join "+srv.URL+" --token BERTH-1-aa-w-1\n") {
+	if r.code != 0 || !strings.Contains(r.stdout, "berth agent --join "+srv.URL+" --token BERTH-1-aa-w-1 --mesh-bind 0.0.0.0 --log-listen 0.0.0.0:7445\n") {
 		t.Fatalf("join-token worker: %+v", r)
 	}
 	r = run("join-token", "manager")

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/url"
 	"os"
 	"runtime"
 	"strconv"
@@ -124,4 +126,43 @@ func parseMemTotal(r io.Reader) (int64, error) {
 		return 0, fmt.Errorf("agent: read meminfo: %w", err)
 	}
 	return 0, errors.New("agent: no MemTotal in meminfo")
+}
+
+// DetectAddress returns the address this machine reaches the manager at
+// managerURL from: the source address of its route there, as Swarm picks a
+// node's address. No packet is sent (a UDP socket only asks the kernel for a
+// route). It is what a node registers when --address is not given: other
+// nodes reach it where the manager does. A manager on this machine gives a
+// loopback address, which is fine on one machine only (the API then flags
+// the node in a cluster that spans machines).
+func DetectAddress(managerURL string) (string, error) {
+	u, err := url.Parse(managerURL)
+	if err != nil || u.Hostname() == "" {
+		return "", fmt.Errorf("agent: detect address: %q is not a manager URL", managerURL)
+	}
+	port := u.Port()
+	if port == "" {
+		port = "443"
+	}
+	c, err := net.Dial("udp", net.JoinHostPort(u.Hostname(), port))
+	if err != nil {
+		return "", fmt.Errorf("agent: detect address: no route to %s: %w", u.Host, err)
+	}
+	defer c.Close()
+	la, ok := c.LocalAddr().(*net.UDPAddr)
+	if !ok || la.IP == nil || la.IP.IsUnspecified() {
+		return "", fmt.Errorf("agent: detect address: no source address for %s", u.Host)
+	}
+	return la.IP.String(), nil
+}
+
+// probeHost is the host the agent's health checks dial a task's port at:
+// the node's address, where other nodes' gateways dial it, so that a task
+// they cannot reach (one listening on loopback only) does not count as
+// healthy; 127.0.0.1 when the node has no usable address (one machine).
+func (a *Agent) probeHost() string {
+	if h, ok := api.MeshHost(api.Node{Address: a.cfg.Address}, false); ok {
+		return h
+	}
+	return "127.0.0.1"
 }

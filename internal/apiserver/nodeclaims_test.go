@@ -138,3 +138,40 @@ func TestRegistrationClaimsOutOfBounds(t *testing.T) {
 		t.Fatalf("stored node %+v %v", n.Resources, err)
 	}
 }
+
+// node ls flags a node whose address other machines cannot reach, once the
+// cluster spans machines; a node that names no address is taken at the
+// address its connection comes from.
+func TestNodeListFlagsUnusableAddresses(t *testing.T) {
+	f := newTLSFixture(t, nil)
+	a, b := f.mustJoin("node-a"), f.mustJoin("node-b")
+	if code, body := f.registerAs(a, api.NodeRegistration{Hostname: "node-a", Address: "127.0.0.2"}); code != 200 {
+		t.Fatalf("register a: %d %s", code, body)
+	}
+	if code, body := f.registerAs(b, api.NodeRegistration{Hostname: "node-b"}); code != 200 {
+		t.Fatalf("register b: %d %s", code, body)
+	}
+	issues := func() map[string]string {
+		out := map[string]string{}
+		for _, n := range f.nodes() {
+			out[n.Hostname] = n.Address + "/" + n.AddressIssue
+		}
+		return out
+	}
+	// One machine so far: b's loopback address (from its connection) is fine.
+	if got := issues()["node-b"]; got != "127.0.0.1/" {
+		t.Fatalf("node-b alone: %q", got)
+	}
+	if code, body := f.registerAs(a, api.NodeRegistration{Hostname: "node-a", Address: "10.0.0.1"}); code != 200 {
+		t.Fatalf("register a: %d %s", code, body)
+	}
+	got := issues()
+	if got["node-a"] != "10.0.0.1/" || got["node-b"] != "127.0.0.1/"+api.AddressLoopback {
+		t.Fatalf("node ls: %v", got)
+	}
+	code, body := f.do(f.client(nil), "GET", "/api/v1/nodes/node-b", testToken, nil)
+	var n api.Node
+	if code != 200 || json.Unmarshal(body, &n) != nil || n.AddressIssue != api.AddressLoopback {
+		t.Fatalf("node inspect node-b: %d %s", code, body)
+	}
+}
