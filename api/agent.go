@@ -28,6 +28,10 @@ type NodeRegistration struct {
 	AgentCertSHA256 string `json:"agent_cert_sha256,omitempty"`
 	// AgentSecret is the bearer secret the manager presents to AgentURL.
 	AgentSecret string `json:"agent_secret,omitempty"`
+	// ReservedPorts are the ports the agent itself listens on (its
+	// gateway's entrypoints, DNS and log server): no service may publish
+	// them.
+	ReservedPorts []ReservedPort `json:"reserved_ports,omitempty"`
 }
 
 // Assignments is the full set of tasks assigned to one node, as streamed to

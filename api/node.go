@@ -115,3 +115,41 @@ func MeshHost(n Node, multiHost bool) (string, bool) {
 	}
 	return n.Address, true
 }
+
+// ReservedPort is a port Berth itself listens on: a published port that
+// matches one is refused at deploy, since the gateway could not open it.
+type ReservedPort struct {
+	Port int `json:"port"`
+	// Protocol is "tcp" or "udp".
+	Protocol string `json:"protocol"`
+	// Use says what listens there ("the gateway's HTTP entrypoint").
+	Use string `json:"use"`
+}
+
+// DefaultBerthPorts are the ports Berth listens on by default on every
+// machine it runs on; no service may publish them (ADR 0029). Ports moved
+// with flags are reported by each node (NodeRegistration.ReservedPorts) and
+// refused as well.
+var DefaultBerthPorts = []ReservedPort{
+	{7443, "tcp", "the manager's API (berth server --listen)"},
+	{7444, "tcp", "etcd's peer port (--etcd-peer-port)"},
+	{7445, "tcp", "the agent's log server (--log-listen, as `berth join-token worker` prints it)"},
+	{7453, "tcp", "the agent's DNS (--dns)"},
+	{7453, "udp", "the agent's DNS (--dns)"},
+	{7480, "tcp", "the gateway's HTTP entrypoint (--mesh-http)"},
+	{7481, "tcp", "the gateway's HTTPS entrypoint (--mesh-https)"},
+}
+
+// BerthPortUse returns what of Berth listens on a published port by
+// default ("" when nothing does).
+func BerthPortUse(protocol string, port int) string {
+	if protocol == "" {
+		protocol = "tcp"
+	}
+	for _, r := range DefaultBerthPorts {
+		if r.Port == port && r.Protocol == protocol {
+			return r.Use
+		}
+	}
+	return ""
+}

@@ -395,8 +395,11 @@ type Node struct {
 	Topology *Topology `json:"topology,omitempty"`
 	// ReservedCPUs lists the CPUs kept for the system (the agent's
 	// --reserved-cpus): no task is pinned to them.
-	ReservedCPUs  string    `json:"reserved_cpus,omitempty"`
-	LastHeartbeat time.Time `json:"last_heartbeat"`
+	ReservedCPUs string `json:"reserved_cpus,omitempty"`
+	// ReservedPorts are the ports the node's agent listens on itself: no
+	// service may publish them.
+	ReservedPorts []ReservedPort `json:"reserved_ports,omitempty"`
+	LastHeartbeat time.Time      `json:"last_heartbeat"`
 	// Gateway is what the node's gateway last acknowledged of the routing
 	// state; nil on a node without a gateway.
 	Gateway   *GatewayAck `json:"gateway,omitempty"`

@@ -41,7 +41,43 @@ func (a *Agent) registration(ls *logServer, nodeID string) api.NodeRegistration 
 		AgentURL:        ls.url,
 		AgentCertSHA256: ls.fingerprint,
 		AgentSecret:     ls.secret,
+		ReservedPorts:   a.reservedPorts(ls),
 	}
+}
+
+// reservedPorts lists the ports the agent itself listens on, which no
+// service may publish (the gateway could not open them): the mesh's
+// entrypoints, its DNS servers and its log server. Port 0 (a port the
+// kernel picks) is left out.
+func (a *Agent) reservedPorts(ls *logServer) []api.ReservedPort {
+	var out []api.ReservedPort
+	add := func(hostport, use string, protos ...string) {
+		_, p, err := net.SplitHostPort(hostport)
+		if err != nil {
+			return
+		}
+		n, err := strconv.Atoi(p)
+		if err != nil || n <= 0 || n > 65535 {
+			return
+		}
+		for _, proto := range protos {
+			out = append(out, api.ReservedPort{Port: n, Protocol: proto, Use: use})
+		}
+	}
+	if m := a.cfg.Mesh; m != nil {
+		add(m.HTTPAddr, "the gateway's HTTP entrypoint (--mesh-http)", "tcp")
+		add(m.HTTPSAddr, "the gateway's HTTPS entrypoint (--mesh-https)", "tcp")
+	}
+	if d := a.cfg.DNS; d != nil {
+		add(d.Addr, "the agent's DNS (--dns)", "tcp", "udp")
+		add(d.TaskAddr, "the agent's DNS for tasks (--task-dns)", "tcp", "udp")
+	}
+	if ls != nil {
+		if u, err := url.Parse(ls.url); err == nil {
+			add(u.Host, "the agent's log server (--log-listen)", "tcp")
+		}
+	}
+	return out
 }
 
 // register announces the node, retrying with back-off until the manager

@@ -198,6 +198,9 @@ func clipString(s string, n int) string {
 
 // validateRegistration checks what a node claims about itself (ADR 0029):
 // every claim must be well-formed and within the bounds of a real machine.
+// maxReservedPorts bounds the ports a node reports it listens on.
+const maxReservedPorts = 32
+
 func validateRegistration(reg *api.NodeRegistration) error {
 	if err := validateHostname("hostname", reg.Hostname); err != nil {
 		return err
@@ -235,6 +238,14 @@ func validateRegistration(reg *api.NodeRegistration) error {
 	}
 	if err := validateLabelMap("labels", reg.Labels); err != nil {
 		return err
+	}
+	if len(reg.ReservedPorts) > maxReservedPorts {
+		return invalid("reserved_ports", "at most %d ports", maxReservedPorts)
+	}
+	for i, p := range reg.ReservedPorts {
+		if p.Port < 1 || p.Port > 65535 || (p.Protocol != "tcp" && p.Protocol != "udp") || len(p.Use) > 200 {
+			return invalid(fmt.Sprintf("reserved_ports[%d]", i), "want a port within 1-65535, protocol tcp or udp, and a use of at most 200 characters")
+		}
 	}
 	if reg.Topology == nil {
 		if reg.ReservedCPUs != "" {
@@ -344,7 +355,7 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request, mayCreate bool
 		n.Hostname, n.Address, n.AgentLabels = reg.Hostname, reg.Address, reg.Labels
 		n.Labels = nodeLabels(&n) // an admin's label changes survive
 		n.Resources, n.Drivers, n.PortRange, n.AgentURL = reg.Resources, reg.Drivers, reg.PortRange, reg.AgentURL
-		n.Topology, n.ReservedCPUs = reg.Topology, reg.ReservedCPUs
+		n.Topology, n.ReservedCPUs, n.ReservedPorts = reg.Topology, reg.ReservedCPUs, reg.ReservedPorts
 		n.Status, n.LastHeartbeat = api.NodeReady, now
 		rec := store.AgentRecord{NodeID: n.ID, URL: reg.AgentURL, CertSHA256: reg.AgentCertSHA256, Secret: reg.AgentSecret}
 		txn := s.st.Txn()

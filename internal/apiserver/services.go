@@ -75,6 +75,9 @@ func (s *Server) putService(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	warnings := spec.Warnings()
+	if err := s.checkBerthPorts(r.Context(), spec); err != nil {
+		return err
+	}
 	for range casRetries {
 		// The clash check and the write are one step: the write fails if
 		// any service changed since the check listed them (a second deploy
