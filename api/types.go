@@ -236,6 +236,10 @@ type Service struct {
 	// UpdateStatus is the state of the latest update or rollback; nil
 	// before the first.
 	UpdateStatus *UpdateStatus `json:"update_status,omitempty"`
+	// MeshErrors are the ready nodes whose gateway refused the service (a
+	// published port it cannot open there): the service gets no traffic
+	// through them. Computed when the service is read, never stored.
+	MeshErrors []MeshError `json:"mesh_errors,omitempty"`
 	// Revision is the store's modification revision of this object, used for
 	// compare-and-swap. Set by the store on read; ignored on write.
 	Revision int64 `json:"revision,omitempty"`

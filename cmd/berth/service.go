@@ -123,9 +123,23 @@ func newServiceLsCmd(e *env) *cobra.Command {
 				strconv.FormatUint(s.Version, 10),
 				ago(now, s.UpdatedAt))
 		}
-		return tb.flush()
+		if err := tb.flush(); err != nil {
+			return err
+		}
+		for _, s := range svcs {
+			printMeshErrors(e.stderr, s)
+		}
+		return nil
 	}
 	return cmd
+}
+
+// printMeshErrors warns of the nodes whose gateway refused svc (a published
+// port it cannot open there): the service gets no traffic through them.
+func printMeshErrors(w io.Writer, svc api.Service) {
+	for _, m := range svc.MeshErrors {
+		fmt.Fprintf(w, "warning: service %s gets no traffic through node %s: %s\n", svc.Spec.Name, m.Node, m.Error)
+	}
 }
 
 func newServiceInspectCmd(e *env) *cobra.Command {
@@ -178,7 +192,13 @@ func newServicePsCmd(e *env) *cobra.Command {
 			tb.row(shortID(v.ID), slot, node, string(v.State), string(v.DesiredState), v.Health,
 				formatPorts(v.Ports), formatTaskCPUs(v), pid, v.Error)
 		}
-		return tb.flush()
+		if err := tb.flush(); err != nil {
+			return err
+		}
+		if svc, err := c.GetService(ctx, args[0]); err == nil {
+			printMeshErrors(e.stderr, svc)
+		}
+		return nil
 	}
 	return cmd
 }

@@ -198,6 +198,9 @@ func clipString(s string, n int) string {
 
 // validateRegistration checks what a node claims about itself (ADR 0029):
 // every claim must be well-formed and within the bounds of a real machine.
+// maxRefusals bounds the refused services a gateway report keeps.
+const maxRefusals = 100
+
 // maxReservedPorts bounds the ports a node reports it listens on.
 const maxReservedPorts = 32
 
@@ -502,6 +505,14 @@ func (s *Server) nodeStatus(w http.ResponseWriter, r *http.Request) error {
 		}
 		if !u.Status.State.Valid() {
 			return invalid(fmt.Sprintf("tasks[%d].status.state", i), "unknown state %q", u.Status.State)
+		}
+	}
+	if gw := rep.Gateway; gw != nil {
+		if len(gw.Refused) > maxRefusals {
+			gw.Refused = gw.Refused[:maxRefusals]
+		}
+		for i := range gw.Refused {
+			gw.Refused[i].Error = clipString(gw.Refused[i].Error, 1024)
 		}
 	}
 	if err := s.heartbeat(r, nodeID, rep.Gateway); err != nil {

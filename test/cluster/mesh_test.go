@@ -1,10 +1,15 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -80,4 +85,68 @@ placement:
 		}
 		return nil
 	})
+}
+
+// TestUnbindablePublishedPortFailsDeployWait: a published port something
+// else holds on a node cannot be opened by that node's gateway. The service
+// says so (mesh_errors, a warning in `service ls` and `service ps`) and
+// `deploy --wait` fails instead of reporting success.
+func TestUnbindablePublishedPortFailsDeployWait(t *testing.T) {
+	RequireAvailable(t)
+	c := NewCluster(t, berthBin, Options{Agents: 1})
+	h := c.Agents[0].Host
+	var ln net.Listener
+	if err := h.InNetns(func() (err error) {
+		ln, err = net.Listen("tcp", "127.0.0.1:18555") // the agent's --mesh-bind is loopback
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	spec := filepath.Join(t.TempDir(), "held.yaml")
+	if err := os.WriteFile(spec, []byte(`name: held
+replicas: 1
+task:
+  driver: process
+  command: [berth, whoami, --port, "${PORT_HTTP}"]
+  ports:
+    - {name: http, publish: 18555}
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	stdout, stderr, err := c.cliResult(t, 2*time.Minute, "deploy", "--wait", "-f", spec)
+	if err == nil || !strings.Contains(stderr, "refused") || !strings.Contains(stderr, h.Name) {
+		t.Fatalf("deploy --wait: %v\nstdout: %s\nstderr: %s", err, stdout, stderr)
+	}
+	ctx, cancel := callCtx()
+	defer cancel()
+	svc, err := c.Client.GetService(ctx, "held")
+	if err != nil || len(svc.MeshErrors) != 1 || svc.MeshErrors[0].Node != h.Name {
+		t.Fatalf("service: %+v %v", svc.MeshErrors, err)
+	}
+	for _, args := range [][]string{{"service", "ls"}, {"service", "ps", "held"}} {
+		_, stderr, err := c.cliResult(t, 30*time.Second, args...)
+		if err != nil || !strings.Contains(stderr, "warning: service held gets no traffic through node "+h.Name) {
+			t.Errorf("berth %s: %v, stderr %q", strings.Join(args, " "), err, stderr)
+		}
+	}
+}
+
+// cliResult runs the berth CLI against the cluster's manager and returns
+// its stdout, stderr and exit error.
+func (c *Cluster) cliResult(t *testing.T, timeout time.Duration, args ...string) (string, string, error) {
+	t.Helper()
+	token, err := os.ReadFile(filepath.Join(c.Manager.DataDir, "admin.token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	full := append([]string{"--addr", c.Manager.ManagerURL(), "--ca", filepath.Join(c.Manager.DataDir, "ca.pem")}, args...)
+	cmd := exec.CommandContext(ctx, berthBin, full...)
+	cmd.Env = append(cleanEnv(), "BERTH_TOKEN="+strings.TrimSpace(string(token)))
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err = cmd.Run()
+	return stdout.String(), stderr.String(), err
 }
