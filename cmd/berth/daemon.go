@@ -365,10 +365,16 @@ See docs/operations.md for adding, removing and replacing managers.`,
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "Berth manager is up. API %s\n", m.Addr())
-			<-cmd.Context().Done()
+			select {
+			case <-cmd.Context().Done():
+			case <-m.Done(): // removed from the cluster: nothing left to serve
+			}
 			sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			return m.Close(sctx)
+			if err := m.Close(sctx); err != nil && m.Err() == nil {
+				return err
+			}
+			return m.Err()
 		},
 	}
 	mf.add(cmd)
