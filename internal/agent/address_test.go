@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/http"
 	"strconv"
@@ -84,5 +85,22 @@ func TestHealthChecksDialTheNodeAddress(t *testing.T) {
 				t.Errorf("%s: node address %q: a task on 127.0.0.1:%s failed its check: %v", kind, addr, strconv.Itoa(loopOnly), err)
 			}
 		}
+	}
+}
+
+// The agent reports the ports it listens on itself, so that the API refuses
+// services publishing them (the gateway could not open them).
+func TestReservedPorts(t *testing.T) {
+	a := &Agent{cfg: Config{
+		Mesh: &MeshConfig{HTTPAddr: "0.0.0.0:8480", HTTPSAddr: "127.0.0.1:0"},
+		DNS:  &DNSConfig{Addr: "127.0.0.1:7453", TaskAddr: "127.0.0.153:53"},
+	}}
+	got := a.reservedPorts(&logServer{url: "https://10.0.0.2:7445"})
+	var s []string
+	for _, p := range got {
+		s = append(s, p.Protocol+"/"+strconv.Itoa(p.Port))
+	}
+	if want := "[tcp/8480 tcp/7453 udp/7453 tcp/53 udp/53 tcp/7445]"; fmt.Sprint(s) != want {
+		t.Fatalf("reserved ports %v, want %s", s, want)
 	}
 }
