@@ -36,7 +36,8 @@ type ClusterManager struct {
 	PeerURL string `json:"peer_url,omitempty"`
 	// MemberID is its etcd member id in hex ("" with an external etcd).
 	MemberID string `json:"member_id,omitempty"`
-	// Leader is set on the manager that runs the controllers.
+	// Leader is set on the manager that runs the controllers (never on an
+	// unreachable one).
 	Leader bool `json:"leader"`
 	// Status is ManagerReady, ManagerDown, ManagerJoining or
 	// ManagerUnreachable.

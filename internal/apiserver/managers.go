@@ -251,7 +251,9 @@ func (s *Server) probeManagers(ctx context.Context, ms []api.ClusterManager) {
 				}
 				err = fmt.Errorf("GET /healthz: %s", resp.Status)
 			}
-			m.Status = api.ManagerUnreachable
+			// Its leadership key may outlive it as its record does; a
+			// manager that does not answer runs no controllers.
+			m.Status, m.Leader = api.ManagerUnreachable, false
 			s.log.Debug("a manager with a live record does not answer", "id", m.ID, "api", m.APIURL, "err", err)
 		}()
 	}

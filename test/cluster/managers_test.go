@@ -62,8 +62,8 @@ func TestRemovedManagerStops(t *testing.T) {
 			return err
 		}
 		for _, m := range ms {
-			if m.ID == leaderID && m.Status == api.ManagerReady {
-				return fmt.Errorf("the killed leader shows ready (leader %v)", m.Leader)
+			if m.ID == leaderID && (m.Status == api.ManagerReady || m.Leader) {
+				return fmt.Errorf("the killed leader shows %s (leader %v)", m.Status, m.Leader)
 			}
 		}
 		d = time.Since(killed)
