@@ -105,6 +105,12 @@ func (f *agentFlags) add(cmd *cobra.Command) {
 }
 
 func (f *agentFlags) config(dataDir string, log *slog.Logger) (agent.Config, error) {
+	if !api.ValidNodeAddress(f.address) {
+		return agent.Config{}, usageErrorf("--address %q: want an IP address or host name, without a port", f.address)
+	}
+	if f.hostname != "" && !api.ValidHostname(f.hostname) {
+		return agent.Config{}, usageErrorf("--hostname %q: want 1 to 253 letters, digits, '.', '-' and '_', starting and ending with a letter or digit", f.hostname)
+	}
 	cfg := agent.Config{DataDir: dataDir, Hostname: f.hostname, Address: f.address, LogListen: f.logListen, Logger: log,
 		ReservedCPUs: f.reservedCPUs}
 	if f.meshBind != "off" {

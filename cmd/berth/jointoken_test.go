@@ -84,3 +84,14 @@ func TestAgentJoinNeedsAToken(t *testing.T) {
 		t.Fatalf("agent --join without a token: %+v", r)
 	}
 }
+
+func TestAgentRefusesABadAddressOrHostname(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct{ flag, value string }{{"--address", "10.0.0.1:80"}, {"--hostname", "a b"}} {
+		r := cliRun(context.Background(), map[string]string{envDataDir: t.TempDir()}, "", "agent", "--join", "https://127.0.0.1:1",
+			"--token", "x", "--mesh-bind", "off", "--dns", "off", c.flag, c.value)
+		if r.code != 2 || !strings.Contains(r.stderr, c.flag+" ") {
+			t.Errorf("agent %s %q: %+v", c.flag, c.value, r)
+		}
+	}
+}
