@@ -186,19 +186,12 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request) error {
 		Availability: api.AvailabilityActive, Status: api.NodeDown, CreatedAt: now}
 	// The hostname must be free, and stay free until the node is stored
 	// (a hostname names one node: ADR 0029).
-	for attempt := 0; ; attempt++ {
-		rev, err := s.hostnameFree(ctx, req.Hostname, id, "hostname")
-		if err != nil {
-			return err
-		}
-		txn := s.st.Txn()
-		s.st.Nodes.TxnUnchangedSince(txn, rev)
-		s.st.Nodes.TxnCreate(txn, &n)
-		err = txn.Commit(ctx)
+	for attempt := 1; ; attempt++ {
+		err := s.claimHostname(ctx, &n)
 		if err == nil {
 			break
 		}
-		if !errors.Is(err, store.ErrConflict) || attempt == casRetries {
+		if !errors.Is(err, store.ErrConflict) || attempt == claimRetries {
 			return err
 		}
 	}
@@ -206,6 +199,21 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request) error {
 	writeJSON(w, 200, api.JoinResponse{NodeID: id, CertPEM: string(certPEM), CAPEM: string(s.cfg.CA.CertPEM),
 		Managers: s.managerURLs(r)})
 	return nil
+}
+
+// claimHostname creates n if its hostname is free, guarded against any node
+// write since the check; claims on this manager take turns (claimMu).
+func (s *Server) claimHostname(ctx context.Context, n *api.Node) error {
+	s.claimMu.Lock()
+	defer s.claimMu.Unlock()
+	rev, err := s.hostnameFree(ctx, n.Hostname, n.ID, "hostname")
+	if err != nil {
+		return err
+	}
+	txn := s.st.Txn()
+	s.st.Nodes.TxnUnchangedSince(txn, rev)
+	s.st.Nodes.TxnCreate(txn, n)
+	return txn.Commit(ctx)
 }
 
 // managerURLs lists the API URLs of the live managers, or, before any has

@@ -3,7 +3,9 @@ package apiserver
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/berth-project/berth/api"
@@ -173,5 +175,58 @@ func TestNodeListFlagsUnusableAddresses(t *testing.T) {
 	var n api.Node
 	if code != 200 || json.Unmarshal(body, &n) != nil || n.AddressIssue != api.AddressLoopback {
 		t.Fatalf("node inspect node-b: %d %s", code, body)
+	}
+}
+
+// Concurrent registrations of distinct hostnames all succeed (claims do not
+// fail each other's guard); of one hostname, exactly one wins.
+func TestConcurrentHostnameClaims(t *testing.T) {
+	f := newFixture(t)
+	const n = 16
+	codes := make([]int, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			codes[i], _ = f.register(api.NodeRegistration{Hostname: fmt.Sprintf("sim-%02d", i), Drivers: []string{"process"}})
+		}()
+	}
+	wg.Wait()
+	for i, c := range codes {
+		if c != 200 {
+			t.Errorf("sim-%02d: %d", i, c)
+		}
+	}
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			codes[i], _ = f.register(api.NodeRegistration{Hostname: "same", Drivers: []string{"process"}})
+		}()
+	}
+	wg.Wait()
+	won := 0
+	for _, c := range codes {
+		switch c {
+		case 200:
+			won++
+		case 409:
+		default:
+			t.Errorf("a registration of a contested name: %d", c)
+		}
+	}
+	nodes, _, err := f.st.Nodes.List(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	same := 0
+	for _, nd := range nodes {
+		if nd.Hostname == "same" {
+			same++
+		}
+	}
+	if won != 1 || same != 1 {
+		t.Fatalf("%d registrations won the name, %d nodes hold it; want 1 and 1", won, same)
 	}
 }

@@ -316,7 +316,7 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request, mayCreate bool
 		return err
 	}
 	ctx := r.Context()
-	for range casRetries {
+	for range claimRetries {
 		now := s.now().UTC()
 		var n api.Node
 		var err error
@@ -343,9 +343,15 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request, mayCreate bool
 		// A node that claims a hostname it does not hold yet (a new node,
 		// or a renamed one) must find it free, and the write is guarded so
 		// that two nodes racing for one name cannot both win.
+		// Claims on this manager take turns (claimMu), so that concurrent
+		// registrations do not fail each other's guard; the guard still
+		// holds against other managers and heartbeats.
 		var listedAt int64
-		if create || n.Hostname != reg.Hostname {
+		claiming := create || n.Hostname != reg.Hostname
+		if claiming {
+			s.claimMu.Lock()
 			if listedAt, err = s.hostnameFree(ctx, reg.Hostname, n.ID, "hostname"); err != nil {
+				s.claimMu.Unlock()
 				return err
 			}
 		}
@@ -372,6 +378,9 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request, mayCreate bool
 		}
 		s.st.Agents.TxnPut(txn, &rec)
 		err = txn.Commit(ctx)
+		if claiming {
+			s.claimMu.Unlock()
+		}
 		if errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrExists) || errors.Is(err, store.ErrNotFound) {
 			continue
 		}
@@ -385,6 +394,10 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request, mayCreate bool
 	}
 	return &api.Error{Code: api.CodeConflict, Status: 409, Message: "node is being changed concurrently; try again"}
 }
+
+// claimRetries bounds the attempts of a write that claims a hostname: its
+// guard fails on any node write meanwhile, heartbeats included.
+const claimRetries = 4 * casRetries
 
 // hostnameFree returns an error (409, at field) if a node other than self
 // holds hostname: a hostname belongs to the first node that registers it

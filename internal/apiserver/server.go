@@ -69,6 +69,9 @@ type Server struct {
 	// knownNodes caches node ids found in the store (id → time.Time of the
 	// check) for the node-certificate check (auth.go).
 	knownNodes sync.Map
+	// claimMu makes the writes that claim a hostname on this manager take
+	// turns (nodes.go, join.go).
+	claimMu sync.Mutex
 	// patterns are the API routes Handler registered, for the test that
 	// checks the OpenAPI document lists them all.
 	patterns []string
