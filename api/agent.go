@@ -33,6 +33,10 @@ type NodeRegistration struct {
 	AgentCertSHA256 string `json:"agent_cert_sha256,omitempty"`
 	// AgentSecret is the bearer secret the manager presents to AgentURL.
 	AgentSecret string `json:"agent_secret,omitempty"`
+	// ReservedPorts are the ports the agent itself listens on (its
+	// gateway's entrypoints, DNS and log server): no service may publish
+	// them.
+	ReservedPorts []ReservedPort `json:"reserved_ports,omitempty"`
 }
 
 // Assignments is the full set of tasks assigned to one node, as streamed to
@@ -70,6 +74,23 @@ type GatewayAck struct {
 	// Draining are tasks this gateway no longer routes to that still have
 	// requests, connections or sessions in flight through it.
 	Draining []string `json:"draining,omitempty"`
+	// Refused are the services the gateway could not take in that routing
+	// state (a published port it cannot open): they get no traffic on this
+	// node.
+	Refused []GatewayRefusal `json:"refused,omitempty"`
+}
+
+// GatewayRefusal is a service a node's gateway refused, and why.
+type GatewayRefusal struct {
+	Service string `json:"service"`
+	Error   string `json:"error"`
+}
+
+// MeshError is a node whose gateway refused a service (Service.MeshErrors).
+type MeshError struct {
+	// Node is the node's hostname.
+	Node  string `json:"node"`
+	Error string `json:"error"`
 }
 
 // DrainStatus answers GET /agent/drained/{task}: whether every gateway of

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 )
 
@@ -17,6 +18,9 @@ const (
 	ManagerDown = "down"
 	// ManagerJoining: its etcd member was added but has not started yet.
 	ManagerJoining = "joining"
+	// ManagerUnreachable: its record is live (its lease has not expired
+	// yet) but it does not answer GET /healthz: killed, cut off, or removed.
+	ManagerUnreachable = "unreachable"
 )
 
 // ClusterManager is one manager of the cluster, as GET /cluster/managers
@@ -32,9 +36,11 @@ type ClusterManager struct {
 	PeerURL string `json:"peer_url,omitempty"`
 	// MemberID is its etcd member id in hex ("" with an external etcd).
 	MemberID string `json:"member_id,omitempty"`
-	// Leader is set on the manager that runs the controllers.
+	// Leader is set on the manager that runs the controllers (never on an
+	// unreachable one).
 	Leader bool `json:"leader"`
-	// Status is ManagerReady, ManagerDown or ManagerJoining.
+	// Status is ManagerReady, ManagerDown, ManagerJoining or
+	// ManagerUnreachable.
 	Status string `json:"status"`
 	// Started is when the manager process started (zero if not running).
 	Started time.Time `json:"started,omitzero"`
@@ -110,9 +116,38 @@ func (c *Client) JoinManager(ctx context.Context, req ManagerJoinRequest) (Manag
 // Without force, a removal that would leave too few running managers for a
 // quorum is refused.
 func (c *Client) RemoveManager(ctx context.Context, id string, force bool) error {
+	_, err := c.RemoveManagerWarn(ctx, id, force)
+	return err
+}
+
+// RemoveManagerWarn is RemoveManager that also returns the server's
+// warnings, such as that the managers left survive the loss of none.
+func (c *Client) RemoveManagerWarn(ctx context.Context, id string, force bool) ([]string, error) {
 	q := url.Values{}
 	if force {
 		q.Set("force", "true")
 	}
-	return c.doJSON(ctx, http.MethodDelete, "/cluster/managers/"+url.PathEscape(id), q, nil, nil)
+	resp, err := c.do(ctx, http.MethodDelete, "/cluster/managers/"+url.PathEscape(id), q, nil, "")
+	if err != nil {
+		return nil, err
+	}
+	defer drainClose(resp.Body)
+	return warningsOf(resp.Header), nil
+}
+
+// warningsOf returns the texts of a response's Warning headers (RFC 7234:
+// `299 berth "text"`).
+func warningsOf(h http.Header) []string {
+	var out []string
+	for _, v := range h.Values("Warning") {
+		_, rest, ok := strings.Cut(v, `"`)
+		if !ok {
+			continue
+		}
+		if i := strings.LastIndex(rest, `"`); i >= 0 {
+			rest = rest[:i]
+		}
+		out = append(out, strings.NewReplacer(`\"`, `"`, `\\`, `\`).Replace(rest))
+	}
+	return out
 }

@@ -5,11 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"regexp"
 	"strings"
 )
-
-var hostLabel = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
 
 // Port publishing modes (PortSpec.Mode).
 const (
@@ -153,6 +150,9 @@ func (s *ServiceSpec) validateMesh(add func(string, string, ...any)) {
 		default:
 			add(f+".mode", "unknown mode %q: use %s or %s", truncate(p.Mode), PublishIngress, PublishHost)
 		}
+		if use := BerthPortUse(p.Protocol, p.Publish); use != "" {
+			add(f+".publish", "%s port %d is Berth's own: %s; publish another port", protoOr(p.Protocol), p.Publish, use)
+		}
 		k := pubKey{p.Protocol, p.Publish}
 		if j, dup := published[k]; dup {
 			add(f+".publish", "%s port %d is already published by task.ports[%d]", p.Protocol, p.Publish, j)
@@ -165,8 +165,8 @@ func (s *ServiceSpec) validateMesh(add func(string, string, ...any)) {
 	seen := map[string]int{}
 	for i, r := range s.Routes {
 		f := fmt.Sprintf("routes[%d]", i)
-		if err := checkRouteHost(r.Host); err != "" {
-			add(f+".host", "%s", err)
+		if err := CheckRouteHost(r.Host); err != nil {
+			add(f+".host", "%s", err.Error())
 		}
 		if !strings.HasPrefix(r.Path, "/") || strings.ContainsAny(r.Path, "?# \t\r\n") || strings.Contains(r.Path, "//") ||
 			strings.Contains("/"+r.Path+"/", "/../") || strings.Contains("/"+r.Path+"/", "/./") {
@@ -202,25 +202,51 @@ func RouteKey(r RouteSpec) string {
 	return strings.ToLower(r.Host) + " " + p
 }
 
-// checkRouteHost returns why h is not a valid route host, or "".
-func checkRouteHost(h string) string {
+func protoOr(p string) string {
+	if p == "" {
+		return "tcp"
+	}
+	return p
+}
+
+// CheckRouteHost returns why h cannot be a route host (nil when it can):
+// "" (any host), a DNS name, or "*." and a DNS name of at least two labels.
+// Labels are 1 to 63 letters, digits, '-' (not first or last) and '_'. The
+// API checks routes with it at deploy and the gateway checks its config with
+// it, so that the API accepts no route the gateway would refuse.
+func CheckRouteHost(h string) error {
 	if h == "" {
-		return ""
+		return nil
 	}
-	name := strings.ToLower(h)
-	if rest, ok := strings.CutPrefix(name, "*."); ok {
+	name := h
+	if rest, ok := strings.CutPrefix(h, "*."); ok {
 		name = rest
-	}
-	if len(name) > 253 {
-		return "host name is longer than 253 characters"
-	}
-	labels := strings.Split(name, ".")
-	for _, l := range labels {
-		if l == "" || len(l) > 63 || !hostLabel.MatchString(l) {
-			return fmt.Sprintf("%q is not a host name or a wildcard of one label (*.example.test)", truncate(h))
+		if !strings.Contains(name, ".") {
+			return fmt.Errorf("wildcard host %q must have at least two labels after \"*.\"", truncate(h))
 		}
 	}
-	return ""
+	if len(name) > 253 {
+		return fmt.Errorf("host %q is longer than 253 characters", truncate(h))
+	}
+	for _, l := range strings.Split(name, ".") {
+		if !validHostLabel(l) {
+			return fmt.Errorf("host %q is not a DNS name (a wildcard is allowed only as the whole first label, as in *.example.test)", truncate(h))
+		}
+	}
+	return nil
+}
+
+func validHostLabel(l string) bool {
+	if len(l) == 0 || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
+		return false
+	}
+	for i := 0; i < len(l); i++ {
+		c := l[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 // WatchEndpoints follows GET /api/v1/endpoints: the cluster's routing state,

@@ -68,6 +68,10 @@ func TestMeshValidationNamesTheField(t *testing.T) {
 		{"routes: [{port: http, host: 'a..b'}]", "routes[0].host"},
 		{"routes: [{port: http, host: '*.*.b'}]", "routes[0].host"},
 		{"routes: [{port: http, host: 'a b'}]", "routes[0].host"},
+		// The gateway refuses a wildcard of a top-level domain: so does
+		// the API (issue 12).
+		{"routes: [{port: http, host: '*.test'}]", "routes[0].host"},
+		{"routes: [{port: http, host: '-a.test'}]", "routes[0].host"},
 		{"routes: [{port: http, host: A.test, path: /x}, {port: http, host: a.test, path: /x/}]", "routes[1]"},
 		{"load_balancing: random", "load_balancing"},
 	} {
@@ -87,6 +91,11 @@ func TestMeshValidationNamesTheField(t *testing.T) {
 		{"[{name: http, publish: 80, mode: mesh}]", "task.ports[0].mode"},
 		{"[{name: http, mode: ingress}]", "task.ports[0].mode"},
 		{"[{name: a, publish: 80}, {name: b, publish: 80}]", "task.ports[1].publish"},
+		// Berth's own ports (issue 12): the gateway could not open them.
+		{"[{name: http, publish: 7443}]", "task.ports[0].publish"},
+		{"[{name: http, publish: 7480}]", "task.ports[0].publish"},
+		{"[{name: http, publish: 7481, mode: host}]", "task.ports[0].publish"},
+		{"[{name: dns, protocol: udp, publish: 7453}]", "task.ports[0].publish"},
 	} {
 		s := parseMesh(t, "name: web\ntask:\n  command: [x]\n  ports: "+c.ports+"\n")
 		err := s.Validate()

@@ -257,6 +257,10 @@ type Service struct {
 	// ones are placed. Nil when every waiting replica is a stored task (list
 	// its tasks to see them).
 	Pending *PendingReplicas `json:"pending,omitempty"`
+	// MeshErrors are the ready nodes whose gateway refused the service (a
+	// published port it cannot open there): the service gets no traffic
+	// through them. Computed when the service is read, never stored.
+	MeshErrors []MeshError `json:"mesh_errors,omitempty"`
 	// Revision is the store's modification revision of this object, used for
 	// compare-and-swap. Set by the store on read; ignored on write.
 	Revision int64 `json:"revision,omitempty"`
@@ -413,10 +417,17 @@ const (
 type Node struct {
 	// ID is the node's id, given at its first registration.
 	ID string `json:"id"`
-	// Hostname is the node's name, unique in the cluster.
+	// Hostname is the node's name, unique in the cluster: the first node to
+	// register a hostname holds it until an admin removes that node.
 	Hostname string `json:"hostname"`
-	// Address is where other nodes reach this one; empty when it has none.
+	// Address is where other nodes reach this node's tasks: the agent's
+	// --address, else the address it reaches its manager from.
 	Address string `json:"address,omitempty"`
+	// AddressIssue says why other nodes' gateways cannot reach this node's
+	// tasks at Address ("missing", "unspecified" or "loopback"; empty when
+	// they can): the routing mesh sends them nothing. It is computed when
+	// the node is read, never stored.
+	AddressIssue string `json:"address_issue,omitempty"`
 	// Labels are the node's labels, which placement constraints and
 	// preferences look at: its agent's labels (AgentLabels) without those
 	// an admin removed (RemovedLabels), then the labels an admin set
@@ -452,8 +463,10 @@ type Node struct {
 	// ReservedCPUs lists the CPUs kept for the system (the agent's
 	// --reserved-cpus): no task is pinned to them.
 	ReservedCPUs string `json:"reserved_cpus,omitempty"`
-	// LastHeartbeat is when the manager last heard from the node's agent.
-	LastHeartbeat time.Time `json:"last_heartbeat"`
+	// ReservedPorts are the ports the node's agent listens on itself: no
+	// service may publish them.
+	ReservedPorts []ReservedPort `json:"reserved_ports,omitempty"`
+	LastHeartbeat time.Time      `json:"last_heartbeat"`
 	// Gateway is what the node's gateway last acknowledged of the routing
 	// state; nil on a node without a gateway.
 	Gateway *GatewayAck `json:"gateway,omitempty"`

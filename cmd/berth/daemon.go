@@ -112,6 +112,12 @@ func (f *agentFlags) add(cmd *cobra.Command) {
 }
 
 func (f *agentFlags) config(dataDir string, log *slog.Logger) (agent.Config, error) {
+	if !api.ValidNodeAddress(f.address) {
+		return agent.Config{}, usageErrorf("--address %q: want an IP address or host name, without a port", f.address)
+	}
+	if f.hostname != "" && !api.ValidHostname(f.hostname) {
+		return agent.Config{}, usageErrorf("--hostname %q: want 1 to 253 letters, digits, '.', '-' and '_', starting and ending with a letter or digit", f.hostname)
+	}
 	cfg := agent.Config{DataDir: dataDir, Hostname: f.hostname, Address: f.address, LogListen: f.logListen, Logger: log,
 		ReservedCPUs: f.reservedCPUs, MaxConcurrentStarts: f.maxStarts}
 	if f.maxStarts < 0 {
@@ -159,10 +165,21 @@ func (f *agentFlags) config(dataDir string, log *slog.Logger) (agent.Config, err
 		return cfg, err
 	}
 	cfg.Drivers = map[string]driver.Driver{drv.Name(): drv}
-	if dd := dockerDriver(f.dockerHost, log); dd != nil {
+	if dd := dockerDriver(f.dockerHost, publishIP(f.address), log); dd != nil {
 		cfg.Drivers[dd.Name()] = dd
 	}
 	return cfg, nil
+}
+
+// publishIP is where the docker driver publishes task ports: the node's
+// address when it is an IP other machines can reach, for other nodes'
+// gateways dial it there; else the driver's default (loopback).
+func publishIP(address string) string {
+	ip := net.ParseIP(address)
+	if ip == nil || ip.IsLoopback() || ip.IsUnspecified() {
+		return ""
+	}
+	return ip.String()
 }
 
 // meshEntrypoint resolves the value of a mesh entrypoint flag: "off" (or
@@ -196,8 +213,8 @@ func meshEntrypoint(flag, v, bind string) (string, error) {
 // The agent offers it only while a Docker Engine answers at host (or
 // DOCKER_HOST, or the default socket) and checks again every few seconds, so
 // an engine that starts after Berth is used without a restart.
-func dockerDriver(host string, log *slog.Logger) *docker.Driver {
-	d, err := docker.New(docker.Config{Host: host, Logger: log})
+func dockerDriver(host, publishIP string, log *slog.Logger) *docker.Driver {
+	d, err := docker.New(docker.Config{Host: host, PublishIP: publishIP, Logger: log})
 	if err != nil {
 		log.Warn("the docker driver is off", "err", err)
 		return nil
@@ -458,10 +475,16 @@ See docs/operations.md for adding, removing and replacing managers.`,
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "Berth manager is up. API %s\n", m.Addr())
-			<-cmd.Context().Done()
+			select {
+			case <-cmd.Context().Done():
+			case <-m.Done(): // removed from the cluster: nothing left to serve
+			}
 			sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			return m.Close(sctx)
+			if err := m.Close(sctx); err != nil && m.Err() == nil {
+				return err
+			}
+			return m.Err()
 		},
 	}
 	mf.add(cmd)
@@ -505,6 +528,9 @@ data directory's files) and authenticates with the admin token.`,
 			}
 			e := envOf(cmd)
 			dataDir := dataDirOf(cmd)
+			if af.address == "" {
+				af.address = detectNodeAddress(e, join, dataDir, log)
+			}
 			acfg, err := af.config(dataDir, log)
 			if err != nil {
 				return err
@@ -543,6 +569,38 @@ data directory's files) and authenticates with the admin token.`,
 	cmd.Flags().BoolVar(&stopTasks, "stop-tasks", false, "stop every task when the agent stops")
 	cmd.Flags().StringVar(&join, "join", "", "join the cluster through this manager (https://host:port) with the worker token in --token or $BERTH_JOIN_TOKEN (first start only)")
 	return cmd
+}
+
+// detectNodeAddress is the address of an agent started without --address:
+// the source address of its route to its manager (the --join URL, the
+// joined identity's first manager, or the client configuration's address),
+// so that the printed join command gives a node other nodes can reach. ""
+// when it cannot tell (the manager then takes the address the agent's
+// connection comes from).
+func detectNodeAddress(e *env, join, dataDir string, log *slog.Logger) string {
+	var managerURL string
+	switch {
+	case agent.HasIdentity(dataDir):
+		if id, err := agent.LoadIdentity(dataDir, log); err == nil && len(id.Managers()) > 0 {
+			managerURL = id.Managers()[0]
+		}
+	case join != "":
+		managerURL = join
+	default:
+		if cfg, err := e.clientConfig(); err == nil {
+			managerURL, _, _ = strings.Cut(cfg.Addr, ",")
+		}
+	}
+	if managerURL == "" {
+		return ""
+	}
+	addr, err := agent.DetectAddress(strings.TrimSpace(managerURL))
+	if err != nil {
+		log.Warn("cannot tell this node's address; give --address", "err", err)
+		return ""
+	}
+	log.Info("this node's address, as it reaches its manager (override with --address)", "address", addr, "manager", managerURL)
+	return addr
 }
 
 // envJoinToken is the environment variable that holds a join token for

@@ -59,7 +59,8 @@ with the old token keep working, new ones need the new token).`,
 			}
 			addr := strings.TrimSuffix(c.Addr(), "/api/v1")
 			if role == api.RoleWorker {
-				fmt.Fprintf(out, "To add a worker to this cluster, run on the new machine:\n\n    berth agent --join %s --token %s\n\n", addr, tok)
+				fmt.Fprintf(out, "To add a worker to this cluster, run on the new machine:\n\n    %s\n\n", workerJoinCommand(addr, tok))
+				fmt.Fprintf(out, "It serves published ports on every interface (--mesh-bind) and task logs on port %s; its address is the one it reaches the manager from (or --address ADDRESS).\n", agentLogPort)
 			} else {
 				fmt.Fprintf(out, "To add a manager to this cluster, run on the new machine:\n\n    berth server --join %s --token %s --listen ADDRESS:7443\n\n", addr, tok)
 			}
@@ -70,4 +71,16 @@ with the old token keep working, new ones need the new token).`,
 	cmd.Flags().BoolVar(&rotate, "rotate", false, "replace the token with a new one first")
 	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "print only the token")
 	return cmd
+}
+
+// agentLogPort is the log-server port of the printed worker join command:
+// the managers fetch task logs there.
+const agentLogPort = "7445"
+
+// workerJoinCommand is the command that joins a worker able to serve the
+// routing mesh to other machines: published ports on every interface and
+// the log server reachable by the managers (the agent's defaults keep both
+// on loopback, for one machine).
+func workerJoinCommand(addr, tok string) string {
+	return "berth agent --join " + addr + " --token " + tok + " --mesh-bind 0.0.0.0 --log-listen 0.0.0.0:" + agentLogPort
 }

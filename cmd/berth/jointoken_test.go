@@ -50,7 +50,7 @@ func TestJoinTokenCommand(t *testing.T) {
 	}
 
 	r := run("join-token", "worker")
-	if r.code != 0 || !strings.Contains(r.stdout, "berth agent --join "+srv.URL+" --token BERTH-1-aa-w-1\n") {
+	if r.code != 0 || !strings.Contains(r.stdout, "berth agent --join "+srv.URL+" --token BERTH-1-aa-w-1 --mesh-bind 0.0.0.0 --log-listen 0.0.0.0:7445\n") {
 		t.Fatalf("join-token worker: %+v", r)
 	}
 	r = run("join-token", "manager")
@@ -82,5 +82,16 @@ func TestAgentJoinNeedsAToken(t *testing.T) {
 	r := cliRun(context.Background(), map[string]string{envDataDir: t.TempDir()}, "", "agent", "--join", "https://127.0.0.1:1", "--mesh-bind", "off", "--dns", "off")
 	if r.code != 2 || !strings.Contains(r.stderr, "--join needs the worker join token") {
 		t.Fatalf("agent --join without a token: %+v", r)
+	}
+}
+
+func TestAgentRefusesABadAddressOrHostname(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct{ flag, value string }{{"--address", "10.0.0.1:80"}, {"--hostname", "a b"}} {
+		r := cliRun(context.Background(), map[string]string{envDataDir: t.TempDir()}, "", "agent", "--join", "https://127.0.0.1:1",
+			"--token", "x", "--mesh-bind", "off", "--dns", "off", c.flag, c.value)
+		if r.code != 2 || !strings.Contains(r.stderr, c.flag+" ") {
+			t.Errorf("agent %s %q: %+v", c.flag, c.value, r)
+		}
 	}
 }

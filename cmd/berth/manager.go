@@ -67,10 +67,14 @@ managers than a quorum of the rest needs --force.`,
 		if err != nil {
 			return err
 		}
-		if err := c.RemoveManager(cmd.Context(), args[0], force); err != nil {
+		warnings, err := c.RemoveManagerWarn(cmd.Context(), args[0], force)
+		if err != nil {
 			return err
 		}
 		fmt.Fprintf(e.stdout, "manager %s removed\n", args[0])
+		for _, w := range warnings {
+			fmt.Fprintf(e.stderr, "warning: %s\n", w)
+		}
 		return nil
 	}
 	return cmd

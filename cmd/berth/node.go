@@ -78,11 +78,24 @@ func newNodeLsCmd(e *env) *cobra.Command {
 		tb.colorColumns(e.useColor(), 2, 3)
 		for _, n := range nodes {
 			tb.row(shortID(n.ID), n.Hostname, n.Status, n.Availability,
-				formatCPUs(n.Resources.CPUs), humanBytes(int64(n.Resources.Memory)), n.Address)
+				formatCPUs(n.Resources.CPUs), humanBytes(int64(n.Resources.Memory)), nodeAddress(n))
 		}
 		return tb.flush()
 	})
 	return cmd
+}
+
+// nodeAddress is a node's ADDRESS cell: flagged when other nodes cannot
+// reach its tasks there (the mesh sends them nothing).
+func nodeAddress(n api.Node) string {
+	if n.AddressIssue == "" {
+		return n.Address
+	}
+	a := n.Address
+	if a == "" {
+		a = "-"
+	}
+	return a + " (unreachable: " + n.AddressIssue + "; restart its agent with --address)"
 }
 
 func formatCPUs(n float64) string {

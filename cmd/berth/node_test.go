@@ -216,3 +216,18 @@ func TestNodeDrainWarns(t *testing.T) {
 		t.Fatalf("pause: %+v", r)
 	}
 }
+
+func TestNodeAddressFlagsUnreachable(t *testing.T) {
+	for _, c := range []struct {
+		n    api.Node
+		want string
+	}{
+		{api.Node{Address: "10.0.0.1"}, "10.0.0.1"},
+		{api.Node{Address: "127.0.0.1", AddressIssue: api.AddressLoopback}, "127.0.0.1 (unreachable: loopback; restart its agent with --address)"},
+		{api.Node{AddressIssue: api.AddressMissing}, "- (unreachable: missing; restart its agent with --address)"},
+	} {
+		if got := nodeAddress(c.n); got != c.want {
+			t.Errorf("nodeAddress(%+v) = %q, want %q", c.n, got, c.want)
+		}
+	}
+}

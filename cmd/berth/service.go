@@ -230,7 +230,13 @@ func newServiceLsCmd(e *env) *cobra.Command {
 				ago(now, s.UpdatedAt),
 				serviceStatus(s, pending[s.Spec.Name]))
 		}
-		return tb.flush()
+		if err := tb.flush(); err != nil {
+			return err
+		}
+		for _, s := range svcs {
+			printMeshErrors(e.stderr, s)
+		}
+		return nil
 	}
 	return cmd
 }
@@ -285,6 +291,14 @@ func serviceStatus(s api.Service, pending []api.Task) string {
 	return ""
 }
 
+// printMeshErrors warns of the nodes whose gateway refused svc (a published
+// port it cannot open there): the service gets no traffic through them.
+func printMeshErrors(w io.Writer, svc api.Service) {
+	for _, m := range svc.MeshErrors {
+		fmt.Fprintf(w, "warning: service %s gets no traffic through node %s: %s\n", svc.Spec.Name, m.Node, m.Error)
+	}
+}
+
 func newServiceInspectCmd(e *env) *cobra.Command {
 	var pretty bool
 	cmd := newShowCmd(e, "inspect NAME", "Show a service as JSON (or, with --pretty, for a person)",
@@ -313,7 +327,14 @@ func newServicePsCmd(e *env) *cobra.Command {
 	}
 	l := addTaskListingFlags(cmd)
 	cmd.RunE = l.runE(e, false, func(ctx context.Context, c *api.Client, args []string, all bool) ([]api.Task, error) {
-		return c.ServiceTasks(ctx, args[0], all)
+		tasks, err := c.ServiceTasks(ctx, args[0], all)
+		if err != nil {
+			return nil, err
+		}
+		if svc, err := c.GetService(ctx, args[0]); err == nil {
+			printMeshErrors(e.stderr, svc)
+		}
+		return tasks, nil
 	})
 	return cmd
 }

@@ -389,6 +389,9 @@ func (w *waiter) waitVersion(ctx context.Context, name string, version uint64) e
 	switch {
 	case err == nil:
 		w.endLine()
+		if err := w.checkMesh(ctx, name); err != nil {
+			return err
+		}
 		fmt.Fprintf(w.out, "service %s: update to version %d completed\n", name, svc.Version)
 		return nil
 	case errors.Is(err, api.ErrNoUpdate):
@@ -461,6 +464,9 @@ func (w *waiter) waitRunning(ctx context.Context, name string, minVersion uint64
 				if want > 0 && running >= want || svc.Spec.Mode == api.ModeReplicated && want == 0 {
 					w.show(name, "", running, want, "running")
 					w.endLine()
+					if err := w.checkMesh(ctx, name); err != nil {
+						return err
+					}
 					fmt.Fprintf(w.out, "service %s: %d/%d tasks running\n", name, running, want)
 					return nil
 				}
@@ -482,6 +488,66 @@ func (w *waiter) waitRunning(ctx context.Context, name string, minVersion uint64
 			}
 			return ctx.Err()
 		case <-t.C:
+		}
+	}
+}
+
+// checkMesh fails when a ready node's gateway refused the service (a
+// published port it cannot open there). It first waits until every ready
+// gateway has applied a routing state that holds the service's latest task
+// writes (its acknowledged revision), so that it judges what the gateways
+// made of this deploy, not of an older state.
+func (w *waiter) checkMesh(ctx context.Context, name string) error {
+	svc, err := w.c.GetService(ctx, name)
+	if err != nil {
+		return err
+	}
+	meshed := len(svc.Spec.Routes) > 0
+	for _, p := range svc.Spec.Task.Ports {
+		meshed = meshed || p.Publish != 0 && p.Mode != api.PublishHost
+	}
+	if !meshed {
+		return nil
+	}
+	tasks, err := w.c.ServiceTasks(ctx, name, false)
+	if err != nil {
+		return err
+	}
+	var rev int64
+	for _, t := range tasks {
+		rev = max(rev, t.Revision)
+	}
+	tick := time.NewTicker(w.interval)
+	defer tick.Stop()
+	for {
+		nodes, err := w.c.ListNodes(ctx)
+		if err != nil {
+			return err
+		}
+		behind := ""
+		for _, n := range nodes {
+			if n.Status == api.NodeReady && n.Gateway != nil && n.Gateway.Revision < rev {
+				behind = n.Hostname
+			}
+		}
+		if behind == "" {
+			if svc, err = w.c.GetService(ctx, name); err != nil {
+				return err
+			}
+			if len(svc.MeshErrors) > 0 {
+				m := svc.MeshErrors[0]
+				more := ""
+				if len(svc.MeshErrors) > 1 {
+					more = fmt.Sprintf(" (and %d more nodes; see 'berth service ls')", len(svc.MeshErrors)-1)
+				}
+				return fmt.Errorf("service %s: its tasks run, but the gateway of node %s refused it: %s%s", name, m.Node, m.Error, more)
+			}
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("service %s: timed out waiting for the gateway of node %s to apply the routing state: %w", name, behind, ctx.Err())
+		case <-tick.C:
 		}
 	}
 }

@@ -34,7 +34,23 @@ type gatewayAcks struct {
 	mu       sync.Mutex
 	revision int64
 	draining []string
-	dirty    bool
+	// refused are the services the gateway could not take (a port it
+	// cannot open), from the last routing state it applied.
+	refused []api.GatewayRefusal
+	dirty   bool
+}
+
+// setGatewayRefused records the services the gateway refused in the routing
+// state it applied last; a change is reported at once.
+func (a *Agent) setGatewayRefused(refused []api.GatewayRefusal) {
+	g := &a.acks
+	g.mu.Lock()
+	changed := !slices.Equal(g.refused, refused)
+	g.refused = refused
+	if changed {
+		g.dirty = true
+	}
+	g.mu.Unlock()
 }
 
 // ackEndpoints records the revision of an endpoints message the gateway
@@ -73,7 +89,7 @@ func (a *Agent) gatewayAck() *api.GatewayAck {
 	}
 	g.draining = gw.Draining()
 	g.dirty = false
-	return &api.GatewayAck{Revision: g.revision, Draining: slices.Clone(g.draining)}
+	return &api.GatewayAck{Revision: g.revision, Draining: slices.Clone(g.draining), Refused: slices.Clone(g.refused)}
 }
 
 // gatewayAckDirty reports whether the gateway's state changed since the

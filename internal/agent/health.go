@@ -190,9 +190,9 @@ func (a *Agent) healthProbe(t api.Task, handle driver.Handle) func(context.Conte
 	h := t.Spec.Health
 	switch {
 	case h.HTTP != nil:
-		return httpProbe(t.Ports[h.HTTP.Port], h.HTTP.Path)
+		return httpProbe(a.probeHost(), t.Ports[h.HTTP.Port], h.HTTP.Path)
 	case h.TCP != nil:
-		return tcpProbe(t.Ports[h.TCP.Port])
+		return tcpProbe(a.probeHost(), t.Ports[h.TCP.Port])
 	case len(h.Exec) > 0:
 		env := taskEnv(t, a.NodeID())
 		if ex, ok := handle.(driver.Execer); ok {
@@ -211,11 +211,13 @@ func (a *Agent) healthProbe(t api.Task, handle driver.Handle) func(context.Conte
 	return func(context.Context) error { return errors.New("no health check configured") }
 }
 
-func httpProbe(port int, path string) func(context.Context) error {
+// httpProbe checks with a GET of path on host:port; host is where the mesh
+// dials the task (Agent.probeHost).
+func httpProbe(host string, port int, path string) func(context.Context) error {
 	if path == "" {
 		path = "/"
 	}
-	target := "http://127.0.0.1:" + strconv.Itoa(port) + path
+	target := "http://" + net.JoinHostPort(host, strconv.Itoa(port)) + path
 	client := &http.Client{
 		// A fresh connection per check: the check is that the task still
 		// accepts connections, not that an old one is still open.
@@ -251,8 +253,9 @@ func unwrapURLError(err error) error {
 	return err
 }
 
-func tcpProbe(port int) func(context.Context) error {
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+// tcpProbe checks that host:port accepts a connection.
+func tcpProbe(host string, port int) func(context.Context) error {
+	addr := net.JoinHostPort(host, strconv.Itoa(port))
 	return func(ctx context.Context) error {
 		var d net.Dialer
 		c, err := d.DialContext(ctx, "tcp", addr)

@@ -187,10 +187,13 @@ func (a *Agent) updateGatewayLocked(gw *gateway.Gateway) {
 	cfg.Certs = a.mesh.certs
 	err := gw.Update(cfg)
 	if err == nil {
+		a.setGatewayRefused(nil)
 		return
 	}
 	a.log.Warn("gateway refused the routing state; applying it service by service", "err", err)
 	ok := gateway.Config{Certs: a.mesh.certs}
+	var refused []api.GatewayRefusal
+	defer func() { a.setGatewayRefused(refused) }()
 	for _, se := range e.Services {
 		one := meshConfig([]api.ServiceEndpoints{se})
 		try := gateway.Config{
@@ -200,6 +203,7 @@ func (a *Agent) updateGatewayLocked(gw *gateway.Gateway) {
 		}
 		if err := gw.Update(try); err != nil {
 			a.log.Error("gateway refused a service; it gets no traffic on this node", "service", se.Service, "err", err)
+			refused = append(refused, api.GatewayRefusal{Service: se.Service, Error: err.Error()})
 			continue
 		}
 		ok = try

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/url"
 	"os"
 	"runtime"
 	"strconv"
@@ -39,7 +41,43 @@ func (a *Agent) registration(ls *logServer, nodeID string) api.NodeRegistration 
 		AgentURL:        ls.url,
 		AgentCertSHA256: ls.fingerprint,
 		AgentSecret:     ls.secret,
+		ReservedPorts:   a.reservedPorts(ls),
 	}
+}
+
+// reservedPorts lists the ports the agent itself listens on, which no
+// service may publish (the gateway could not open them): the mesh's
+// entrypoints, its DNS servers and its log server. Port 0 (a port the
+// kernel picks) is left out.
+func (a *Agent) reservedPorts(ls *logServer) []api.ReservedPort {
+	var out []api.ReservedPort
+	add := func(hostport, use string, protos ...string) {
+		_, p, err := net.SplitHostPort(hostport)
+		if err != nil {
+			return
+		}
+		n, err := strconv.Atoi(p)
+		if err != nil || n <= 0 || n > 65535 {
+			return
+		}
+		for _, proto := range protos {
+			out = append(out, api.ReservedPort{Port: n, Protocol: proto, Use: use})
+		}
+	}
+	if m := a.cfg.Mesh; m != nil {
+		add(m.HTTPAddr, "the gateway's HTTP entrypoint (--mesh-http)", "tcp")
+		add(m.HTTPSAddr, "the gateway's HTTPS entrypoint (--mesh-https)", "tcp")
+	}
+	if d := a.cfg.DNS; d != nil {
+		add(d.Addr, "the agent's DNS (--dns)", "tcp", "udp")
+		add(d.TaskAddr, "the agent's DNS for tasks (--task-dns)", "tcp", "udp")
+	}
+	if ls != nil {
+		if u, err := url.Parse(ls.url); err == nil {
+			add(u.Host, "the agent's log server (--log-listen)", "tcp")
+		}
+	}
+	return out
 }
 
 // register announces the node, retrying with back-off until the manager
@@ -124,4 +162,43 @@ func parseMemTotal(r io.Reader) (int64, error) {
 		return 0, fmt.Errorf("agent: read meminfo: %w", err)
 	}
 	return 0, errors.New("agent: no MemTotal in meminfo")
+}
+
+// DetectAddress returns the address this machine reaches the manager at
+// managerURL from: the source address of its route there, as Swarm picks a
+// node's address. No packet is sent (a UDP socket only asks the kernel for a
+// route). It is what a node registers when --address is not given: other
+// nodes reach it where the manager does. A manager on this machine gives a
+// loopback address, which is fine on one machine only (the API then flags
+// the node in a cluster that spans machines).
+func DetectAddress(managerURL string) (string, error) {
+	u, err := url.Parse(managerURL)
+	if err != nil || u.Hostname() == "" {
+		return "", fmt.Errorf("agent: detect address: %q is not a manager URL", managerURL)
+	}
+	port := u.Port()
+	if port == "" {
+		port = "443"
+	}
+	c, err := net.Dial("udp", net.JoinHostPort(u.Hostname(), port))
+	if err != nil {
+		return "", fmt.Errorf("agent: detect address: no route to %s: %w", u.Host, err)
+	}
+	defer c.Close()
+	la, ok := c.LocalAddr().(*net.UDPAddr)
+	if !ok || la.IP == nil || la.IP.IsUnspecified() {
+		return "", fmt.Errorf("agent: detect address: no source address for %s", u.Host)
+	}
+	return la.IP.String(), nil
+}
+
+// probeHost is the host the agent's health checks dial a task's port at:
+// the node's address, where other nodes' gateways dial it, so that a task
+// they cannot reach (one listening on loopback only) does not count as
+// healthy; 127.0.0.1 when the node has no usable address (one machine).
+func (a *Agent) probeHost() string {
+	if h, ok := api.MeshHost(api.Node{Address: a.cfg.Address}, false); ok {
+		return h
+	}
+	return "127.0.0.1"
 }

@@ -167,16 +167,14 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request) error {
 		return &api.Error{Code: api.CodeForbidden, Status: http.StatusForbidden, Field: "token",
 			Message: "this is a manager join token: managers join with `berth server --join URL --token TOKEN`; agents need the worker token (`berth join-token worker`)"}
 	}
-	if req.Hostname == "" || len(req.Hostname) > 253 {
-		return invalid("hostname", "must be 1 to 253 characters")
+	if err := validateHostname("hostname", req.Hostname); err != nil {
+		return err
 	}
-	if len(req.Address) > 253 {
-		return invalid("address", "must be at most 253 characters")
+	if err := validateAddress("address", req.Address); err != nil {
+		return err
 	}
-	for k, v := range req.Labels {
-		if k == "" || len(k) > 253 || len(v) > 1024 {
-			return invalid("labels", "label %q: keys are 1 to 253 characters, values at most 1024", k)
-		}
+	if err := validateLabelMap("labels", req.Labels); err != nil {
+		return err
 	}
 	id := ids.New()
 	now := s.now().UTC()
@@ -186,13 +184,36 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request) error {
 	}
 	n := api.Node{ID: id, Hostname: req.Hostname, Address: req.Address, Labels: req.Labels, Role: role,
 		Availability: api.AvailabilityActive, Status: api.NodeDown, CreatedAt: now}
-	if err := s.st.Nodes.Create(ctx, &n); err != nil {
-		return err
+	// The hostname must be free, and stay free until the node is stored
+	// (a hostname names one node: ADR 0029).
+	for attempt := 1; ; attempt++ {
+		err := s.claimHostname(ctx, &n)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, store.ErrConflict) || attempt == claimRetries {
+			return err
+		}
 	}
 	s.log.Info("node joined", "node", id, "hostname", req.Hostname, "role", role, "remote", r.RemoteAddr)
 	writeJSON(w, 200, api.JoinResponse{NodeID: id, CertPEM: string(certPEM), CAPEM: string(s.cfg.CA.CertPEM),
 		Managers: s.managerURLs(r)})
 	return nil
+}
+
+// claimHostname creates n if its hostname is free, guarded against any node
+// write since the check; claims on this manager take turns (claimMu).
+func (s *Server) claimHostname(ctx context.Context, n *api.Node) error {
+	s.claimMu.Lock()
+	defer s.claimMu.Unlock()
+	rev, err := s.hostnameFree(ctx, n.Hostname, n.ID, "hostname")
+	if err != nil {
+		return err
+	}
+	txn := s.st.Txn()
+	s.st.Nodes.TxnUnchangedSince(txn, rev)
+	s.st.Nodes.TxnCreate(txn, n)
+	return txn.Commit(ctx)
 }
 
 // managerURLs lists the API URLs of the live managers, or, before any has

@@ -2,13 +2,17 @@ package apiserver
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/berth-project/berth/api"
@@ -192,6 +196,7 @@ func (s *Server) managers(ctx context.Context) ([]api.ClusterManager, error) {
 		}
 		out = append(out, m)
 	}
+	s.probeManagers(ctx, out)
 	slices.SortFunc(out, func(a, b api.ClusterManager) int {
 		switch {
 		case a.ID < b.ID:
@@ -202,6 +207,57 @@ func (s *Server) managers(ctx context.Context) ([]api.ClusterManager, error) {
 		return 0
 	})
 	return out, nil
+}
+
+// managerProbeTimeout bounds the probe of each manager's /healthz.
+const managerProbeTimeout = 1500 * time.Millisecond
+
+// probeManagers asks each manager that has a live record whether it
+// serves (GET /healthz, trusting the cluster CA only). A record outlives a
+// killed manager for its lease (and etcd extends leases when its own leader
+// changes: ~11 s were seen), so a manager that does not answer is shown
+// unreachable at once instead of ready.
+func (s *Server) probeManagers(ctx context.Context, ms []api.ClusterManager) {
+	if s.cfg.CA == nil {
+		return
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(s.cfg.CA.Cert)
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, Proxy: nil,
+		DisableKeepAlives: true}
+	defer tr.CloseIdleConnections()
+	hc := &http.Client{Transport: tr, Timeout: managerProbeTimeout}
+	var wg sync.WaitGroup
+	for i := range ms {
+		m := &ms[i]
+		if m.Status != api.ManagerReady || m.APIURL == "" {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			pctx, cancel := context.WithTimeout(ctx, managerProbeTimeout)
+			defer cancel()
+			req, err := http.NewRequestWithContext(pctx, http.MethodGet, strings.TrimSuffix(m.APIURL, "/")+"/healthz", nil)
+			if err != nil {
+				return
+			}
+			resp, err := hc.Do(req)
+			if err == nil {
+				_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					return
+				}
+				err = fmt.Errorf("GET /healthz: %s", resp.Status)
+			}
+			// Its leadership key may outlive it as its record does; a
+			// manager that does not answer runs no controllers.
+			m.Status, m.Leader = api.ManagerUnreachable, false
+			s.log.Debug("a manager with a live record does not answer", "id", m.ID, "api", m.APIURL, "err", err)
+		}()
+	}
+	wg.Wait()
 }
 
 func (s *Server) removeManager(w http.ResponseWriter, r *http.Request) error {
@@ -224,12 +280,20 @@ func (s *Server) removeManager(w http.ResponseWriter, r *http.Request) error {
 	if err != nil || target.MemberID == "" {
 		return &api.Error{Code: api.CodeConflict, Status: http.StatusConflict, Message: "manager " + id + " has no etcd member to remove"}
 	}
-	if mid == s.st.MemberID() {
-		return &api.Error{Code: api.CodeConflict, Status: http.StatusConflict,
-			Message: "a manager cannot remove itself: ask another manager (berth --addr https://OTHER:7443 manager rm " + id + ")"}
-	}
 	if len(ms) == 1 {
-		return &api.Error{Code: api.CodeConflict, Status: http.StatusConflict, Message: "manager " + id + " is the last one"}
+		return &api.Error{Code: api.CodeConflict, Status: http.StatusConflict,
+			Message: "manager " + id + " is the cluster's only manager: removing it would leave no cluster. To retire the cluster, stop `berth server` and remove its data directory"}
+	}
+	if mid == s.st.MemberID() {
+		other := "https://OTHER:7443"
+		for _, m := range ms {
+			if m.ID != target.ID && m.APIURL != "" && m.Status == api.ManagerReady {
+				other = m.APIURL
+				break
+			}
+		}
+		return &api.Error{Code: api.CodeConflict, Status: http.StatusConflict,
+			Message: "a manager cannot remove itself: ask another manager (berth --addr " + other + " manager rm " + id + ")"}
 	}
 	// After the removal the cluster has len-1 members; it keeps a quorum
 	// only if enough of the rest run.
@@ -254,8 +318,24 @@ func (s *Server) removeManager(w http.ResponseWriter, r *http.Request) error {
 		s.log.Warn("could not delete a removed manager's record; it expires by itself", "id", target.ID, "err", err)
 	}
 	s.log.Info("manager removed", "id", target.ID, "member", target.MemberID, "force", force)
+	if msg := quorumWarning(len(ms) - 1); msg != "" {
+		s.log.Warn("manager removal leaves no fault tolerance", "left", len(ms)-1)
+		w.Header().Add("Warning", warningHeader(msg))
+	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
+}
+
+// quorumWarning warns when a cluster of left managers survives the loss of
+// none of them ("" when it survives at least one).
+func quorumWarning(left int) string {
+	if tolerated := (left - 1) / 2; tolerated > 0 {
+		return ""
+	}
+	if left == 1 {
+		return "one manager is left: the cluster now survives the loss of no manager (its loss, or of its data, loses the cluster); add managers with `berth join-token manager`"
+	}
+	return fmt.Sprintf("%d managers are left: the cluster now survives the loss of no manager (a quorum needs %d of %d); run 3 or 5, adding managers with `berth join-token manager`", left, left/2+1, left)
 }
 
 // peerSchemeMatches refuses a joining member's plain-http peer URL when this

@@ -2,10 +2,15 @@ package apiserver
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -48,7 +53,11 @@ func TestManagerJoinListRemove(t *testing.T) {
 	}
 	port := freeLoopbackPort(t)
 	peer := "http://127.0.0.1:" + strconv.Itoa(port)
-	req := api.ManagerJoinRequest{Token: toks.Manager, CSRPEM: string(csrPEM), Name: "m2", PeerURL: peer, APIURL: "https://127.0.0.1:17443"}
+	// m2's API: `manager ls` probes each manager's /healthz (issue 12).
+	var m2Status atomic.Int32
+	m2Status.Store(200)
+	m2API := f.fakeManagerAPI(func() int { return int(m2Status.Load()) })
+	req := api.ManagerJoinRequest{Token: toks.Manager, CSRPEM: string(csrPEM), Name: "m2", PeerURL: peer, APIURL: m2API.URL}
 
 	// Refusals first: each leaves the store and the members as they were.
 	before := f.snapshot()
@@ -141,6 +150,13 @@ func TestManagerJoinListRemove(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	// A manager whose record is live but that does not answer (killed: its
+	// lease outlives it) is unreachable at once, not ready.
+	m2Status.Store(503)
+	if ms := f.managers(testToken); len(ms) != 2 || ms[1].Status != api.ManagerUnreachable {
+		t.Fatalf("managers with m2 not answering: %+v", ms)
+	}
+	m2Status.Store(200)
 	node := f.mustJoin("w1")
 	code, b = f.do(f.client(&node.cert), "GET", "/api/v1/cluster/managers", "", nil)
 	if code != 200 || !strings.Contains(string(b), "m2") {
@@ -167,14 +183,60 @@ func TestManagerJoinListRemove(t *testing.T) {
 	if m, _ := f.st.Members(ctx); len(m) != 2 {
 		t.Fatalf("a refused removal changed the members: %+v", m)
 	}
-	if code, b := f.do(f.client(nil), "DELETE", "/api/v1/cluster/managers/m2?force=true", testToken, nil); code != 204 {
-		t.Fatalf("forced remove: %d %s", code, b)
+	req2, _ := http.NewRequest("DELETE", f.srv.URL+"/api/v1/cluster/managers/m2?force=true", nil)
+	req2.Header.Set("Authorization", "Bearer "+testToken)
+	resp2, err := f.client(nil).Do(req2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp2.Body.Close()
+	if resp2.StatusCode != 204 || !strings.Contains(resp2.Header.Get("Warning"), "survives the loss of no manager") {
+		t.Fatalf("forced remove: %d, Warning %q", resp2.StatusCode, resp2.Header.Get("Warning"))
 	}
 	if m, _ := f.st.Members(ctx); len(m) != 1 {
 		t.Fatalf("members after removal: %+v", m)
 	}
 	if ms := f.managers(testToken); len(ms) != 1 || ms[0].ID != "berth" {
 		t.Fatalf("managers after removal: %+v", ms)
+	}
+	// The last manager: no "ask another manager" when there is none.
+	code, b = f.do(f.client(nil), "DELETE", "/api/v1/cluster/managers/berth", testToken, nil)
+	if code != 409 || !strings.Contains(string(b), "only manager") || strings.Contains(string(b), "another manager") {
+		t.Fatalf("remove the last manager: %d %s", code, b)
+	}
+}
+
+func TestQuorumWarning(t *testing.T) {
+	for left, warn := range map[int]bool{1: true, 2: true, 3: false, 4: false, 5: false} {
+		if got := quorumWarning(left); (got != "") != warn {
+			t.Errorf("%d managers left: warning %q, want one: %v", left, got, warn)
+		}
+	}
+}
+
+// /healthz is ok only while the manager can serve: not once it was removed
+// from the cluster (its own check fails).
+func TestHealthzReportsAFailedManager(t *testing.T) {
+	var failed atomic.Bool
+	f := newTLSFixture(t, func(c *Config) {
+		c.Health = func() error {
+			if failed.Load() {
+				return errors.New("manager: this manager's etcd member stopped")
+			}
+			return nil
+		}
+	})
+	if code, b := f.do(f.client(nil), "GET", "/healthz", "", nil); code != 200 || string(b) != "ok\n" {
+		t.Fatalf("healthy: %d %s", code, b)
+	}
+	failed.Store(true)
+	if code, b := f.do(f.client(nil), "GET", "/healthz", "", nil); code != 503 || !strings.Contains(string(b), "etcd member stopped") {
+		t.Fatalf("removed: %d %s", code, b)
+	}
+	f.st.Close() // the store gone: unhealthy too, whatever the manager says
+	failed.Store(false)
+	if code, b := f.do(f.client(nil), "GET", "/healthz", "", nil); code != 503 || !strings.Contains(string(b), "store") {
+		t.Fatalf("store closed: %d %s", code, b)
 	}
 }
 
@@ -192,4 +254,21 @@ func TestPeerSchemeMatches(t *testing.T) {
 			t.Errorf("own %s, joining %s: %v, want ok %v", c.own, c.joining, err, c.ok)
 		}
 	}
+}
+
+// fakeManagerAPI serves /healthz with the status status returns, behind a
+// certificate of the fixture's cluster CA, as another manager would.
+func (f *tlsFixture) fakeManagerAPI(status func() int) *httptest.Server {
+	f.t.Helper()
+	cert, err := f.ca.ServerCertificate([]string{"127.0.0.1"})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(status())
+	}))
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	srv.StartTLS()
+	f.t.Cleanup(srv.Close)
+	return srv
 }

@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"sort"
+	"strconv"
 	"time"
 
 	"github.com/berth-project/berth/api"
@@ -71,6 +73,73 @@ func (s *Server) checkMeshClash(ctx context.Context, spec api.ServiceSpec) (int6
 	return rev, nil
 }
 
+// checkBerthPorts refuses a spec that publishes a port Berth itself listens
+// on somewhere: a manager's API or etcd peer port, or a port a node's agent
+// reported (its gateway's entrypoints, DNS, log server). The gateway could
+// not open such a port (ADR 0029); the defaults are refused by
+// ServiceSpec.Validate already.
+func (s *Server) checkBerthPorts(ctx context.Context, spec api.ServiceSpec) error {
+	var pub []int
+	for i, p := range spec.Task.Ports {
+		if p.Publish != 0 {
+			pub = append(pub, i)
+		}
+	}
+	if len(pub) == 0 {
+		return nil
+	}
+	nodes, _, err := s.st.Nodes.List(ctx)
+	if err != nil {
+		return err
+	}
+	sort.Slice(nodes, func(i, j int) bool { return nodes[i].Hostname < nodes[j].Hostname })
+	recs, err := s.st.ManagerRecords(ctx)
+	if err != nil {
+		return err
+	}
+	type taken struct {
+		use, where string
+	}
+	ports := map[string]taken{}
+	key := func(proto string, port int) string {
+		if proto == "" {
+			proto = "tcp"
+		}
+		return fmt.Sprintf("%s/%d", proto, port)
+	}
+	for _, m := range recs {
+		for _, u := range []struct{ url, use string }{{m.APIURL, "the manager's API"}, {m.PeerURL, "etcd's peer port"}} {
+			if pu, err := url.Parse(u.url); err == nil {
+				if p, err := strconv.Atoi(pu.Port()); err == nil {
+					ports[key("tcp", p)] = taken{u.use, "manager " + m.ID}
+				}
+			}
+		}
+	}
+	for _, n := range nodes {
+		for _, rp := range n.ReservedPorts {
+			if _, ok := ports[key(rp.Protocol, rp.Port)]; !ok {
+				ports[key(rp.Protocol, rp.Port)] = taken{rp.Use, "node " + n.Hostname}
+			}
+		}
+	}
+	for _, i := range pub {
+		p := spec.Task.Ports[i]
+		if t, ok := ports[key(p.Protocol, p.Publish)]; ok {
+			return invalid(fmt.Sprintf("task.ports[%d].publish", i), "%s port %d is Berth's own on %s: %s; publish another port",
+				protoName(p.Protocol), p.Publish, t.where, t.use)
+		}
+	}
+	return nil
+}
+
+func protoName(p string) string {
+	if p == "" {
+		return "tcp"
+	}
+	return p
+}
+
 // backendTask reports whether t should receive traffic: it runs, is meant to
 // keep running, and its health is healthy or it has no check.
 func backendTask(t *api.Task) bool {
@@ -96,13 +165,25 @@ type meshState struct {
 // all), its routes and its healthy running tasks.
 func (m *meshState) endpoints(rev int64) api.Endpoints {
 	byService := map[string][]api.EndpointBackend{}
+	nodes := make([]api.Node, 0, len(m.nodes))
+	for _, n := range m.nodes {
+		nodes = append(nodes, n)
+	}
+	multi := api.MultiHost(nodes)
 	for _, t := range m.tasks {
 		if !backendTask(&t) {
 			continue
 		}
+		// A task on a node whose address other machines cannot reach gets
+		// no traffic: gateways elsewhere would dial their own loopback
+		// (`berth node ls` flags the node).
 		host := "127.0.0.1"
-		if n, ok := m.nodes[t.NodeID]; ok && n.Address != "" {
-			host = n.Address
+		if n, ok := m.nodes[t.NodeID]; ok {
+			h, usable := api.MeshHost(n, multi)
+			if !usable {
+				continue
+			}
+			host = h
 		}
 		byService[t.ServiceName] = append(byService[t.ServiceName], api.EndpointBackend{
 			TaskID: t.ID, NodeID: t.NodeID, Host: host, Ports: t.Ports})

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -162,7 +163,9 @@ func TestEndpointsStream(t *testing.T) {
 		web.Ports[1].Name != "admin" || web.Ports[1].Publish != 0 || web.Ports[1].Protocol != "tcp" {
 		t.Fatalf("first message, web: %+v", web)
 	}
-	if got := backends(e); got != "t1@10.0.0.1 t2@127.0.0.1 " {
+	// t2's node has no address, in a cluster that spans machines (n1's
+	// address is not loopback): no gateway could reach t2.
+	if got := backends(e); got != "t1@10.0.0.1 " {
 		t.Fatalf("backends %q", got)
 	}
 	if b := web.Backends[0]; b.Ports["http"] != 31000 || b.Ports["admin"] != 31001 {
@@ -175,7 +178,7 @@ func TestEndpointsStream(t *testing.T) {
 	if err := st.Tasks.Update(ctx, t3); err != nil {
 		t.Fatal(err)
 	}
-	next(func(e api.Endpoints) bool { return backends(e) == "t1@10.0.0.1 t2@127.0.0.1 t3@10.0.0.1 " })
+	next(func(e api.Endpoints) bool { return backends(e) == "t1@10.0.0.1 t3@10.0.0.1 " })
 	if d := time.Since(start); d > 200*time.Millisecond {
 		t.Errorf("a health change took %s to reach the stream", d)
 	}
@@ -183,8 +186,8 @@ func TestEndpointsStream(t *testing.T) {
 	if err := st.Tasks.Update(ctx, t1); err != nil {
 		t.Fatal(err)
 	}
-	next(func(e api.Endpoints) bool { return backends(e) == "t2@127.0.0.1 t3@10.0.0.1 " })
-	// The node gets an address.
+	next(func(e api.Endpoints) bool { return backends(e) == "t3@10.0.0.1 " })
+	// The node gets an address: t2 gets traffic.
 	n2, _ := st.Nodes.Get(ctx, "n2")
 	n2.Address = "10.0.0.2"
 	if err := st.Nodes.Update(ctx, &n2); err != nil {
@@ -242,5 +245,44 @@ func TestEndpointsListEveryService(t *testing.T) {
 	}
 	if len(web.Backends) != 1 || web.Backends[0].TaskID != "w1" || web.Backends[0].Host != "10.0.0.1" || web.Backends[0].Ports["metrics"] != 20002 {
 		t.Errorf("web backends %+v", web.Backends)
+	}
+}
+
+// On one machine (every node loopback or without an address, as `berth up`
+// and local test clusters are) tasks are reached at 127.0.0.1; once the
+// cluster spans machines, a node whose address is loopback, unspecified or
+// missing gets no traffic: other gateways would dial their own loopback.
+func TestEndpointsSkipNodesWithoutUsableAddress(t *testing.T) {
+	task := func(id, node string) api.Task {
+		return api.Task{ID: id, ServiceName: "web", NodeID: node, DesiredState: api.TaskRunning,
+			Ports: map[string]int{"http": 20001}, Status: api.TaskStatus{State: api.TaskRunning}}
+	}
+	hosts := func(nodes ...api.Node) string {
+		m := &meshState{services: map[string]api.Service{"web": {Spec: api.ServiceSpec{Name: "web"}}},
+			tasks: map[string]api.Task{}, nodes: map[string]api.Node{}}
+		for i, n := range nodes {
+			m.nodes[n.ID] = n
+			id := fmt.Sprintf("t%d", i)
+			m.tasks[id] = task(id, n.ID)
+		}
+		var out []string
+		for _, b := range m.endpoints(1).Services[0].Backends {
+			out = append(out, b.TaskID+"@"+b.Host)
+		}
+		return strings.Join(out, " ")
+	}
+	for _, c := range []struct {
+		name  string
+		nodes []api.Node
+		want  string
+	}{
+		{"one machine", []api.Node{{ID: "a", Address: "127.0.0.1"}, {ID: "b"}}, "t0@127.0.0.1 t1@127.0.0.1"},
+		{"many machines", []api.Node{{ID: "a", Address: "10.0.0.1"}, {ID: "b", Address: "127.0.0.1"}, {ID: "c"},
+			{ID: "d", Address: "0.0.0.0"}, {ID: "e", Address: "node-e.example"}}, "t0@10.0.0.1 t4@node-e.example"},
+		{"unspecified alone", []api.Node{{ID: "a", Address: "::"}}, ""},
+	} {
+		if got := hosts(c.nodes...); got != c.want {
+			t.Errorf("%s: backends %q, want %q", c.name, got, c.want)
+		}
 	}
 }

@@ -1,6 +1,7 @@
 package apiserver
 
 import (
+	"context"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -28,8 +29,22 @@ func (s *Server) listNodes(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	sort.Slice(nodes, func(i, j int) bool { return nodes[i].Hostname < nodes[j].Hostname })
+	multi := api.MultiHost(nodes)
+	for i := range nodes {
+		nodes[i].AddressIssue = api.NodeAddressIssue(nodes[i], multi)
+	}
 	writeJSON(w, 200, nodes)
 	return nil
+}
+
+// withAddressIssue sets n.AddressIssue, which depends on the other nodes.
+func (s *Server) withAddressIssue(r *http.Request, n api.Node) (api.Node, error) {
+	nodes, _, err := s.st.Nodes.List(r.Context())
+	if err != nil {
+		return n, err
+	}
+	n.AddressIssue = api.NodeAddressIssue(n, api.MultiHost(nodes))
+	return n, nil
 }
 
 // findNode looks a node up by id, then by hostname.
@@ -60,6 +75,9 @@ func (s *Server) findNode(r *http.Request, ref string) (api.Node, error) {
 func (s *Server) getNode(w http.ResponseWriter, r *http.Request) error {
 	n, err := s.findNode(r, r.PathValue("id"))
 	if err != nil {
+		return err
+	}
+	if n, err = s.withAddressIssue(r, n); err != nil {
 		return err
 	}
 	writeJSON(w, 200, n)
@@ -154,9 +172,44 @@ func orNone(s string) string {
 	return s
 }
 
+// validateHostname checks a hostname a node claims, at field.
+func validateHostname(field, h string) error {
+	if !api.ValidHostname(h) {
+		return invalid(field, "%q is not a hostname: 1 to %d letters, digits, '.', '-' and '_', starting and ending with a letter or digit",
+			clipString(h, 64), api.MaxHostnameLen)
+	}
+	return nil
+}
+
+// validateAddress checks the address a node claims, at field.
+func validateAddress(field, a string) error {
+	if len(a) > api.MaxHostnameLen || !api.ValidNodeAddress(a) {
+		return invalid(field, "%q is not an IP address or host name (give no port)", clipString(a, 64))
+	}
+	return nil
+}
+
+func clipString(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "..."
+	}
+	return s
+}
+
+// validateRegistration checks what a node claims about itself (ADR 0029):
+// every claim must be well-formed and within the bounds of a real machine.
+// maxRefusals bounds the refused services a gateway report keeps.
+const maxRefusals = 100
+
+// maxReservedPorts bounds the ports a node reports it listens on.
+const maxReservedPorts = 32
+
 func validateRegistration(reg *api.NodeRegistration) error {
-	if reg.Hostname == "" || len(reg.Hostname) > 253 {
-		return invalid("hostname", "must be 1 to 253 characters")
+	if err := validateHostname("hostname", reg.Hostname); err != nil {
+		return err
+	}
+	if err := validateAddress("address", reg.Address); err != nil {
+		return err
 	}
 	if reg.PortRange == [2]int{} {
 		reg.PortRange = DefaultPortRange
@@ -164,14 +217,38 @@ func validateRegistration(reg *api.NodeRegistration) error {
 	if lo, hi := reg.PortRange[0], reg.PortRange[1]; lo < 1 || hi > 65535 || lo > hi {
 		return invalid("port_range", "[%d, %d] is not a range of ports within 1-65535", lo, hi)
 	}
-	if reg.Resources.CPUs < 0 || reg.Resources.Memory < 0 {
-		return invalid("resources", "must not be negative")
+	if c := reg.Resources.CPUs; c < 0 || c > api.MaxNodeCPUs {
+		return invalid("resources.cpus", "%v CPUs is not a machine's: claim 0 to %d", c, api.MaxNodeCPUs)
+	}
+	if m := reg.Resources.Memory; m < 0 || m > api.MaxNodeMemory {
+		return invalid("resources.memory", "%s is not a machine's memory: claim 0 to %s", m, api.MaxNodeMemory)
 	}
 	if len(reg.Drivers) == 0 {
 		return invalid("drivers", "a node needs at least one driver")
 	}
+	if len(reg.Drivers) > api.MaxNodeDrivers {
+		return invalid("drivers", "at most %d drivers", api.MaxNodeDrivers)
+	}
+	for i, d := range reg.Drivers {
+		if !api.ValidDriverName(d) {
+			return invalid(fmt.Sprintf("drivers[%d]", i), "%q is not a driver name", clipString(d, 64))
+		}
+		for _, e := range reg.Drivers[:i] {
+			if e == d {
+				return invalid(fmt.Sprintf("drivers[%d]", i), "driver %q is listed twice", d)
+			}
+		}
+	}
 	if err := validateLabelMap("labels", reg.Labels); err != nil {
 		return err
+	}
+	if len(reg.ReservedPorts) > maxReservedPorts {
+		return invalid("reserved_ports", "at most %d ports", maxReservedPorts)
+	}
+	for i, p := range reg.ReservedPorts {
+		if p.Port < 1 || p.Port > 65535 || (p.Protocol != "tcp" && p.Protocol != "udp") || len(p.Use) > 200 {
+			return invalid(fmt.Sprintf("reserved_ports[%d]", i), "want a port within 1-65535, protocol tcp or udp, and a use of at most 200 characters")
+		}
 	}
 	if reg.Topology == nil {
 		if reg.ReservedCPUs != "" {
@@ -181,6 +258,23 @@ func validateRegistration(reg *api.NodeRegistration) error {
 		m, err := topology.NewMachine(*reg.Topology)
 		if err != nil {
 			return invalid("topology", "%s", err.Error())
+		}
+		online := m.Online().Len()
+		if online > api.MaxNodeCPUs {
+			return invalid("topology.online", "%d online CPUs is more than the %d a node may have", online, api.MaxNodeCPUs)
+		}
+		if reg.Resources.CPUs > float64(online) {
+			return invalid("resources.cpus", "%v CPUs is more than the %d online CPUs of the node's topology", reg.Resources.CPUs, online)
+		}
+		var mem api.ByteSize
+		for _, n := range reg.Topology.NUMANodes {
+			if n.Memory < 0 || n.Memory > api.MaxNodeMemory {
+				return invalid("topology.numa_nodes", "NUMA node %d claims %s of memory: claim 0 to %s", n.ID, n.Memory, api.MaxNodeMemory)
+			}
+			mem += n.Memory
+		}
+		if mem > api.MaxNodeMemory {
+			return invalid("topology.numa_nodes", "the NUMA nodes claim %s of memory in all, more than %s", mem, api.MaxNodeMemory)
 		}
 		reserved, err := topology.Parse(reg.ReservedCPUs)
 		if err == nil {
@@ -222,7 +316,7 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request, mayCreate bool
 		return err
 	}
 	ctx := r.Context()
-	for range casRetries {
+	for range claimRetries {
 		now := s.now().UTC()
 		var n api.Node
 		var err error
@@ -246,13 +340,37 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request, mayCreate bool
 			}
 			n = api.Node{ID: id, CreatedAt: now, Availability: api.AvailabilityActive, Role: "worker"}
 		}
+		// A node that claims a hostname it does not hold yet (a new node,
+		// or a renamed one) must find it free, and the write is guarded so
+		// that two nodes racing for one name cannot both win.
+		// Claims on this manager take turns (claimMu), so that concurrent
+		// registrations do not fail each other's guard; the guard still
+		// holds against other managers and heartbeats.
+		var listedAt int64
+		claiming := create || n.Hostname != reg.Hostname
+		if claiming {
+			s.claimMu.Lock()
+			if listedAt, err = s.hostnameFree(ctx, reg.Hostname, n.ID, "hostname"); err != nil {
+				s.claimMu.Unlock()
+				return err
+			}
+		}
+		if reg.Address == "" {
+			// An agent that names no address (an older one, or one that
+			// could not tell) is taken to be where its connection comes
+			// from.
+			reg.Address = remoteHost(r)
+		}
 		n.Hostname, n.Address, n.AgentLabels = reg.Hostname, reg.Address, reg.Labels
 		n.Labels = nodeLabels(&n) // an admin's label changes survive
 		n.Resources, n.Drivers, n.PortRange, n.AgentURL = reg.Resources, reg.Drivers, reg.PortRange, reg.AgentURL
-		n.Topology, n.ReservedCPUs = reg.Topology, reg.ReservedCPUs
+		n.Topology, n.ReservedCPUs, n.ReservedPorts = reg.Topology, reg.ReservedCPUs, reg.ReservedPorts
 		n.Status, n.LastHeartbeat = api.NodeReady, now
 		rec := store.AgentRecord{NodeID: n.ID, URL: reg.AgentURL, CertSHA256: reg.AgentCertSHA256, Secret: reg.AgentSecret}
 		txn := s.st.Txn()
+		if listedAt != 0 {
+			s.st.Nodes.TxnUnchangedSince(txn, listedAt)
+		}
 		if create {
 			s.st.Nodes.TxnCreate(txn, &n)
 		} else {
@@ -260,6 +378,9 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request, mayCreate bool
 		}
 		s.st.Agents.TxnPut(txn, &rec)
 		err = txn.Commit(ctx)
+		if claiming {
+			s.claimMu.Unlock()
+		}
 		if errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrExists) || errors.Is(err, store.ErrNotFound) {
 			continue
 		}
@@ -272,6 +393,29 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request, mayCreate bool
 		return nil
 	}
 	return &api.Error{Code: api.CodeConflict, Status: 409, Message: "node is being changed concurrently; try again"}
+}
+
+// claimRetries bounds the attempts of a write that claims a hostname: its
+// guard fails on any node write meanwhile, heartbeats included.
+const claimRetries = 4 * casRetries
+
+// hostnameFree returns an error (409, at field) if a node other than self
+// holds hostname: a hostname belongs to the first node that registers it
+// until an admin removes that node (ADR 0029). It returns the revision the
+// nodes were listed at, to guard the write that claims the name.
+func (s *Server) hostnameFree(ctx context.Context, hostname, self, field string) (int64, error) {
+	nodes, rev, err := s.st.Nodes.List(ctx)
+	if err != nil {
+		return 0, err
+	}
+	for _, o := range nodes {
+		if o.ID != self && strings.EqualFold(o.Hostname, hostname) {
+			return 0, &api.Error{Code: api.CodeConflict, Status: http.StatusConflict, Field: field,
+				Message: fmt.Sprintf("hostname %q belongs to node %s (%s, %s): a hostname names one node; if that machine is gone, remove it first with `berth node rm %s`, or give this node another name with --hostname",
+					hostname, o.ID, o.Status, orNone(o.Address), o.ID)}
+		}
+	}
+	return rev, nil
 }
 
 // nodeTasks reports whether a task belongs in a node's assignment set: it is
@@ -374,6 +518,14 @@ func (s *Server) nodeStatus(w http.ResponseWriter, r *http.Request) error {
 		}
 		if !u.Status.State.Valid() {
 			return invalid(fmt.Sprintf("tasks[%d].status.state", i), "unknown state %q", u.Status.State)
+		}
+	}
+	if gw := rep.Gateway; gw != nil {
+		if len(gw.Refused) > maxRefusals {
+			gw.Refused = gw.Refused[:maxRefusals]
+		}
+		for i := range gw.Refused {
+			gw.Refused[i].Error = clipString(gw.Refused[i].Error, 1024)
 		}
 	}
 	if err := s.heartbeat(r, nodeID, rep.Gateway); err != nil {

@@ -51,6 +51,9 @@ type Config struct {
 	// DefaultJoinBurst, DefaultJoinEvery).
 	JoinBurst int
 	JoinEvery time.Duration
+	// Health, when set, is the manager's own check for GET /healthz (an
+	// error: it cannot serve, such as a manager removed from the cluster).
+	Health func() error
 }
 
 // Server is the API server.
@@ -68,6 +71,9 @@ type Server struct {
 	// knownNodes caches node ids found in the store (id → time.Time of the
 	// check) for the node-certificate check (auth.go).
 	knownNodes sync.Map
+	// claimMu makes the writes that claim a hostname on this manager take
+	// turns (nodes.go, join.go).
+	claimMu sync.Mutex
 	// patterns are the API routes Handler registered, for the test that
 	// checks the OpenAPI document lists them all.
 	patterns []string
@@ -167,10 +173,7 @@ func (s *Server) Handler() http.Handler {
 	s.managerRoutes(handle) // GET, DELETE /cluster/managers[/{id}], POST /cluster/managers/join (managers.go)
 	mux.Handle("GET /api/v1/openapi.json", s.public(s.openAPI))
 	mux.Handle("GET /docs", s.public(s.docsPage))
-	mux.Handle("GET /healthz", s.public(func(w http.ResponseWriter, r *http.Request) error {
-		_, err := io.WriteString(w, "ok\n")
-		return err
-	}))
+	mux.Handle("GET /healthz", s.public(s.healthz))
 	mux.Handle("/", s.public(func(w http.ResponseWriter, r *http.Request) error {
 		return &api.Error{Code: api.CodeNotFound, Status: http.StatusNotFound,
 			Message: "no route for " + r.Method + " " + r.URL.Path + " (see /api/v1/openapi.json)"}
@@ -282,6 +285,33 @@ func invalid(field, format string, args ...any) error {
 func notFound(format string, args ...any) error {
 	e := api.Invalid("", format, args...)
 	return &api.Error{Code: api.CodeNotFound, Status: 404, Message: e.Message}
+}
+
+// healthzTimeout bounds the store read of GET /healthz.
+const healthzTimeout = 2 * time.Second
+
+// healthz answers ok only while the manager can serve: its own check
+// passes (it was not removed from the cluster) and it can read the store
+// (a quorum answers). Otherwise 503 with the reason.
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) error {
+	// Written here, not returned: a load balancer polling an unhealthy
+	// manager must not fill its log with errors.
+	unhealthy := func(msg string) error {
+		writeJSON(w, http.StatusServiceUnavailable, &api.Error{Code: api.CodeUnavailable, Status: http.StatusServiceUnavailable, Message: msg})
+		return nil
+	}
+	if s.cfg.Health != nil {
+		if err := s.cfg.Health(); err != nil {
+			return unhealthy(err.Error())
+		}
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), healthzTimeout)
+	defer cancel()
+	if _, err := s.st.LeaderID(ctx); err != nil {
+		return unhealthy("this manager cannot read the cluster's store (no quorum, or removed from the cluster): " + err.Error())
+	}
+	_, err := io.WriteString(w, "ok\n")
+	return err
 }
 
 func (s *Server) info(w http.ResponseWriter, r *http.Request) error {

@@ -30,7 +30,33 @@ func (s *Server) listServices(w http.ResponseWriter, r *http.Request) error {
 		svcs = []api.Service{}
 	}
 	sort.Slice(svcs, func(i, j int) bool { return svcs[i].Spec.Name < svcs[j].Spec.Name })
+	if err := s.withMeshErrors(r, svcs); err != nil {
+		return err
+	}
 	writePage(w, p, rev, svcs)
+	return nil
+}
+
+// withMeshErrors sets each service's MeshErrors from what the ready nodes'
+// gateways last reported refusing.
+func (s *Server) withMeshErrors(r *http.Request, svcs []api.Service) error {
+	nodes, _, err := s.st.Nodes.List(r.Context())
+	if err != nil {
+		return err
+	}
+	sort.Slice(nodes, func(i, j int) bool { return nodes[i].Hostname < nodes[j].Hostname })
+	byService := map[string][]api.MeshError{}
+	for _, n := range nodes {
+		if n.Status != api.NodeReady || n.Gateway == nil {
+			continue
+		}
+		for _, ref := range n.Gateway.Refused {
+			byService[ref.Service] = append(byService[ref.Service], api.MeshError{Node: n.Hostname, Error: ref.Error})
+		}
+	}
+	for i := range svcs {
+		svcs[i].MeshErrors = byService[svcs[i].Spec.Name]
+	}
 	return nil
 }
 
@@ -48,7 +74,11 @@ func (s *Server) getService(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, 200, svc)
+	one := []api.Service{svc}
+	if err := s.withMeshErrors(r, one); err != nil {
+		return err
+	}
+	writeJSON(w, 200, one[0])
 	return nil
 }
 
@@ -82,6 +112,9 @@ func (s *Server) putService(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	warnings := spec.Warnings()
+	if err := s.checkBerthPorts(r.Context(), spec); err != nil {
+		return err
+	}
 	dryRun, err := boolParam(r, "dry_run")
 	if err != nil {
 		return err

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/berth-project/berth/api"
 )
 
 // Protocols of a published port.
@@ -270,42 +272,9 @@ func checkAddr(addr string) error {
 	return nil
 }
 
-// checkHost accepts "", a lower- or upper-case DNS name, or "*." + a DNS
-// name of at least two labels.
-func checkHost(h string) error {
-	if h == "" {
-		return nil
-	}
-	name := h
-	if rest, ok := strings.CutPrefix(h, "*."); ok {
-		name = rest
-		if !strings.Contains(name, ".") {
-			return fmt.Errorf("wildcard host %q must have at least two labels after \"*.\"", h)
-		}
-	}
-	if len(name) > 253 {
-		return fmt.Errorf("host %q is longer than 253 characters", h)
-	}
-	for _, label := range strings.Split(name, ".") {
-		if !validLabel(label) {
-			return fmt.Errorf("host %q is not a DNS name (a wildcard is allowed only as the whole first label)", h)
-		}
-	}
-	return nil
-}
-
-func validLabel(l string) bool {
-	if len(l) == 0 || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
-		return false
-	}
-	for i := 0; i < len(l); i++ {
-		c := l[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-			return false
-		}
-	}
-	return true
-}
+// checkHost accepts "", a DNS name, or "*." + a DNS name of at least two
+// labels: the one check the API runs at deploy too (api.CheckRouteHost).
+func checkHost(h string) error { return api.CheckRouteHost(h) }
 
 func checkPath(p string) error {
 	if p == "" {

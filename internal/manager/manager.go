@@ -85,6 +85,51 @@ type Manager struct {
 	apiURL string
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+
+	// closing is set by Close: the store stopping after it is expected.
+	closing atomic.Bool
+	// failed holds why the manager cannot serve any more (its etcd member
+	// stopped: it was removed from the cluster); done closes then.
+	failed   atomic.Pointer[error]
+	done     chan struct{}
+	doneOnce sync.Once
+}
+
+// ErrMemberStopped means the manager's embedded etcd member stopped while
+// the manager ran: most often because it was removed from the cluster
+// (`berth manager rm`), after which it cannot serve anything.
+var ErrMemberStopped = errors.New("manager: this manager's etcd member stopped (removed from the cluster with `berth manager rm`?); the manager stops")
+
+// Done is closed when the manager can no longer serve (see Err); Close does
+// not close it.
+func (m *Manager) Done() <-chan struct{} { return m.done }
+
+// Err says why Done closed, nil while the manager serves.
+func (m *Manager) Err() error {
+	if p := m.failed.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// health is the API's /healthz check of the manager itself.
+func (m *Manager) health() error { return m.Err() }
+
+// watchMember fails the manager when its etcd member stops unasked: a
+// removed manager must not go on answering /healthz with ok.
+func (m *Manager) watchMember(ctx context.Context, stopped <-chan struct{}) {
+	select {
+	case <-ctx.Done():
+		return
+	case <-stopped:
+	}
+	if m.closing.Load() {
+		return
+	}
+	err := ErrMemberStopped
+	m.failed.Store(&err)
+	m.log.Error("this manager's etcd member stopped; it is unhealthy and stops", "err", err)
+	m.doneOnce.Do(func() { close(m.done) })
 }
 
 // Start opens the store, starts serving the API and campaigns for leadership.
@@ -212,9 +257,9 @@ func Start(ctx context.Context, cfg Config) (*Manager, error) {
 		cert.Certificate = append(cert.Certificate, ca.Cert.Raw)
 	}
 	m := &Manager{cfg: cfg, log: cfg.Logger.WithGroup("manager"), store: st, ln: ln, token: token, caPEM: ca.CertPEM,
-		id: id, apiURL: apiURL}
+		id: id, apiURL: apiURL, done: make(chan struct{})}
 	srv := apiserver.New(apiserver.Config{Store: st, Token: token, Logger: cfg.Logger, Version: cfg.Version, IsLeader: m.leader.Load,
-		VersionHistory: cfg.VersionHistory, CA: ca})
+		VersionHistory: cfg.VersionHistory, CA: ca, Health: m.health})
 	// Node certificates of the cluster CA authenticate agents (mTLS); a
 	// client without one (the CLI, a joining node) is let through to the
 	// bearer-token and join checks of the API server.
@@ -241,6 +286,13 @@ func Start(ctx context.Context, cfg Config) (*Manager, error) {
 	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	m.cancel = cancel
+	if stopped := st.MemberStopped(); stopped != nil {
+		m.wg.Add(1)
+		go func() {
+			defer m.wg.Done()
+			m.watchMember(runCtx, stopped)
+		}()
+	}
 	m.wg.Add(3)
 	go func() {
 		defer m.wg.Done()
@@ -377,6 +429,7 @@ func (m *Manager) IsLeader() bool { return m.leader.Load() }
 
 // Close stops serving, stops the controllers and closes the store.
 func (m *Manager) Close(ctx context.Context) error {
+	m.closing.Store(true)
 	err := m.http.Shutdown(ctx)
 	if errors.Is(err, context.DeadlineExceeded) {
 		err = m.http.Close()

@@ -242,3 +242,13 @@ func memberLabel(m Member) string {
 func isUnhealthy(err error) bool {
 	return errors.Is(err, rpctypes.ErrUnhealthy) || strings.Contains(err.Error(), rpctypes.ErrUnhealthy.Error())
 }
+
+// MemberStopped is closed when the embedded etcd member stops, for whatever
+// reason: Close, or its removal from the cluster (etcd stops a removed
+// member). Nil with an external etcd. Call it before Close.
+func (s *Store) MemberStopped() <-chan struct{} {
+	if s.etcd == nil {
+		return nil
+	}
+	return s.etcd.Server.StopNotify()
+}

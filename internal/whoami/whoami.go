@@ -67,7 +67,7 @@ func parse(args []string, out io.Writer) (options, error) {
 	fs := flag.NewFlagSet("whoami", flag.ContinueOnError)
 	fs.SetOutput(out)
 	port := fs.String("port", "", "port to listen on (required; 0 picks a free one; ${VAR} reads VAR)")
-	fs.StringVar(&o.listenAddr, "listen-addr", "127.0.0.1", "address to listen on")
+	fs.StringVar(&o.listenAddr, "listen-addr", "0.0.0.0", "address to listen on (the default, every interface, lets other nodes' gateways reach it)")
 	fs.StringVar(&o.name, "name", os.Getenv("BERTH_TASK_NAME"), "name to answer with (default $BERTH_TASK_NAME, else hostname-pid)")
 	fs.StringVar(&o.service, "service", os.Getenv("BERTH_SERVICE"), "service to answer with (default $BERTH_SERVICE)")
 	fs.StringVar(&o.version, "version-label", "v1", "version to answer with")

@@ -90,7 +90,7 @@ func TestParse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.port != 8081 || o.name != "web.1.abcd" || o.service != "web" || o.version != "v1" || o.listenAddr != "127.0.0.1" || o.exitCode != 1 {
+	if o.port != 8081 || o.name != "web.1.abcd" || o.service != "web" || o.version != "v1" || o.listenAddr != "0.0.0.0" || o.exitCode != 1 {
 		t.Errorf("options = %+v", o)
 	}
 	for _, args := range [][]string{

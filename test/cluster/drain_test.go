@@ -1,12 +1,8 @@
 package cluster
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -20,21 +16,11 @@ import (
 // non-zero exit.
 func (c *Cluster) cli(t *testing.T, args ...string) string {
 	t.Helper()
-	token, err := os.ReadFile(filepath.Join(c.Manager.DataDir, "admin.token"))
+	stdout, stderr, err := c.cliResult(t, 30*time.Second, args...)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("berth %s: %v\nstdout: %s\nstderr: %s", strings.Join(args, " "), err, stdout, stderr)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	full := append([]string{"--addr", c.Manager.ManagerURL(), "--ca", filepath.Join(c.Manager.DataDir, "ca.pem")}, args...)
-	cmd := exec.CommandContext(ctx, berthBin, full...)
-	cmd.Env = append(cleanEnv(), "BERTH_TOKEN="+strings.TrimSpace(string(token)))
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("berth %s: %v\nstdout: %s\nstderr: %s", strings.Join(args, " "), err, stdout.String(), stderr.String())
-	}
-	return stdout.String()
+	return stdout
 }
 
 // serving counts the tasks that run and pass their health check, whatever
