@@ -82,14 +82,17 @@ type GatewayAck struct {
 
 // GatewayRefusal is a service a node's gateway refused, and why.
 type GatewayRefusal struct {
+	// Service is the name of the refused service.
 	Service string `json:"service"`
-	Error   string `json:"error"`
+	// Error is why the gateway refused it.
+	Error string `json:"error"`
 }
 
 // MeshError is a node whose gateway refused a service (Service.MeshErrors).
 type MeshError struct {
 	// Node is the node's hostname.
-	Node  string `json:"node"`
+	Node string `json:"node"`
+	// Error is why that node's gateway refused the service.
 	Error string `json:"error"`
 }
 

@@ -119,6 +119,7 @@ func MeshHost(n Node, multiHost bool) (string, bool) {
 // ReservedPort is a port Berth itself listens on: a published port that
 // matches one is refused at deploy, since the gateway could not open it.
 type ReservedPort struct {
+	// Port is the port number.
 	Port int `json:"port"`
 	// Protocol is "tcp" or "udp".
 	Protocol string `json:"protocol"`

@@ -466,7 +466,8 @@ type Node struct {
 	// ReservedPorts are the ports the node's agent listens on itself: no
 	// service may publish them.
 	ReservedPorts []ReservedPort `json:"reserved_ports,omitempty"`
-	LastHeartbeat time.Time      `json:"last_heartbeat"`
+	// LastHeartbeat is when the manager last heard from the node's agent.
+	LastHeartbeat time.Time `json:"last_heartbeat"`
 	// Gateway is what the node's gateway last acknowledged of the routing
 	// state; nil on a node without a gateway.
 	Gateway *GatewayAck `json:"gateway,omitempty"`

@@ -265,6 +265,10 @@ func formatPublished(ports []api.PortSpec) string {
 // wait to be placed and why (the newest reason), else an update that has not
 // ended.
 func serviceStatus(s api.Service, pending []api.Task) string {
+	if s.Pending != nil && s.Pending.Count > len(pending) {
+		// More replicas wait than are stored as tasks: the service counts them.
+		return oneLine(s.Pending.String())
+	}
 	if len(pending) > 0 {
 		newest := pending[0]
 		for _, t := range pending[1:] {

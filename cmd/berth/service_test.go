@@ -287,3 +287,16 @@ func TestInterruptedCommand(t *testing.T) {
 }
 
 var _ io.Writer = (*lineWatcher)(nil)
+
+// TestServiceStatusCountsUnstoredPending: a service stores only some of its
+// waiting replicas as tasks; STATUS counts them all, from the service.
+func TestServiceStatusCountsUnstoredPending(t *testing.T) {
+	pending := []api.Task{{Status: api.TaskStatus{State: api.TaskPending, Message: "no node fits"}}}
+	s := api.Service{Pending: &api.PendingReplicas{Count: 100000, Stored: 100, Reason: "no node fits"}}
+	if got := serviceStatus(s, pending); got != "100000 pending: no node fits" {
+		t.Errorf("with a pending count: %q", got)
+	}
+	if got := serviceStatus(api.Service{}, pending); got != "1 pending: no node fits" {
+		t.Errorf("without: %q", got)
+	}
+}
