@@ -528,6 +528,11 @@ data directory's files) and authenticates with the admin token.`,
 			}
 			e := envOf(cmd)
 			dataDir := dataDirOf(cmd)
+			unlock, err := lockDataDir(dataDir, datadir.Agent)
+			if err != nil {
+				return err
+			}
+			defer unlock()
 			if af.address == "" {
 				af.address = detectNodeAddress(e, join, dataDir, log)
 			}
@@ -535,11 +540,6 @@ data directory's files) and authenticates with the admin token.`,
 			if err != nil {
 				return err
 			}
-			unlock, err := lockDataDir(dataDir, datadir.Agent)
-			if err != nil {
-				return err
-			}
-			defer unlock()
 			m, id, err := agentManager(cmd, e, join, dataDir, acfg, log)
 			if err != nil {
 				return err

@@ -611,9 +611,12 @@ func TestServiceLogs(t *testing.T) {
 			t.Errorf("slot %d: %d log lines, want 1 to 5:\n%s", slot, len(lines), out)
 			continue
 		}
-		wantLine := "whoami " + taskName(tasks[slot]) + " listening on 127.0.0.1:" + strconv.Itoa(tasks[slot].Ports["http"])
-		if !slices.Contains(lines, wantLine) {
-			t.Errorf("slot %d logs %q, want the line %q", slot, lines, wantLine)
+		// whoami listens on every interface ("[::]:PORT" or "0.0.0.0:PORT").
+		wantPrefix, wantSuffix := "whoami "+taskName(tasks[slot])+" listening on ", ":"+strconv.Itoa(tasks[slot].Ports["http"])
+		if !slices.ContainsFunc(lines, func(l string) bool {
+			return strings.HasPrefix(l, wantPrefix) && strings.HasSuffix(l, wantSuffix)
+		}) {
+			t.Errorf("slot %d logs %q, want the line %q…%q", slot, lines, wantPrefix, wantSuffix)
 		}
 	}
 }
