@@ -70,6 +70,9 @@ type Options struct {
 	// ResetAfter is how long a task must run before its slot's restart
 	// back-off starts again from the first delay. Default 10s.
 	ResetAfter time.Duration
+	// RebalanceBackoff is how long a service is not rebalanced by itself
+	// after a rebalance move failed or found no node. Default 5m.
+	RebalanceBackoff time.Duration
 }
 
 func (o *Options) defaults() {
@@ -78,6 +81,9 @@ func (o *Options) defaults() {
 	}
 	if o.ResetAfter <= 0 {
 		o.ResetAfter = 10 * time.Second
+	}
+	if o.RebalanceBackoff <= 0 {
+		o.RebalanceBackoff = 5 * time.Minute
 	}
 }
 
@@ -289,6 +295,7 @@ func (r *reconciler) service(svc api.Service, tasks []api.Task) {
 		r.slot(svc, ro, byKey[k], start[k])
 		r.gc(ts, false)
 	}
+	r.rebalance(svc, ro, tasks, views)
 }
 
 // hasLive reports whether one of ts is meant to run.
@@ -319,6 +326,9 @@ func (r *reconciler) slot(svc api.Service, ro *rollout, v *slotView, start bool)
 		if newestCurrent && r.drained(newest) {
 			r.moveOff(svc, v)
 			return
+		}
+		if newestCurrent && r.moving(v) {
+			return // a rebalance move (rebalance.go)
 		}
 		// A new task the scheduler cannot place while the old one holds the
 		// room: fall back to stop-first for this slot.

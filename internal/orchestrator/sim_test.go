@@ -179,6 +179,11 @@ func (s *sim) move() {
 				if s.place != nil {
 					tk.NodeID = s.place(s, tk)
 				}
+				if m := tk.Move; m != nil && tk.NodeID != "" && s.liveOn(tk.ServiceID, tk.NodeID) >= m.Below {
+					// As the scheduler does: a rebalance move only goes
+					// where it spreads the service better.
+					tk.NodeID = ""
+				}
 			}
 			if tk.NodeID == "" {
 				st.Message = "no suitable node"

@@ -1,0 +1,226 @@
+package orchestrator
+
+import (
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/berth-project/berth/api"
+)
+
+// Rebalancing. A replicated service whose running tasks are spread unevenly
+// over the nodes that could run them (some such node holds at least two
+// more than another: after a drain and a reactivation, or when a node
+// joins) has tasks moved, start-first, the way a drained node's tasks move:
+// a replacement task in the same slot, marked with api.TaskMove, is placed
+// by the scheduler; the task it replaces serves until the replacement does
+// and is then shut down.
+//
+// It moves at most update.parallelism slots of a service at a time, and
+// only while the service is at rest: no update in flight, every slot with
+// exactly one task that serves and has served for the update policy's
+// monitor window, and no task still stopping. Services that opted out
+// (rebalance: false) are only rebalanced when asked (RebalanceStatus), and
+// services with placement preferences never by themselves: their spread is
+// over label groups, which evening out the nodes could undo.
+//
+// No loops: a move is made from a node holding c tasks of the service, and
+// the scheduler places it only on a node holding fewer than c-1 of them
+// (TaskMove.Below, counted as max_replicas_per_node counts). Every move
+// thus lowers the sum of the squares of the per-node counts by at least 2,
+// so a service converges after a bounded number of moves, and a move never
+// lands beside the task it replaces. A move no node can take (resources,
+// ports) is dropped, the old task keeps serving, and rebalancing the
+// service waits Options.RebalanceBackoff before it tries again; so does a
+// move whose replacement failed.
+
+// moving handles a slot whose newest live task is a rebalance move that has
+// not taken over yet. It reports whether it did (the slot needs nothing
+// else).
+func (r *reconciler) moving(v *slotView) bool {
+	newest := v.live[0]
+	if newest.Move == nil || len(v.live) < 2 {
+		return false
+	}
+	if newest.Status.State == api.TaskPending && newest.Status.Message != pendingMessage {
+		// The scheduler found no node that improves the spread: the old
+		// task stays and the move is dropped.
+		r.shutdown(newest, "rebalance: no node can take the task and spread the service better ("+newest.Status.Message+")")
+		return true
+	}
+	for _, t := range v.live[1:] {
+		switch {
+		case serving(newest):
+			r.shutdown(t, fmt.Sprintf("rebalanced: replaced by task %s on node %s", newest.ID, newest.NodeID))
+		case !serving(t):
+			// It serves nobody: stopping it costs nothing.
+			r.shutdown(t, "replaced by task "+newest.ID)
+		}
+	}
+	return true
+}
+
+// rebalance decides the moves of one service (see above) once its slots
+// were reconciled. views are its wanted slots as seen before this
+// reconcile.
+func (r *reconciler) rebalance(svc api.Service, ro *rollout, tasks []api.Task, views []*slotView) {
+	if svc.Spec.Mode != api.ModeReplicated && svc.Spec.Mode != "" {
+		return
+	}
+	st := svc.RebalanceStatus
+	asked := st.Pending()
+	if !asked && (!svc.Spec.RebalanceEnabled() || len(svc.Spec.Placement.Preferences) > 0) {
+		return
+	}
+	if ro.state != "" {
+		return // an update moves the tasks; rebalance after it
+	}
+	// A recent move that did not take over holds rebalancing back: a move
+	// asked for finishes the request instead.
+	for _, t := range tasks {
+		if t.Move == nil || !t.Status.State.Terminal() {
+			continue
+		}
+		if asked && t.Move.Request == st.Requested {
+			r.finishRequest(svc, fmt.Sprintf("task %s could not move off node %s: %s", t.ID, t.Move.From, endReason(t)))
+			return
+		}
+		if !asked {
+			ended := t.Status.Timestamp
+			if ended.Before(t.CreatedAt) {
+				ended = t.CreatedAt
+			}
+			if until := ended.Add(r.opts.RebalanceBackoff); r.now.Before(until) {
+				r.wake(until)
+				return
+			}
+		}
+	}
+	// Only a service at rest moves: nothing changed for it in this
+	// reconcile, and every slot runs one task that has served for the
+	// monitor window.
+	for _, t := range r.res.Creates {
+		if t.ServiceID == svc.ID {
+			return
+		}
+	}
+	for _, t := range r.res.Updates {
+		if t.ServiceID == svc.ID {
+			return
+		}
+	}
+	for _, v := range views {
+		if v.canary || len(v.live) != 1 || v.stopping || v.drained || v.retry != nil || v.live[0].NodeID == "" {
+			return
+		}
+		if v.phase != phaseDone {
+			if !v.countAt.IsZero() {
+				r.wake(v.countAt)
+			}
+			return
+		}
+	}
+	// Count the service's tasks on every node that could run it.
+	counts := map[string]int{}
+	for id := range r.st.Nodes {
+		n := r.st.Nodes[id]
+		if eligible(&n, &svc) {
+			counts[id] = 0
+		}
+	}
+	onNode := map[string][]slotKey{}
+	for _, v := range views {
+		id := v.live[0].NodeID
+		if _, ok := counts[id]; ok {
+			counts[id]++
+			onNode[id] = append(onNode[id], v.key)
+		}
+	}
+	nodes := make([]string, 0, len(counts))
+	for id := range counts {
+		nodes = append(nodes, id)
+	}
+	sort.Strings(nodes)
+	for _, id := range nodes {
+		// The highest slots move first.
+		ks := onNode[id]
+		sort.Slice(ks, func(i, j int) bool { return ks[i].slot > ks[j].slot })
+	}
+	limit := *ro.policy.Parallelism
+	if limit <= 0 {
+		limit = len(views)
+	}
+	moved := 0
+	for moved < limit {
+		from, to := "", ""
+		for _, id := range nodes {
+			if from == "" || counts[id] > counts[from] {
+				from = id
+			}
+			if to == "" || counts[id] < counts[to] {
+				to = id
+			}
+		}
+		if from == "" || counts[from]-counts[to] <= 1 || len(onNode[from]) == 0 {
+			break
+		}
+		k := onNode[from][0]
+		onNode[from] = onNode[from][1:]
+		var req uint64
+		if asked {
+			req = st.Requested
+		}
+		r.create(svc, k, 0, time.Time{})
+		t := &r.res.Creates[len(r.res.Creates)-1]
+		t.Move = &api.TaskMove{From: from, Below: counts[from] - 1, Request: req}
+		counts[from]--
+		counts[to]++
+		moved++
+	}
+	if moved == 0 && asked {
+		r.finishRequest(svc, balancedMessage(counts))
+	}
+}
+
+// finishRequest marks the service's pending rebalance request done.
+func (r *reconciler) finishRequest(svc api.Service, msg string) {
+	st := *svc.RebalanceStatus
+	st.Done, st.CompletedAt, st.Message = st.Requested, r.now, msg
+	next := svc
+	next.RebalanceStatus = &st
+	r.res.Services = append(r.res.Services, ServiceWrite{Service: next})
+}
+
+// balancedMessage describes a balanced spread: "balanced: 2 nodes hold 2
+// tasks each" or "balanced: 3 nodes hold 1 to 2 tasks".
+func balancedMessage(counts map[string]int) string {
+	if len(counts) == 0 {
+		return "nothing to move: no node can run the service"
+	}
+	lo, hi := -1, 0
+	for _, c := range counts {
+		if lo < 0 || c < lo {
+			lo = c
+		}
+		hi = max(hi, c)
+	}
+	nodes := "1 node holds"
+	if len(counts) != 1 {
+		nodes = fmt.Sprintf("%d nodes hold", len(counts))
+	}
+	if lo == hi {
+		return fmt.Sprintf("balanced: %s %d tasks each", nodes, hi)
+	}
+	return fmt.Sprintf("balanced: %s %d to %d tasks", nodes, lo, hi)
+}
+
+// endReason says why an ended task ended, for a person.
+func endReason(t api.Task) string {
+	switch {
+	case t.Status.Err != "":
+		return t.Status.Err
+	case t.Status.Message != "":
+		return t.Status.Message
+	}
+	return string(t.Status.State)
+}
