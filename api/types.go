@@ -367,8 +367,8 @@ type Task struct {
 	// NotBefore delays the start of a restarted task (restart delay).
 	NotBefore time.Time `json:"not_before,omitempty"`
 	// Move is set on a task created by a rebalance.
-	Move *TaskMove `json:"move,omitempty"`
-	Revision  int64     `json:"revision,omitempty"`
+	Move     *TaskMove `json:"move,omitempty"`
+	Revision int64     `json:"revision,omitempty"`
 }
 
 // TaskStatus is what is observed about a task.

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/berth-project/berth/api"
+	"github.com/berth-project/berth/internal/scheduler"
 )
 
 // Rebalancing. A replicated service whose running tasks are spread unevenly
@@ -30,9 +31,11 @@ import (
 // thus lowers the sum of the squares of the per-node counts by at least 2,
 // so a service converges after a bounded number of moves, and a move never
 // lands beside the task it replaces. A move no node can take (resources,
-// ports) is dropped, the old task keeps serving, and rebalancing the
-// service waits Options.RebalanceBackoff before it tries again; so does a
-// move whose replacement failed.
+// ports) is not made: the orchestrator asks the scheduler (a pure function)
+// first. One that the scheduler then cannot place all the same (the
+// cluster changed meanwhile) is dropped, the old task keeps serving, and
+// rebalancing the service waits Options.RebalanceBackoff before it tries
+// again; so does a move whose replacement failed.
 
 // moving handles a slot whose newest live task is a rebalance move that has
 // not taken over yet. It reports whether it did (the slot needs nothing
@@ -150,8 +153,8 @@ func (r *reconciler) rebalance(svc api.Service, ro *rollout, tasks []api.Task, v
 	if limit <= 0 {
 		limit = len(views)
 	}
-	moved := 0
-	for moved < limit {
+	var moves []api.Task
+	for len(moves) < limit {
 		from, to := "", ""
 		for _, id := range nodes {
 			if from == "" || counts[id] > counts[from] {
@@ -170,16 +173,59 @@ func (r *reconciler) rebalance(svc api.Service, ro *rollout, tasks []api.Task, v
 		if asked {
 			req = st.Requested
 		}
-		r.create(svc, k, 0, time.Time{})
-		t := &r.res.Creates[len(r.res.Creates)-1]
+		t := r.newTask(svc, k, 0, time.Time{})
 		t.Move = &api.TaskMove{From: from, Below: counts[from] - 1, Request: req}
+		moves = append(moves, t)
 		counts[from]--
 		counts[to]++
-		moved++
 	}
-	if moved == 0 && asked {
-		r.finishRequest(svc, balancedMessage(counts))
+	if len(moves) == 0 {
+		if asked {
+			r.finishRequest(svc, balancedMessage(counts))
+		}
+		return
 	}
+	// Only moves the scheduler would place now are made: a node that
+	// cannot take the task (resources, ports, CPU sets) does not get a
+	// replacement that would wait there in vain, again and again.
+	placed, why := r.placeable(moves)
+	for _, t := range moves {
+		if placed[t.ID] {
+			r.res.Creates = append(r.res.Creates, t)
+		}
+	}
+	if len(placed) == 0 && asked {
+		r.finishRequest(svc, "no node can take a task and spread the service better: "+why)
+	}
+}
+
+// placeable asks the scheduler which of moves it would place now, beside
+// every task that holds a node; why is the reason of the first it would
+// not.
+func (r *reconciler) placeable(moves []api.Task) (map[string]bool, string) {
+	if r.snapshot == nil {
+		snap := scheduler.Snapshot{Nodes: make([]api.Node, 0, len(r.st.Nodes))}
+		for _, n := range r.st.Nodes {
+			snap.Nodes = append(snap.Nodes, n)
+		}
+		sort.Slice(snap.Nodes, func(i, j int) bool { return snap.Nodes[i].ID < snap.Nodes[j].ID })
+		for _, t := range r.st.Tasks {
+			if t.NodeID != "" && !t.Status.State.Terminal() {
+				snap.Tasks = append(snap.Tasks, t)
+			}
+		}
+		r.snapshot = &snap
+	}
+	plan := scheduler.Schedule(*r.snapshot, moves)
+	ok := map[string]bool{}
+	for _, a := range plan.Assignments {
+		ok[a.TaskID] = true
+	}
+	why := ""
+	if len(plan.Unplaced) > 0 {
+		why = plan.Unplaced[0].Reason
+	}
+	return ok, why
 }
 
 // finishRequest marks the service's pending rebalance request done.

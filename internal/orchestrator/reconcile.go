@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/berth-project/berth/api"
+	"github.com/berth-project/berth/internal/scheduler"
 	"github.com/berth-project/berth/internal/topology"
 )
 
@@ -136,6 +137,9 @@ type reconciler struct {
 	res  Result
 	// templates caches each service's task template in comparable form.
 	templates map[string]string
+	// snapshot is what the scheduler sees, built for the first rebalance
+	// that asks it (rebalance.go).
+	snapshot *scheduler.Snapshot
 }
 
 // template is the part of a spec a task runs: a change to it (not to the
@@ -505,6 +509,11 @@ func (r *reconciler) retire(t api.Task) {
 }
 
 func (r *reconciler) create(svc api.Service, k slotKey, attempt int, notBefore time.Time) {
+	r.res.Creates = append(r.res.Creates, r.newTask(svc, k, attempt, notBefore))
+}
+
+// newTask is a new task for slot k, waiting to be scheduled.
+func (r *reconciler) newTask(svc api.Service, k slotKey, attempt int, notBefore time.Time) api.Task {
 	t := api.Task{
 		ID:           r.opts.NewID(),
 		ServiceID:    svc.ID,
@@ -523,7 +532,7 @@ func (r *reconciler) create(svc api.Service, k slotKey, attempt int, notBefore t
 	if notBefore.After(r.now) {
 		t.NotBefore = notBefore
 	}
-	r.res.Creates = append(r.res.Creates, t)
+	return t
 }
 
 // gc deletes ended history beyond the limit (ts is newest first). With all,
