@@ -26,6 +26,7 @@ func newServiceCmd(e *env) *cobra.Command {
 		newServiceLogsCmd(e),
 		newServiceStatsCmd(e),
 		newServiceHistoryCmd(e), newServiceRollbackCmd(e), newServicePromoteCmd(e), newServiceUpdateCmd(e),
+		newServiceRebalanceCmd(e),
 	)
 	return cmd
 }

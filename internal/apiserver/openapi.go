@@ -35,6 +35,7 @@ var operations = []operation{
 	{Method: "GET", Path: "/api/v1/services/{name}/versions", Summary: "The kept versions of a service, newest first", Response: typeOf[[]api.ServiceVersion]()},
 	{Method: "POST", Path: "/api/v1/services/{name}/rollback", Summary: "Roll back to a kept version (to; default the previous spec) as a new version; drops waiting canaries. 404 naming to when the version is not kept.", Request: typeOf[api.RollbackRequest](), Response: typeOf[api.Service]()},
 	{Method: "POST", Path: "/api/v1/services/{name}/promote", Summary: "Let an update whose canaries wait carry on (state canary → updating); 409 otherwise", Response: typeOf[api.Service]()},
+	{Method: "POST", Path: "/api/v1/services/{name}/rebalance", Summary: "Spread the service's tasks evenly over the nodes that can run them, once (even with rebalance: false); the orchestrator moves them start-first and sets rebalance_status.done; 409 for a global or per-unit service or one with placement preferences", Response: typeOf[api.Service]()},
 	{Method: "POST", Path: "/api/v1/services/{name}/resume", Summary: "Continue a paused update (→ updating) or paused rollback (→ rolling_back); 409 otherwise", Response: typeOf[api.Service]()},
 	{Method: "GET", Path: "/api/v1/services/{name}/tasks", Summary: "List a service's tasks (all=true includes ended ones)", Response: typeOf[[]api.Task](), Params: []string{"all"}},
 	{Method: "GET", Path: "/api/v1/services/{name}/logs", Summary: "A service's task output, one prefixed line each", Stream: "text/plain", Params: []string{"tail", "follow"}},

@@ -65,25 +65,25 @@ func TestRebalanceDecisions(t *testing.T) {
 	}
 	off := func(sp *api.ServiceSpec) { no := false; sp.Rebalance = &no }
 	type move struct {
-		slot        int
-		from        string
-		below       int
-		request     uint64
+		slot    int
+		from    string
+		below   int
+		request uint64
 	}
 	cases := []struct {
-		name  string
-		svc   api.Service
-		mut   func(svc *api.Service, st *State)
-		want  []move
-		wake  bool
-		done  string // the request's message, when it is finished
+		name string
+		svc  api.Service
+		mut  func(svc *api.Service, st *State)
+		want []move
+		wake bool
+		done string // the request's message, when it is finished
 	}{
 		{name: "node returned: one move per batch", svc: service("web", 4),
 			want: []move{{slot: 4, from: "n1", below: 3}}},
 		{name: "parallelism 2 moves two", svc: service("web", 4, par(2)),
 			want: []move{{slot: 4, from: "n1", below: 3}, {slot: 3, from: "n1", below: 2}}},
 		{name: "parallelism 0 moves all it takes", svc: service("web", 6, par(0)),
-			mut: func(_ *api.Service, st *State) { *st = withNode(*st, "n3", api.AvailabilityActive, nil) },
+			mut:  func(_ *api.Service, st *State) { *st = withNode(*st, "n3", api.AvailabilityActive, nil) },
 			want: []move{{slot: 6, from: "n1", below: 5}, {slot: 5, from: "n1", below: 4}, {slot: 4, from: "n1", below: 3}, {slot: 3, from: "n1", below: 2}}},
 		{name: "balanced", svc: service("web", 4), mut: func(svc *api.Service, st *State) { setTasks(st, spread(*svc, 2, 2)) }},
 		{name: "off by one is balanced", svc: service("web", 5), mut: func(svc *api.Service, st *State) { setTasks(st, spread(*svc, 3, 2)) }},
