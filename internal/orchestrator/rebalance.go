@@ -42,7 +42,17 @@ import (
 // else).
 func (r *reconciler) moving(v *slotView) bool {
 	newest := v.live[0]
-	if newest.Move == nil || len(v.live) < 2 {
+	if newest.Move == nil {
+		return false
+	}
+	if len(v.live) == 1 {
+		if newest.Status.State == api.TaskPending && newest.NodeID == "" {
+			// The task it was to replace ended meanwhile: it is the slot's
+			// only task now and goes wherever the scheduler can put it.
+			t := newest
+			t.Move = nil
+			r.res.Updates = append(r.res.Updates, t)
+		}
 		return false
 	}
 	if newest.Status.State == api.TaskPending && newest.Status.Message != pendingMessage {
@@ -67,21 +77,33 @@ func (r *reconciler) moving(v *slotView) bool {
 // were reconciled. views are its wanted slots as seen before this
 // reconcile.
 func (r *reconciler) rebalance(svc api.Service, ro *rollout, tasks []api.Task, views []*slotView) {
-	if svc.Spec.Mode != api.ModeReplicated && svc.Spec.Mode != "" {
-		return
-	}
 	st := svc.RebalanceStatus
 	asked := st.Pending()
-	if !asked && (!svc.Spec.RebalanceEnabled() || len(svc.Spec.Placement.Preferences) > 0) {
+	switch {
+	case svc.Spec.Mode != api.ModeReplicated && svc.Spec.Mode != "":
+		if asked {
+			r.finishRequest(svc, fmt.Sprintf("not rebalanced: a %s task belongs to its node", svc.Spec.Mode))
+		}
+		return
+	case len(svc.Spec.Placement.Preferences) > 0:
+		if asked {
+			r.finishRequest(svc, "not rebalanced: the service spreads by placement.preferences")
+		}
+		return
+	case !asked && !svc.Spec.RebalanceEnabled():
 		return
 	}
 	if ro.state != "" {
 		return // an update moves the tasks; rebalance after it
 	}
-	// A recent move that did not take over holds rebalancing back: a move
-	// asked for finishes the request instead.
+	// A recent move that ended without ever serving (dropped, rejected,
+	// failed) holds rebalancing back; one made for the pending request
+	// finishes it instead. Moves that served are ordinary tasks by now.
 	for _, t := range tasks {
 		if t.Move == nil || !t.Status.State.Terminal() {
+			continue
+		}
+		if _, served := r.servingSince(t); served {
 			continue
 		}
 		if asked && t.Move.Request == st.Requested {

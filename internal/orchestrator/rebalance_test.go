@@ -117,6 +117,10 @@ func TestRebalanceDecisions(t *testing.T) {
 		{name: "placement preferences", svc: service("web", 4, func(sp *api.ServiceSpec) {
 			sp.Placement.Preferences = []api.PlacementPreference{{Spread: "node.labels.zone"}}
 		})},
+		{name: "placement preferences, asked", svc: service("web", 4, func(sp *api.ServiceSpec) {
+			sp.Placement.Preferences = []api.PlacementPreference{{Spread: "node.labels.zone"}}
+		}), mut: func(svc *api.Service, _ *State) { svc.RebalanceStatus = &api.RebalanceStatus{Requested: 1} },
+			done: "not rebalanced: the service spreads by placement.preferences"},
 		{name: "other node paused", svc: service("web", 4),
 			mut: func(_ *api.Service, st *State) { *st = withNode(*st, "n2", api.AvailabilityPause, nil) }},
 		{name: "other node drained", svc: service("web", 4),
@@ -165,6 +169,15 @@ func TestRebalanceDecisions(t *testing.T) {
 				mv.Status = api.TaskStatus{State: api.TaskShutdown, Message: "no node", Timestamp: t0.Add(-time.Hour)}
 				mv.Move = &api.TaskMove{From: "n1", Below: 3}
 				mv.CreatedAt = t0.Add(-time.Hour)
+				st.Tasks["mv"] = mv
+			},
+			want: []move{{slot: 4, from: "n1", below: 3}}},
+		{name: "a recent move that served is no failure", svc: service("web", 4),
+			mut: func(svc *api.Service, st *State) {
+				mv := settledTask(*svc, "mv", 4, "n2")
+				mv.DesiredState = api.TaskShutdown
+				mv.Status.State, mv.Status.Timestamp = api.TaskShutdown, t0.Add(-time.Second)
+				mv.Move = &api.TaskMove{From: "n1", Below: 3}
 				st.Tasks["mv"] = mv
 			},
 			want: []move{{slot: 4, from: "n1", below: 3}}},
@@ -274,6 +287,34 @@ func TestRebalanceMoveInFlight(t *testing.T) {
 				t.Fatalf("created %+v", res.Creates)
 			}
 		})
+	}
+}
+
+// TestRebalanceMoveLeftAlone: when the task a move was to replace ends
+// before the move is placed, the move is the slot's only task: its cap is
+// dropped, so that the slot is not left waiting for a better spread.
+func TestRebalanceMoveLeftAlone(t *testing.T) {
+	svc := service("web", 2)
+	st := state([]api.Service{svc}, spread(svc, 2)...)
+	old := st.Tasks["old2"]
+	old.Status.State, old.Status.FinishedAt = api.TaskFailed, t0
+	st.Tasks["old2"] = old
+	m := task(svc, "mv", 2, api.TaskPending)
+	m.NodeID, m.CreatedAt = "", t0
+	m.Status.Message = "no suitable node (2 nodes: 2 at max_replicas_per_node 1)"
+	m.Move = &api.TaskMove{From: "n1", Below: 1}
+	st.Tasks["mv"] = m
+	res := run(st)
+	var got []string
+	for _, u := range res.Updates {
+		got = append(got, fmt.Sprintf("%s:%s:move=%v", u.ID, u.DesiredState, u.Move != nil))
+	}
+	sort.Strings(got)
+	if want := "mv:running:move=false old2:shutdown:move=false"; strings.Join(got, " ") != want {
+		t.Fatalf("updates %v, want %s", got, want)
+	}
+	if len(res.Creates) != 0 {
+		t.Fatalf("created %+v", res.Creates)
 	}
 }
 
