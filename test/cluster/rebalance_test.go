@@ -55,6 +55,23 @@ func (s *servingSampler) done() (int, string, int) {
 	return s.low, s.lowAt, s.samples
 }
 
+// waitRebalanced asks for a rebalance of name and waits until the
+// orchestrator finished it: the service is balanced, no move in flight.
+func waitRebalanced(t *testing.T, c *Cluster, name string, timeout time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	svc, err := c.Client.Rebalance(ctx, name)
+	if err != nil {
+		t.Fatalf("rebalance %s: %v", name, err)
+	}
+	svc, err = c.Client.WaitForRebalance(ctx, name, svc.RebalanceStatus.Requested, 200*time.Millisecond)
+	if err != nil {
+		t.Fatalf("waiting for the rebalance of %s: %v", name, err)
+	}
+	t.Logf("service %s: %s", name, svc.RebalanceStatus.Message)
+}
+
 // TestRebalanceAfterReactivate is issue 12 item 21 on real machines: four
 // replicas on two nodes; one node is drained (all four on the other), then
 // made active again. The replicas spread back, two on each node, start-first
