@@ -25,11 +25,13 @@ import (
 // services with placement preferences never by themselves: their spread is
 // over label groups, which evening out the nodes could undo.
 //
-// No loops: a move is made from a node holding c tasks of the service, and
-// the scheduler places it only on a node holding fewer than c-1 of them
-// (TaskMove.Below, counted as max_replicas_per_node counts). Every move
-// thus lowers the sum of the squares of the per-node counts by at least 2,
-// so a service converges after a bounded number of moves, and a move never
+// No loops: the moves of a batch leave their source node with f tasks of
+// the service, and the scheduler places each only on a node holding fewer
+// than f of them (TaskMove.Below, counted as max_replicas_per_node counts,
+// with the moves placed before it). Whatever the order of placement, each
+// move goes from a node holding at least f+1 to one holding at most f-1:
+// it lowers the sum of the squares of the per-node counts by at least 2, so
+// a service converges after a bounded number of moves, and a move never
 // lands beside the task it replaces. A move no node can take (resources,
 // ports) is not made: the orchestrator asks the scheduler (a pure function)
 // first. One that the scheduler then cannot place all the same (the
@@ -196,10 +198,18 @@ func (r *reconciler) rebalance(svc api.Service, ro *rollout, tasks []api.Task, v
 			req = st.Requested
 		}
 		t := r.newTask(svc, k, 0, time.Time{})
-		t.Move = &api.TaskMove{From: from, Below: counts[from] - 1, Request: req}
+		t.Move = &api.TaskMove{From: from, Request: req}
 		moves = append(moves, t)
 		counts[from]--
 		counts[to]++
+	}
+	// Every move of the batch goes only to a node holding fewer tasks of
+	// the service than its source will hold once the batch is done, in
+	// whatever order the scheduler places them: each move then goes from
+	// a node holding at least two more than its target, and the sum of the
+	// squares of the counts drops by at least 2 with each.
+	for i := range moves {
+		moves[i].Move.Below = counts[moves[i].Move.From]
 	}
 	if len(moves) == 0 {
 		if asked {

@@ -81,10 +81,16 @@ func TestRebalanceDecisions(t *testing.T) {
 		{name: "node returned: one move per batch", svc: service("web", 4),
 			want: []move{{slot: 4, from: "n1", below: 3}}},
 		{name: "parallelism 2 moves two", svc: service("web", 4, par(2)),
-			want: []move{{slot: 4, from: "n1", below: 3}, {slot: 3, from: "n1", below: 2}}},
+			want: []move{{slot: 4, from: "n1", below: 2}, {slot: 3, from: "n1", below: 2}}},
 		{name: "parallelism 0 moves all it takes", svc: service("web", 6, par(0)),
 			mut:  func(_ *api.Service, st *State) { *st = withNode(*st, "n3", api.AvailabilityActive, nil) },
-			want: []move{{slot: 6, from: "n1", below: 5}, {slot: 5, from: "n1", below: 4}, {slot: 4, from: "n1", below: 3}, {slot: 3, from: "n1", below: 2}}},
+			want: []move{{slot: 6, from: "n1", below: 2}, {slot: 5, from: "n1", below: 2}, {slot: 4, from: "n1", below: 2}, {slot: 3, from: "n1", below: 2}}},
+		{name: "two sources in one batch", svc: service("web", 10, par(0)),
+			mut: func(svc *api.Service, st *State) {
+				*st = withNode(*st, "n3", api.AvailabilityActive, nil)
+				setTasks(st, spread(*svc, 5, 5))
+			},
+			want: []move{{slot: 5, from: "n1", below: 3}, {slot: 10, from: "n2", below: 4}, {slot: 4, from: "n1", below: 3}}},
 		{name: "balanced", svc: service("web", 4), mut: func(svc *api.Service, st *State) { setTasks(st, spread(*svc, 2, 2)) }},
 		{name: "off by one is balanced", svc: service("web", 5), mut: func(svc *api.Service, st *State) { setTasks(st, spread(*svc, 3, 2)) }},
 		{name: "opted out", svc: service("web", 4, off)},
