@@ -3,6 +3,7 @@ package orchestrator
 import (
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/berth-project/berth/api"
@@ -147,13 +148,21 @@ func (r *reconciler) rebalance(svc api.Service, ro *rollout, tasks []api.Task, v
 			return
 		}
 	}
-	// Count the service's tasks on every node that could run it.
+	// Count the service's tasks on every node that could run it. At most
+	// one task per node is balanced whatever the other nodes: the common
+	// case costs no look at them.
+	perNode := map[string]int{}
+	most := 0
+	for _, v := range views {
+		perNode[v.live[0].NodeID]++
+		most = max(most, perNode[v.live[0].NodeID])
+	}
+	if most <= 1 && !asked {
+		return
+	}
 	counts := map[string]int{}
-	for id := range r.st.Nodes {
-		n := r.st.Nodes[id]
-		if eligible(&n, &svc) {
-			counts[id] = 0
-		}
+	for _, id := range r.eligibleNodes(svc) {
+		counts[id] = 0
 	}
 	onNode := map[string][]slotKey{}
 	for _, v := range views {
@@ -258,6 +267,27 @@ func (r *reconciler) placeable(moves []api.Task) (map[string]bool, string) {
 		why = plan.Unplaced[0].Reason
 	}
 	return ok, why
+}
+
+// eligibleNodes lists the nodes eligible for svc's tasks (eligible), once
+// per driver and constraints in a reconcile.
+func (r *reconciler) eligibleNodes(svc api.Service) []string {
+	key := svc.Spec.Task.Driver + "\x00" + strings.Join(svc.Spec.Placement.Constraints, "\x00")
+	if ids, ok := r.eligibleBy[key]; ok {
+		return ids
+	}
+	ids := []string{}
+	for id := range r.st.Nodes {
+		n := r.st.Nodes[id]
+		if eligible(&n, &svc) {
+			ids = append(ids, id)
+		}
+	}
+	if r.eligibleBy == nil {
+		r.eligibleBy = map[string][]string{}
+	}
+	r.eligibleBy[key] = ids
+	return ids
 }
 
 // finishRequest marks the service's pending rebalance request done.

@@ -140,6 +140,9 @@ type reconciler struct {
 	// snapshot is what the scheduler sees, built for the first rebalance
 	// that asks it (rebalance.go).
 	snapshot *scheduler.Snapshot
+	// eligibleBy caches the nodes eligible for a driver and constraints,
+	// for rebalancing.
+	eligibleBy map[string][]string
 }
 
 // template is the part of a spec a task runs: a change to it (not to the
