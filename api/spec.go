@@ -460,6 +460,9 @@ func (s *ServiceSpec) Validate() error {
 		}
 	}
 	s.Placement.validate(s.Mode, add)
+	if s.Rebalance != nil && s.Mode != ModeReplicated {
+		add("rebalance", "is only for mode replicated (a %s task belongs to its node and is never moved)", truncate(s.Mode))
+	}
 	if len(errs) == 0 {
 		return nil
 	}

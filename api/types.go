@@ -64,6 +64,17 @@ type ServiceSpec struct {
 	Update *UpdatePolicy `json:"update,omitempty"`
 	// Rollback says how tasks move back to the previous version.
 	Rollback *UpdatePolicy `json:"rollback,omitempty"`
+	// Rebalance, when false, keeps the orchestrator from moving running
+	// tasks to spread them again after nodes join or return (default true;
+	// only for mode replicated). `berth service rebalance` still moves
+	// them, once. See docs/concepts.md, "Rebalancing".
+	Rebalance *bool `json:"rebalance,omitempty"`
+}
+
+// RebalanceEnabled reports whether the orchestrator rebalances the
+// service's tasks by itself: a replicated service that did not opt out.
+func (s *ServiceSpec) RebalanceEnabled() bool {
+	return (s.Mode == ModeReplicated || s.Mode == "") && (s.Rebalance == nil || *s.Rebalance)
 }
 
 // TaskSpec is the template of one task: what to run and how.
@@ -261,6 +272,9 @@ type Service struct {
 	// published port it cannot open there): the service gets no traffic
 	// through them. Computed when the service is read, never stored.
 	MeshErrors []MeshError `json:"mesh_errors,omitempty"`
+	// RebalanceStatus is the state of the rebalances asked for with POST
+	// /services/{name}/rebalance; nil before the first.
+	RebalanceStatus *RebalanceStatus `json:"rebalance_status,omitempty"`
 	// Revision is the store's modification revision of this object, used for
 	// compare-and-swap. Set by the store on read; ignored on write.
 	Revision int64 `json:"revision,omitempty"`
@@ -282,6 +296,42 @@ type PendingReplicas struct {
 // String is the one-line summary "N pending: reason".
 func (p PendingReplicas) String() string {
 	return fmt.Sprintf("%d pending: %s", p.Count, p.Reason)
+}
+
+// RebalanceStatus tracks the rebalances asked for through the API. The API
+// counts a request up in Requested; the orchestrator sets Done to it once
+// the service's tasks are spread as evenly as the eligible nodes allow, or
+// once a move made for it could not be placed or failed (Message says
+// why).
+type RebalanceStatus struct {
+	// Requested is the number of the latest request.
+	Requested uint64 `json:"requested"`
+	// Done is the number of the latest request the orchestrator finished.
+	Done uint64 `json:"done"`
+	// RequestedAt is when the latest request was made (API server clock).
+	RequestedAt time.Time `json:"requested_at,omitzero"`
+	// CompletedAt is when Done was last set (orchestrator clock).
+	CompletedAt time.Time `json:"completed_at,omitzero"`
+	// Message says how the latest finished request ended.
+	Message string `json:"message,omitempty"`
+}
+
+// Pending reports whether a request waits for the orchestrator.
+func (s *RebalanceStatus) Pending() bool { return s != nil && s.Done < s.Requested }
+
+// TaskMove marks a task that replaces a running task of its slot to spread
+// its service more evenly (a rebalance). The replaced task serves until
+// this one does. The scheduler places the task only on a node that holds
+// fewer than Below live tasks of the service, so that every move makes the
+// spread strictly better and moves can never go round in circles.
+type TaskMove struct {
+	// From is the node of the task being replaced.
+	From string `json:"from"`
+	// Below bounds the tasks of the service on the target node (see above).
+	Below int `json:"below"`
+	// Request is the RebalanceStatus.Requested the move was made for; 0
+	// for a move the orchestrator made by itself.
+	Request uint64 `json:"request,omitempty"`
 }
 
 // TaskState is a step of the one-way task lifecycle.
@@ -367,6 +417,8 @@ type Task struct {
 	NotBefore time.Time `json:"not_before,omitempty"`
 	// Revision is the store's modification revision; set on read.
 	Revision int64 `json:"revision,omitempty"`
+	// Move is set on a task created by a rebalance.
+	Move *TaskMove `json:"move,omitempty"`
 }
 
 // TaskStatus is what is observed about a task.

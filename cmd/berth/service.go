@@ -27,6 +27,7 @@ func newServiceCmd(e *env) *cobra.Command {
 		newServiceStatsCmd(e),
 		newServiceHistoryCmd(e), newServiceRollbackCmd(e), newServicePromoteCmd(e), newServiceUpdateCmd(e),
 		newServiceRestartCmd(e),
+		newServiceRebalanceCmd(e),
 	)
 	return cmd
 }

@@ -142,6 +142,7 @@ func (s *Server) Handler() http.Handler {
 	route("POST /api/v1/services/{name}/promote", s.promoteService)
 	route("POST /api/v1/services/{name}/restart", s.restartService)
 	route("POST /api/v1/services/{name}/resume", s.resumeService)
+	route("POST /api/v1/services/{name}/rebalance", s.rebalanceService)
 	route("GET /api/v1/services/{name}/tasks", s.serviceTasks)
 	route("GET /api/v1/services/{name}/logs", s.serviceLogs)
 	route("GET /api/v1/services/{name}/stats", s.serviceStats)

@@ -123,6 +123,9 @@ func (o *Orchestrator) reconcile(ctx context.Context, st *controller.State) (tim
 		} else {
 			for _, t := range res.Creates[i:j] {
 				st.PutTask(t)
+				if t.Move != nil {
+					o.log.Info("rebalancing: moving a task off its node", "service", t.ServiceName, "slot", t.Slot, "from", t.Move.From, "task", t.ID)
+				}
 			}
 		}
 		i = j

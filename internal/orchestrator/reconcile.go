@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/berth-project/berth/api"
+	"github.com/berth-project/berth/internal/scheduler"
 	"github.com/berth-project/berth/internal/topology"
 )
 
@@ -75,6 +76,9 @@ type Options struct {
 	// the service's Pending and created as earlier ones are placed.
 	// Default DefaultMaxPending.
 	MaxPending int
+	// RebalanceBackoff is how long a service is not rebalanced by itself
+	// after a rebalance move failed or found no node. Default 5m.
+	RebalanceBackoff time.Duration
 }
 
 // DefaultMaxPending bounds the pending tasks stored per replicated service:
@@ -92,6 +96,9 @@ func (o *Options) defaults() {
 	}
 	if o.MaxPending <= 0 {
 		o.MaxPending = DefaultMaxPending
+	}
+	if o.RebalanceBackoff <= 0 {
+		o.RebalanceBackoff = 5 * time.Minute
 	}
 }
 
@@ -148,6 +155,12 @@ type reconciler struct {
 	// node (with those created in this reconcile); withheld, its replicas
 	// not created because pending reached Options.MaxPending.
 	pending, withheld int
+	// snapshot is what the scheduler sees, built for the first rebalance
+	// that asks it (rebalance.go).
+	snapshot *scheduler.Snapshot
+	// eligibleBy caches the nodes eligible for a driver and constraints,
+	// for rebalancing.
+	eligibleBy map[string][]string
 }
 
 // template is the part of a spec a task runs: a change to it (not to the
@@ -326,6 +339,7 @@ func (r *reconciler) service(svc api.Service, tasks []api.Task) {
 		r.slot(svc, ro, byKey[k], start[k])
 		r.gc(ts, false)
 	}
+	r.rebalance(svc, ro, tasks, views)
 	r.notePending(svc, tasks)
 }
 
@@ -390,6 +404,9 @@ func (r *reconciler) slot(svc api.Service, ro *rollout, v *slotView, start bool)
 		if newestCurrent && r.drained(newest) {
 			r.moveOff(svc, v)
 			return
+		}
+		if newestCurrent && r.moving(v) {
+			return // a rebalance move (rebalance.go)
 		}
 		// A new task the scheduler cannot place while the old one holds the
 		// room: fall back to stop-first for this slot.
@@ -573,6 +590,11 @@ func (r *reconciler) create(svc api.Service, k slotKey, attempt int, notBefore t
 		}
 		r.pending++
 	}
+	r.res.Creates = append(r.res.Creates, r.newTask(svc, k, attempt, notBefore))
+}
+
+// newTask is a new task for slot k, waiting to be scheduled.
+func (r *reconciler) newTask(svc api.Service, k slotKey, attempt int, notBefore time.Time) api.Task {
 	t := api.Task{
 		ID:           r.opts.NewID(),
 		ServiceID:    svc.ID,
@@ -591,7 +613,7 @@ func (r *reconciler) create(svc api.Service, k slotKey, attempt int, notBefore t
 	if notBefore.After(r.now) {
 		t.NotBefore = notBefore
 	}
-	r.res.Creates = append(r.res.Creates, t)
+	return t
 }
 
 // gc deletes ended history beyond the limit (ts is newest first). With all,

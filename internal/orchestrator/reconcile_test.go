@@ -297,6 +297,8 @@ func TestConvergesUnderChurn(t *testing.T) {
 				switch {
 				case tk.DesiredState == api.TaskShutdown && !tk.Status.State.Terminal():
 					tk.Status.State = api.TaskShutdown
+				case tk.Status.State == api.TaskPending && !moveFits(st, tk, "n1"):
+					tk.Status.Message = "at max_replicas_per_node" // as the scheduler does
 				case tk.Status.State == api.TaskPending:
 					tk.Status.State, tk.NodeID = api.TaskAssigned, "n1"
 				case tk.Status.State == api.TaskAssigned:
@@ -321,6 +323,8 @@ func TestConvergesUnderChurn(t *testing.T) {
 				switch {
 				case tk.DesiredState == api.TaskShutdown && !tk.Status.State.Terminal():
 					tk.Status.State = api.TaskShutdown
+				case tk.Status.State == api.TaskPending && !moveFits(st, tk, "n1"):
+					tk.Status.Message = "at max_replicas_per_node" // as the scheduler does
 				case tk.Status.State == api.TaskPending:
 					tk.Status.State, tk.NodeID = api.TaskAssigned, "n1"
 				case tk.Status.State == api.TaskAssigned:

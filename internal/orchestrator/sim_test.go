@@ -51,6 +51,8 @@ type sim struct {
 	// legacyAgents: the agents are older than TaskStatus.HealthySince and
 	// leave it zero.
 	legacyAgents bool
+	// backoff is Options.RebalanceBackoff (0: the default).
+	backoff time.Duration
 }
 
 // fataler is *testing.T or *rapid.T.
@@ -96,7 +98,7 @@ func (s *sim) step() Result {
 	ObserveServing(s.seen, s.st.Tasks)
 	st := s.st
 	st.ServingSince = s.seen
-	res := Reconcile(s.now, st, Options{NewID: s.ids})
+	res := Reconcile(s.now, st, Options{NewID: s.ids, RebalanceBackoff: s.backoff})
 	s.apply(res)
 	if s.check != nil {
 		s.check(s, res)
@@ -178,6 +180,11 @@ func (s *sim) move() {
 				tk.NodeID = "n1"
 				if s.place != nil {
 					tk.NodeID = s.place(s, tk)
+				}
+				if m := tk.Move; m != nil && tk.NodeID != "" && s.liveOn(tk.ServiceID, tk.NodeID) >= m.Below {
+					// As the scheduler does: a rebalance move only goes
+					// where it spreads the service better.
+					tk.NodeID = ""
 				}
 			}
 			if tk.NodeID == "" {

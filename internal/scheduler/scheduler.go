@@ -89,7 +89,8 @@ type Plan struct {
 //
 // Placement.MaxReplicasPerNode (unpinned tasks) makes a node that holds that
 // many tasks of the service (live in the snapshot or placed by this plan)
-// ineligible. Placement.Preferences (unpinned tasks) come before the spread
+// ineligible; a rebalance move (Task.Move) is capped at Move.Below the same
+// way, so it only goes where it improves the spread. Placement.Preferences (unpinned tasks) come before the spread
 // order above: each "spread: node.labels.K" groups the statically eligible
 // nodes (ready, active, with the driver, meeting the constraints) by their
 // value of K, nodes without K forming one more group, and the task goes to
@@ -248,6 +249,7 @@ func schedule(snap Snapshot, pending []api.Task, opts options) Plan {
 		demands:  map[string]*demand{},
 	}
 	s.loadNodes(snap.Nodes)
+	pending = capMoves(pending)
 
 	items := s.groupTasks(pending, placementOrder(pending))
 	s.loadTasks(snap.Tasks, pending)

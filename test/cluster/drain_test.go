@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -54,31 +53,7 @@ func TestDrainNoGap(t *testing.T) {
 		survivorIDs = append(survivorIDs, c.NodeID(a))
 	}
 
-	// Sample the serving count until the test ends the sampler.
-	ctx, stop := context.WithCancel(context.Background())
-	var mu sync.Mutex
-	low, samples := 8, 0
-	var lowAt string
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for ctx.Err() == nil {
-			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			ts, err := c.Client.ServiceTasks(cctx, "web", true)
-			cancel()
-			if err == nil {
-				n := serving(ts)
-				mu.Lock()
-				samples++
-				if n < low {
-					low, lowAt = n, Summary(ts)
-				}
-				mu.Unlock()
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}()
+	sampler := sampleServing(c, "web", 8)
 	t.Logf("draining %s (%d of 8 tasks)", victim.Host.Name, moving)
 	start := time.Now()
 	c.cli(t, "node", "update", victim.Host.Name, "--availability", "drain")
@@ -90,8 +65,7 @@ func TestDrainNoGap(t *testing.T) {
 		return nil
 	})
 	took := time.Since(start)
-	stop()
-	wg.Wait()
+	low, lowAt, samples := sampler.done()
 	t.Logf("drain moved %d tasks in %v; lowest serving count %d over %d samples", moving, took.Round(time.Millisecond), low, samples)
 	if samples < 10 {
 		t.Errorf("only %d samples: the check saw too little", samples)

@@ -143,6 +143,10 @@ func TestPartitionHeals(t *testing.T) {
 		return nil
 	})
 	t.Logf("healed node stopped its %d old tasks %v after the heal", len(old), time.Since(healed).Round(time.Millisecond))
+	// The healed node is empty: the orchestrator rebalances onto it (start-
+	// first, so a ninth process runs while a task moves). Wait until that
+	// is over before counting.
+	waitRebalanced(t, c, "web", 90*time.Second)
 	// Exactly eight replicas: in the store, and as processes on the hosts.
 	final := c.WaitRunning("web", 8, 30*time.Second)
 	total := 0
