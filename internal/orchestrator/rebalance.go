@@ -312,10 +312,10 @@ func balancedMessage(counts map[string]int) string {
 		}
 		hi = max(hi, c)
 	}
-	nodes := "1 node holds"
-	if len(counts) != 1 {
-		nodes = fmt.Sprintf("%d nodes hold", len(counts))
+	if len(counts) == 1 {
+		return fmt.Sprintf("balanced: 1 node holds all %d tasks", hi)
 	}
+	nodes := fmt.Sprintf("%d nodes hold", len(counts))
 	if lo == hi {
 		return fmt.Sprintf("balanced: %s %d tasks each", nodes, hi)
 	}

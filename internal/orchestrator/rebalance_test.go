@@ -544,3 +544,19 @@ func squares(c map[string]int) int {
 	}
 	return n
 }
+
+func TestBalancedMessage(t *testing.T) {
+	for _, c := range []struct {
+		counts map[string]int
+		want   string
+	}{
+		{map[string]int{"a": 5}, "balanced: 1 node holds all 5 tasks"},
+		{map[string]int{"a": 2, "b": 2}, "balanced: 2 nodes hold 2 tasks each"},
+		{map[string]int{"a": 2, "b": 3, "c": 2}, "balanced: 3 nodes hold 2 to 3 tasks"},
+		{nil, "nothing to move: no node can run the service"},
+	} {
+		if got := balancedMessage(c.counts); got != c.want {
+			t.Errorf("balancedMessage(%v) = %q, want %q", c.counts, got, c.want)
+		}
+	}
+}
