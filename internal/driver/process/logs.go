@@ -50,6 +50,7 @@ func (d *Driver) logState(path string) *logState {
 // goroutine exists for every task anyway, so stamping costs no goroutine and
 // nothing at start.
 func (h *handle) capLogs() {
+	defer close(h.capDone)
 	t := time.NewTicker(h.d.cfg.StampInterval)
 	defer t.Stop()
 	smp := logstamp.NewSampler(h.logf.path)

@@ -452,6 +452,7 @@ func (d *Driver) newHandle(taskID string, pid int, start uint64, ex extra, cg *c
 		go h.poll()
 	}
 	if h.logf.path != "" {
+		h.capDone = make(chan struct{})
 		go h.capLogs()
 	}
 	return h
