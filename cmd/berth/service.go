@@ -513,4 +513,3 @@ func newServiceRmCmd(e *env) *cobra.Command {
 		},
 	}
 }
-
