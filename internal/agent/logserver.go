@@ -354,7 +354,7 @@ func readTimedLogFiles(dir, id string, opts driver.LogOptions) (io.ReadCloser, e
 	if !found {
 		return nil, fmt.Errorf("agent: no log files of task %s: %w", id, os.ErrNotExist)
 	}
-	return io.NopCloser(bytes.NewReader(logstamp.Format(logstamp.Filter(lines, opts.Since, opts.Tail), opts.Timestamps))), nil
+	return io.NopCloser(logstamp.NewReader(logstamp.Filter(lines, opts.Since, opts.Tail), opts.Timestamps)), nil
 }
 
 // stampOnRead stamps the lines of rc with the time they are read, for a

@@ -327,3 +327,33 @@ func readWithInfo(p string) ([]byte, os.FileInfo, error) {
 	}
 	return b, fi, nil
 }
+
+// NewReader renders lines with AppendLine as they are read, so serving a log
+// holds the file once, not a second formatted copy.
+func NewReader(lines []Line, stamp bool) io.Reader {
+	return &lineReader{lines: lines, stamp: stamp}
+}
+
+type lineReader struct {
+	lines []Line
+	stamp bool
+	buf   []byte
+	off   int
+}
+
+func (r *lineReader) Read(p []byte) (int, error) {
+	if r.off == len(r.buf) {
+		r.buf, r.off = r.buf[:0], 0
+		for len(r.buf) < len(p) && len(r.lines) > 0 {
+			r.buf = AppendLine(r.buf, r.lines[0], r.stamp)
+			r.lines[0] = Line{} // let the text go
+			r.lines = r.lines[1:]
+		}
+		if len(r.buf) == 0 {
+			return 0, io.EOF
+		}
+	}
+	n := copy(p, r.buf[r.off:])
+	r.off += n
+	return n, nil
+}

@@ -230,3 +230,24 @@ func BenchmarkStampAndFormat(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*1000), "ns/line")
 }
+
+func TestReaderRendersAsFormat(t *testing.T) {
+	var ls []Line
+	for i := range 500 {
+		ls = append(ls, Line{Time: time.Unix(int64(i), 0), Text: []byte(strings.Repeat("x", i%37))})
+	}
+	want := string(Format(ls, true))
+	var got []byte
+	r := NewReader(append([]Line(nil), ls...), true)
+	buf := make([]byte, 100)
+	for {
+		n, err := r.Read(buf)
+		got = append(got, buf[:n]...)
+		if err != nil {
+			break
+		}
+	}
+	if string(got) != want {
+		t.Fatalf("reader gave %d bytes, Format %d", len(got), len(want))
+	}
+}

@@ -36,7 +36,7 @@ func (d *Driver) TimedLogs(ctx context.Context, taskID string, opts driver.LogOp
 	if id == "" {
 		if logDir != "" {
 			if lines, found, err := logstamp.Files(filepath.Join(logDir, taskID+".log")); err == nil && found {
-				return io.NopCloser(bytes.NewReader(logstamp.Format(logstamp.Filter(lines, opts.Since, opts.Tail), opts.Timestamps))), nil
+				return io.NopCloser(logstamp.NewReader(logstamp.Filter(lines, opts.Since, opts.Tail), opts.Timestamps)), nil
 			}
 		}
 		return nil, fmt.Errorf("docker: no container of task %s: %w", taskID, driver.ErrGone)

@@ -61,10 +61,11 @@ func openTimedLogs(ctx context.Context, path string, st *logState, opts driver.L
 	if err != nil {
 		return nil, err
 	}
-	hist := logstamp.Format(logstamp.Filter(lines, opts.Since, opts.Tail), opts.Timestamps)
+	lines = logstamp.Filter(lines, opts.Since, opts.Tail)
 	if !opts.Follow {
-		return io.NopCloser(bytes.NewReader(hist)), nil
+		return io.NopCloser(logstamp.NewReader(lines, opts.Timestamps)), nil
 	}
+	hist := logstamp.Format(lines, opts.Timestamps)
 	pr, pw := io.Pipe()
 	fr := &followReader{PipeReader: pr, quit: make(chan struct{})}
 	go fr.runTimed(ctx, pw, lf, st, gen, hist, off, poll, opts)
