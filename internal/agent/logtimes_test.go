@@ -7,11 +7,14 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/berth-project/berth/api"
+	"github.com/berth-project/berth/internal/agent/agenttest"
 	"github.com/berth-project/berth/internal/driver"
 	"github.com/berth-project/berth/internal/driver/process"
 	"github.com/berth-project/berth/internal/logstamp"
@@ -142,5 +145,62 @@ func TestTaskLogLinesGetTheirTimes(t *testing.T) {
 	// Without the new parameters the answer is as before.
 	if code, body := get(url.Values{"tail": {"1"}}); code != 200 || body != "line 6\n" {
 		t.Errorf("plain tail 1: %d %q", code, body)
+	}
+}
+
+// TestTimedLogsOfEndedTaskAfterRestart: the files of a task the driver forgot
+// are served with the times of their index, and the file's modification
+// time where there is none (a log written before Berth kept times).
+func TestTimedLogsOfEndedTaskAfterRestart(t *testing.T) {
+	h := newHarness(t)
+	h.start()
+	h.m.Assign(newTask("ended-timed"))
+	h.waitStatus("ended-timed", api.TaskRunning)
+	h.d.Task("ended-timed").Exit(driver.Exit{Code: 0})
+	h.waitStatus("ended-timed", api.TaskComplete)
+	eventually(t, func() bool { return h.a.taskEnded("ended-timed") }, "ended")
+	h.stop()
+	dir := filepath.Join(h.dir, "agent", "logs")
+	old := filepath.Join(dir, "ended-timed.log.1")
+	cur := filepath.Join(dir, "ended-timed.log")
+	mt := time.Date(2026, 12, 1, 0, 0, 9, 0, time.UTC)
+	if err := os.WriteFile(old, []byte("one\ntwo\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(old, mt, mt); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cur, []byte("three\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2026, 12, 1, 0, 0, 10, 0, time.UTC)
+	if err := logstamp.Write(logstamp.IndexPath(cur), []logstamp.Entry{{Off: 6, Time: at.UnixNano()}}); err != nil {
+		t.Fatal(err)
+	}
+	h.m = &agenttest.Manager{}
+	h.d = &agenttest.LogDriver{}
+	h.cfg.Drivers = map[string]driver.Driver{"process": h.d}
+	h.start()
+	eventually(t, func() bool { return len(h.m.Registrations()) == 1 }, "registered")
+	reg := h.m.Registrations()[0]
+	client := pinnedClient(reg.AgentCertSHA256)
+	defer client.CloseIdleConnections()
+	get := func(q string) string {
+		req, _ := http.NewRequest(http.MethodGet, reg.AgentURL+"/v1/tasks/ended-timed/logs?"+q, nil)
+		req.Header.Set("Authorization", "Bearer "+reg.AgentSecret)
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	want := "2026-12-01T00:00:09.000000000Z one\n2026-12-01T00:00:09.000000000Z two\n2026-12-01T00:00:10.000000000Z three\n"
+	if got := get("timestamps=1"); got != want {
+		t.Errorf("stamped:\n%s\nwant:\n%s", got, want)
+	}
+	if got := get("since=2026-12-01T00:00:09.5Z"); got != "three\n" {
+		t.Errorf("since: %q", got)
 	}
 }
