@@ -91,7 +91,8 @@ func Write(path string, entries []Entry) error {
 type Sampler struct {
 	log, idx string
 	last     int64
-	f        *os.File
+	f        *os.File // the index, for appending
+	lf       *os.File // the log, read-only, for fstat (rotation truncates it in place)
 	buf      []byte
 	// MaxRecords bounds the index: past it, every other record is dropped,
 	// halving the resolution of old lines rather than growing without end.
@@ -113,10 +114,17 @@ func NewSampler(logPath string) *Sampler {
 // A log found shorter was truncated by a rotation the caller did not report
 // (Reset is the way to report one); sampling restarts from its new size.
 func (s *Sampler) Sample(now time.Time) error {
-	fi, err := os.Stat(s.log)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
+	if s.lf == nil {
+		lf, err := os.Open(s.log)
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("logstamp: %w", err)
+		}
+		s.lf = lf
 	}
+	fi, err := s.lf.Stat()
 	if err != nil {
 		return fmt.Errorf("logstamp: %w", err)
 	}
@@ -188,11 +196,15 @@ func (s *Sampler) Rotated(rotatedIdx string, skip int64) error {
 	return nil
 }
 
-// Close closes the index file; the next Sample opens it again.
+// Close closes the files; the next Sample opens them again.
 func (s *Sampler) Close() {
 	if s.f != nil {
 		_ = s.f.Close()
 		s.f = nil
+	}
+	if s.lf != nil {
+		_ = s.lf.Close()
+		s.lf = nil
 	}
 }
 
