@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"bufio"
+	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
@@ -21,7 +23,7 @@ func TestServiceLogsMergedInTimeOrder(t *testing.T) {
 replicas: 2
 task:
   driver: process
-  command: [/bin/sh, -c, "last=-1; n=0; while [ $n -lt 8 ]; do k=$(( $(date +%s) )); if [ $((k % 2)) -eq $((BERTH_SLOT % 2)) ] && [ $k -ne $last ]; then echo tick $k; last=$k; n=$((n+1)); fi; sleep 0.1; done; exec sleep 3600"]
+  command: [/bin/sh, -c, "last=-1; n=0; while [ $n -lt 12 ]; do k=$(( $(date +%s) )); if [ $((k % 2)) -eq $((BERTH_SLOT % 2)) ] && [ $k -ne $last ]; then echo tick $k; last=$k; n=$((n+1)); fi; sleep 0.1; done; exec sleep 3600"]
 `)
 	b := startBerth(t, spec)
 	type line struct {
@@ -113,6 +115,49 @@ task:
 	for _, s := range strings.Split(strings.TrimRight(plain, "\n"), "\n") {
 		if !logLine.MatchString(s) {
 			t.Errorf("plain log line %q", s)
+		}
+	}
+	// Following: the history from --since, then new lines as they come, in
+	// time order across the tasks.
+	last := lines[len(lines)-1].tick
+	follow := exec.Command(berthBin, "--data-dir", b.dataDir, "service", "logs", "ticker", "-f", "-t", "--since", cut.at.Format(time.RFC3339Nano))
+	follow.Env = cleanEnv()
+	stdout, err := follow.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := follow.Start(); err != nil {
+		t.Fatal(err)
+	}
+	followed := make(chan string, 1)
+	go func() {
+		// Raw lines only: parsing (and failing) is for the test's goroutine.
+		var got strings.Builder
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			got.WriteString(sc.Text() + "\n")
+			if m := stampedLogLine.FindStringSubmatch(sc.Text()); m != nil {
+				if tick, _ := strconv.Atoi(m[5]); tick >= last+4 {
+					break
+				}
+			}
+		}
+		followed <- got.String()
+	}()
+	var raw string
+	select {
+	case raw = <-followed:
+	case <-time.After(time.Minute):
+	}
+	_ = follow.Process.Kill() // the CLI this test started, by its own handle
+	_ = follow.Wait()
+	fl := parse(raw)
+	if len(fl) == 0 || fl[0].tick != cut.tick || fl[len(fl)-1].tick < last+4 {
+		t.Fatalf("followed %v: want from tick %d to past tick %d", fl, cut.tick, last+4)
+	}
+	for i := 1; i < len(fl); i++ {
+		if fl[i].tick <= fl[i-1].tick {
+			t.Errorf("followed tick %d after tick %d: not in time order: %v", fl[i].tick, fl[i-1].tick, fl)
 		}
 	}
 	if res := b.cli(nil, "service", "logs", "ticker", "--since", "last tuesday"); res.code == 0 || strings.Count(strings.TrimSpace(res.stderr), "\n") != 0 || !strings.Contains(res.stderr, "--since") {
