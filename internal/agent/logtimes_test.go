@@ -98,19 +98,34 @@ func TestTaskLogLinesGetTheirTimes(t *testing.T) {
 		if l.t.Before(begin) || l.t.After(end) {
 			t.Errorf("line %d stamped %v, outside [%v, %v]", i, l.t, begin, end)
 		}
-		if i > 0 && !l.t.After(lines[i-1].t) {
-			t.Errorf("line %d stamped %v, not after line %d at %v", i, l.t, i-1, lines[i-1].t)
+		if i > 0 && l.t.Before(lines[i-1].t) {
+			t.Errorf("line %d stamped %v, before line %d at %v", i, l.t, i-1, lines[i-1].t)
 		}
 	}
-
-	since := lines[3].t.Format(time.RFC3339Nano)
-	code, body := get(url.Values{"timestamps": {"1"}, "since": {since}})
-	if got := parse(body); code != 200 || len(got) != 3 || got[0].text != "line 4" {
-		t.Errorf("since line 4: %d %q", code, body)
+	// The lines were written 300ms apart: a sample every 100ms tells them
+	// apart (a badly delayed sample may join two), and they span at least
+	// the 1.5s the task took less one sample's delay.
+	distinct := map[time.Time]bool{}
+	for _, l := range lines {
+		distinct[l.t] = true
 	}
-	code, body = get(url.Values{"since": {since}, "tail": {"2"}})
-	if code != 200 || body != "line 5\nline 6\n" {
-		t.Errorf("since line 4, tail 2, no stamps: %d %q", code, body)
+	if len(distinct) < 4 || lines[5].t.Sub(lines[0].t) < 900*time.Millisecond {
+		t.Errorf("lines written 300ms apart got %d distinct times spanning %v: %v", len(distinct), lines[5].t.Sub(lines[0].t), lines)
+	}
+
+	// Cut at line 4, or the nearest later line with a time of its own.
+	k := 3
+	for k < 5 && lines[k].t.Equal(lines[k-1].t) {
+		k++
+	}
+	since := lines[k].t.Format(time.RFC3339Nano)
+	code, body := get(url.Values{"timestamps": {"1"}, "since": {since}})
+	if got := parse(body); code != 200 || len(got) != 6-k || got[0].text != lines[k].text {
+		t.Errorf("since %s: %d %q", lines[k].text, code, body)
+	}
+	code, body = get(url.Values{"since": {since}, "tail": {"1"}})
+	if code != 200 || body != "line 6\n" {
+		t.Errorf("since %s, tail 1, no stamps: %d %q", lines[k].text, code, body)
 	}
 	code, body = get(url.Values{"since": {"yesterday"}})
 	if code != http.StatusBadRequest || !strings.Contains(body, "since") {
@@ -130,7 +145,7 @@ func TestTaskLogLinesGetTheirTimes(t *testing.T) {
 		t.Fatal(err)
 	}
 	br := bufio.NewReader(resp.Body)
-	for i := 4; i <= 6; i++ {
+	for i := k + 1; i <= 6; i++ {
 		l, err := br.ReadString('\n')
 		if err != nil {
 			t.Fatalf("following: %v", err)
