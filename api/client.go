@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 )
 
 // Limits on what the client reads, so that a broken or hostile server cannot
@@ -318,6 +319,43 @@ func (c *Client) ServiceLogs(ctx context.Context, name string, tail int, follow 
 	}
 	if follow {
 		q.Set("follow", "true")
+	}
+	resp, err := c.do(ctx, http.MethodGet, "/services/"+url.PathEscape(name)+"/logs", q, nil, "")
+	if err != nil {
+		return nil, err
+	}
+	return resp.Body, nil
+}
+
+// LogOptions selects the lines ServiceLogsWith returns.
+type LogOptions struct {
+	// Tail is the number of lines from the end of each task's log, counted
+	// after Since; all when negative.
+	Tail int
+	// Since, when not zero, leaves out lines written before it.
+	Since time.Time
+	// Follow keeps the stream open for new lines until ctx ends.
+	Follow bool
+	// Timestamps starts each line with the time it was written (RFC 3339,
+	// UTC, nanoseconds) and a space.
+	Timestamps bool
+}
+
+// ServiceLogsWith opens the log stream of a service's tasks, their lines
+// merged in time order, as opts says. The caller must close the reader.
+func (c *Client) ServiceLogsWith(ctx context.Context, name string, opts LogOptions) (io.ReadCloser, error) {
+	q := url.Values{}
+	if opts.Tail >= 0 {
+		q.Set("tail", strconv.Itoa(opts.Tail))
+	}
+	if opts.Follow {
+		q.Set("follow", "true")
+	}
+	if opts.Timestamps {
+		q.Set("timestamps", "true")
+	}
+	if !opts.Since.IsZero() {
+		q.Set("since", opts.Since.UTC().Format(time.RFC3339Nano))
 	}
 	resp, err := c.do(ctx, http.MethodGet, "/services/"+url.PathEscape(name)+"/logs", q, nil, "")
 	if err != nil {

@@ -514,39 +514,3 @@ func newServiceRmCmd(e *env) *cobra.Command {
 		},
 	}
 }
-
-func newServiceLogsCmd(e *env) *cobra.Command {
-	var follow bool
-	var tail int
-	cmd := &cobra.Command{
-		Use:   "logs NAME",
-		Short: "Show the output of a service's tasks",
-		Args:  exactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if tail < -1 {
-				return usageErrorf("--tail %d: want a number of lines, or -1 for all", tail)
-			}
-			c, err := e.apiClient()
-			if err != nil {
-				return err
-			}
-			ctx := cmd.Context()
-			rc, err := c.ServiceLogs(ctx, args[0], tail, follow)
-			if err != nil {
-				return err
-			}
-			defer rc.Close()
-			_, err = io.Copy(e.stdout, rc)
-			if ctx.Err() != nil {
-				return nil // interrupted: the normal way to stop following
-			}
-			if err != nil {
-				return fmt.Errorf("log stream of %s broke: %w", args[0], err)
-			}
-			return nil
-		},
-	}
-	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new lines until interrupted")
-	cmd.Flags().IntVarP(&tail, "tail", "n", -1, "number of lines to show from the end of each task's log (-1 for all)")
-	return cmd
-}

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -27,6 +28,7 @@ import (
 
 	"github.com/berth-project/berth/api"
 	"github.com/berth-project/berth/internal/driver"
+	"github.com/berth-project/berth/internal/logstamp"
 )
 
 // logServer serves task logs over HTTPS to the manager. Its certificate is
@@ -199,11 +201,15 @@ func (s *logServer) stats(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-// logs streams a task's output: GET /v1/tasks/{id}/logs?tail=N&follow=1.
+// logs streams a task's output:
+// GET /v1/tasks/{id}/logs?tail=N&follow=1&timestamps=1&since=RFC3339.
+// With timestamps every line starts with the time it was written and a
+// space; since leaves out older lines and tail counts after it (ADR 0034).
 func (s *logServer) logs(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
+	q := r.URL.Query()
 	tail := -1
-	if v := r.URL.Query().Get("tail"); v != "" {
+	if v := q.Get("tail"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil {
 			writeError(w, http.StatusBadRequest, api.CodeInvalid, fmt.Sprintf("tail %q is not a number", v))
@@ -211,15 +217,24 @@ func (s *logServer) logs(w http.ResponseWriter, r *http.Request) {
 		}
 		tail = n
 	}
-	follow := false
-	switch v := r.URL.Query().Get("follow"); v {
-	case "", "0", "false":
-	case "1", "true":
-		follow = true
-	default:
-		writeError(w, http.StatusBadRequest, api.CodeInvalid, fmt.Sprintf("follow %q: use 1 or 0", v))
+	follow, err := flagParam(q.Get("follow"))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, api.CodeInvalid, "follow "+err.Error())
 		return
 	}
+	stamps, err := flagParam(q.Get("timestamps"))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, api.CodeInvalid, "timestamps "+err.Error())
+		return
+	}
+	var since time.Time
+	if v := q.Get("since"); v != "" {
+		if since, err = time.Parse(time.RFC3339Nano, v); err != nil {
+			writeError(w, http.StatusBadRequest, api.CodeInvalid, fmt.Sprintf("since %q: want an RFC 3339 time", v))
+			return
+		}
+	}
+	timed := stamps || !since.IsZero()
 	drvName, ok := "", false
 	if validTaskID(id) {
 		drvName, ok = s.a.taskDriver(id)
@@ -228,16 +243,33 @@ func (s *logServer) logs(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, api.CodeNotFound, fmt.Sprintf("no task %q on this node", id))
 		return
 	}
-	lg, ok := s.a.cfg.Drivers[drvName].(driver.Logger)
+	drv := s.a.cfg.Drivers[drvName]
+	lg, ok := drv.(driver.Logger)
 	if !ok {
 		writeError(w, http.StatusNotImplemented, "not_implemented", fmt.Sprintf("driver %q does not keep logs", drvName))
 		return
 	}
-	rc, err := lg.Logs(r.Context(), id, tail, follow)
+	opts := driver.LogOptions{Tail: tail, Since: since, Follow: follow, Timestamps: stamps}
+	var rc io.ReadCloser
+	if tl, ok := drv.(driver.TimedLogger); ok && timed {
+		rc, err = tl.TimedLogs(r.Context(), id, opts)
+	} else if timed {
+		// A driver without times: lines are stamped as they are read.
+		rc, err = lg.Logs(r.Context(), id, -1, follow)
+		if err == nil {
+			rc = stampOnRead(rc, opts)
+		}
+	} else {
+		rc, err = lg.Logs(r.Context(), id, tail, follow)
+	}
 	if err != nil && errors.Is(err, driver.ErrGone) && s.a.taskEnded(id) {
 		// A driver forgets ended tasks when the agent restarts; their log
 		// files are still on disk.
-		rc, err = readLogFiles(s.a.store.logsDir(), id, tail)
+		if timed {
+			rc, err = readTimedLogFiles(s.a.store.logsDir(), id, opts)
+		} else {
+			rc, err = readLogFiles(s.a.store.logsDir(), id, tail)
+		}
 	}
 	if err != nil {
 		if errors.Is(err, driver.ErrGone) || errors.Is(err, os.ErrNotExist) {
@@ -299,4 +331,58 @@ func readLogFiles(dir, id string, tail int) (io.ReadCloser, error) {
 		return nil, fmt.Errorf("agent: no log files of task %s: %w", id, os.ErrNotExist)
 	}
 	return io.NopCloser(bytes.NewReader(driver.LastLines(all, tail))), nil
+}
+
+// flagParam parses a boolean query parameter: empty, 0 or false; 1 or true.
+func flagParam(v string) (bool, error) {
+	switch v {
+	case "", "0", "false":
+		return false, nil
+	case "1", "true":
+		return true, nil
+	}
+	return false, fmt.Errorf("%q: use 1 or 0", v)
+}
+
+// readTimedLogFiles is readLogFiles with the times of the files' indexes
+// (ADR 0034); lines they do not cover get their file's modification time.
+func readTimedLogFiles(dir, id string, opts driver.LogOptions) (io.ReadCloser, error) {
+	lines, found, err := logstamp.Files(filepath.Join(dir, id+".log"))
+	if err != nil {
+		return nil, fmt.Errorf("agent: read logs: %w", err)
+	}
+	if !found {
+		return nil, fmt.Errorf("agent: no log files of task %s: %w", id, os.ErrNotExist)
+	}
+	return io.NopCloser(logstamp.NewReader(logstamp.Filter(lines, opts.Since, opts.Tail), opts.Timestamps)), nil
+}
+
+// stampOnRead stamps the lines of rc with the time they are read, for a
+// driver that keeps no times: exact when following, the read time for
+// history. Tail is applied here.
+func stampOnRead(rc io.ReadCloser, opts driver.LogOptions) io.ReadCloser {
+	pr, pw := io.Pipe()
+	go func() {
+		defer rc.Close()
+		sc := bufio.NewScanner(rc)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		var hist []logstamp.Line
+		for sc.Scan() {
+			l := logstamp.Line{Time: time.Now(), Text: append([]byte(nil), sc.Bytes()...)}
+			if !opts.Follow {
+				hist = append(hist, l)
+				continue
+			}
+			if ls := logstamp.Filter([]logstamp.Line{l}, opts.Since, -1); len(ls) > 0 {
+				if _, err := pw.Write(logstamp.AppendLine(nil, l, opts.Timestamps)); err != nil {
+					return
+				}
+			}
+		}
+		if !opts.Follow {
+			_, _ = pw.Write(logstamp.Format(logstamp.Filter(hist, opts.Since, opts.Tail), opts.Timestamps))
+		}
+		pw.CloseWithError(sc.Err())
+	}()
+	return pr
 }

@@ -1,7 +1,6 @@
 package apiserver
 
 import (
-	"bufio"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -72,6 +71,14 @@ func (a *agentClients) get(rec store.AgentRecord) *http.Client {
 	return c
 }
 
+// logsFollowWindow is how long followed lines are held to be put in time
+// order across tasks (ADR 0034).
+const logsFollowWindow = 500 * time.Millisecond
+
+// serviceLogs streams the lines of a service's tasks merged in time order:
+// GET /api/v1/services/{name}/logs?tail=N&follow=1&timestamps=1&since=T.
+// Agents are always asked for stamped lines, to merge them; the stamps are
+// shown only with timestamps (ADR 0034).
 func (s *Server) serviceLogs(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
 	tail := -1
@@ -86,6 +93,16 @@ func (s *Server) serviceLogs(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	stamps, err := boolParam(r, "timestamps")
+	if err != nil {
+		return err
+	}
+	var since time.Time
+	if v := q.Get("since"); v != "" {
+		if since, err = time.Parse(time.RFC3339Nano, v); err != nil {
+			return invalid("since", "want an RFC 3339 time such as 2006-01-02T15:04:05Z, got %q", v)
+		}
+	}
 	svc, err := s.lookupService(r)
 	if err != nil {
 		return err
@@ -95,55 +112,128 @@ func (s *Server) serviceLogs(w http.ResponseWriter, r *http.Request) error {
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(200)
 	out := &lineWriter{w: w}
-	if f, ok := w.(http.Flusher); ok {
+	if f, ok := w.(http.Flusher); ok && follow {
 		out.flush = f.Flush
 	}
+	emit := func(l logLine) { out.line(l.render(stamps)) }
+	req := taskLogsRequest{tail: tail, since: since, follow: follow}
 	seen := map[string]bool{}
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	attach := func() error {
+	newTasks := func() ([]api.Task, error) {
 		tasks, _, err := s.st.Tasks.List(ctx)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		var mine []api.Task
 		for _, t := range tasks {
 			if t.ServiceID == svc.ID && t.NodeID != "" && !seen[t.ID] && t.Status.State != api.TaskAssigned && t.Status.State != api.TaskPending {
 				mine = append(mine, t)
+				seen[t.ID] = true
 			}
 		}
 		sortTasks(mine)
-		for _, t := range mine {
-			seen[t.ID] = true
-			prefix := fmt.Sprintf("%s.%d.%s | ", t.ServiceName, t.Slot, short(t.ID))
-			if !follow {
-				s.copyTaskLogs(ctx, t, tail, false, prefix, out)
-				continue
+		return mine, nil
+	}
+	mine, err := newTasks()
+	if err != nil {
+		return nil
+	}
+	if !follow {
+		srcs := s.openTaskLogs(ctx, mine, req, 0)
+		defer func() {
+			for _, src := range srcs {
+				if src.body != nil {
+					src.body.Close()
+				}
 			}
+		}()
+		mergeSources(srcs, emit)
+		return nil
+	}
+	// Following: every task's lines go through one reorder window, and
+	// replacement tasks are picked up as they start.
+	lines := make(chan logLine, 256)
+	var wg sync.WaitGroup
+	feed := func(tasks []api.Task, first int) {
+		for i, t := range tasks {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				s.copyTaskLogs(ctx, t, tail, true, prefix, out)
+				src := s.openTaskLogs(ctx, []api.Task{t}, req, first+i)[0]
+				if src.body != nil {
+					defer src.body.Close()
+				}
+				for {
+					l, ok := src.next()
+					if !ok {
+						return
+					}
+					select {
+					case lines <- l:
+					case <-ctx.Done():
+						return
+					}
+				}
 			}()
 		}
-		return nil
 	}
-	if err := attach(); err != nil || !follow {
-		return nil
-	}
-	// Following: pick up replacement tasks as they start.
+	n := len(mine)
+	feed(mine, 0)
+	merged := make(chan struct{})
+	go func() {
+		defer close(merged)
+		reorderLines(lines, ctx.Done(), logsFollowWindow, emit)
+	}()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
+			wg.Wait()
+			<-merged
 			return nil
 		case <-tick.C:
-			if err := attach(); err != nil {
-				return nil
+			more, err := newTasks()
+			if err != nil {
+				continue
 			}
+			feed(more, n)
+			n += len(more)
 		}
 	}
+}
+
+// taskLogsRequest is what is asked of each task's agent.
+type taskLogsRequest struct {
+	tail   int
+	since  time.Time
+	follow bool
+}
+
+// openTaskLogs opens the stamped log of each task at its agent, in parallel
+// (at most 16 at once), and returns one source per task, numbered from first:
+// a note line when the logs are unavailable.
+func (s *Server) openTaskLogs(ctx context.Context, tasks []api.Task, req taskLogsRequest, first int) []*lineSource {
+	srcs := make([]*lineSource, len(tasks))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 16)
+	for i, t := range tasks {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			prefix := fmt.Sprintf("%s.%d.%s | ", t.ServiceName, t.Slot, short(t.ID))
+			body, err := s.taskLogs(ctx, t, req)
+			if err != nil {
+				srcs[i] = noteSource(prefix+"(logs unavailable: "+err.Error()+")", first+i)
+				return
+			}
+			srcs[i] = newLineSource(body, prefix, first+i)
+			srcs[i].body = body
+		}()
+	}
+	wg.Wait()
+	return srcs
 }
 
 func short(id string) string {
@@ -153,40 +243,34 @@ func short(id string) string {
 	return id
 }
 
-// copyTaskLogs copies one task's log lines from its agent, each with prefix.
-func (s *Server) copyTaskLogs(ctx context.Context, t api.Task, tail int, follow bool, prefix string, out *lineWriter) {
+// taskLogs asks a task's agent for its stamped log lines.
+func (s *Server) taskLogs(ctx context.Context, t api.Task, req taskLogsRequest) (io.ReadCloser, error) {
 	rec, err := s.st.Agents.Get(ctx, t.NodeID)
 	if err != nil || rec.URL == "" {
-		out.line(prefix + "(logs unavailable: the node's agent serves no logs)")
-		return
+		return nil, errors.New("the node's agent serves no logs")
 	}
-	u := rec.URL + "/v1/tasks/" + url.PathEscape(t.ID) + "/logs?tail=" + strconv.Itoa(tail)
-	if follow {
-		u += "&follow=1"
+	q := url.Values{"tail": {strconv.Itoa(req.tail)}, "timestamps": {"1"}}
+	if req.follow {
+		q.Set("follow", "1")
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if !req.since.IsZero() {
+		q.Set("since", req.since.UTC().Format(time.RFC3339Nano))
+	}
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodGet, rec.URL+"/v1/tasks/"+url.PathEscape(t.ID)+"/logs?"+q.Encode(), nil)
 	if err != nil {
-		return
+		return nil, err
 	}
-	req.Header.Set("Authorization", "Bearer "+rec.Secret)
-	resp, err := s.agents.get(rec).Do(req)
+	hreq.Header.Set("Authorization", "Bearer "+rec.Secret)
+	resp, err := s.agents.get(rec).Do(hreq)
 	if err != nil {
-		if ctx.Err() == nil {
-			out.line(prefix + "(logs unavailable: " + err.Error() + ")")
-		}
-		return
+		return nil, err
 	}
-	defer resp.Body.Close()
 	if resp.StatusCode != 200 {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		out.line(prefix + fmt.Sprintf("(logs unavailable: agent answered %d %s)", resp.StatusCode, string(b)))
-		return
+		resp.Body.Close()
+		return nil, fmt.Errorf("agent answered %d %s", resp.StatusCode, strings.TrimSpace(string(b)))
 	}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		out.line(prefix + sc.Text())
-	}
+	return resp.Body, nil
 }
 
 // lineWriter writes whole lines from several goroutines.

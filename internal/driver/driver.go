@@ -175,6 +175,30 @@ type Logger interface {
 	Logs(ctx context.Context, taskID string, tail int, follow bool) (io.ReadCloser, error)
 }
 
+// LogOptions selects what TimedLogs returns.
+type LogOptions struct {
+	// Tail is the number of lines from the end (all when < 0), counted
+	// after Since.
+	Tail int
+	// Since, when not zero, leaves out lines written before it.
+	Since time.Time
+	// Follow keeps the stream open for new lines until the context ends.
+	Follow bool
+	// Timestamps starts every line with its time in logstamp.Layout and a
+	// space.
+	Timestamps bool
+}
+
+// TimedLogger is an optional extra of a Driver: reading a task's output with
+// the time each line was written (ADR 0034).
+type TimedLogger interface {
+	// TimedLogs returns the task's lines in the order written, as Logs does,
+	// cut and stamped as opts says. Lines whose time is not known exactly
+	// get the nearest later time known (at worst the log file's
+	// modification time), never an earlier one.
+	TimedLogs(ctx context.Context, taskID string, opts LogOptions) (io.ReadCloser, error)
+}
+
 // Stats is a sample of a task's resource use.
 type Stats struct {
 	Time time.Time `json:"time"`

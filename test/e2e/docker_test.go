@@ -30,6 +30,7 @@ import (
 // restarting them.
 func TestDocker(t *testing.T) {
 	requireRoot(t)
+	begun := time.Now()
 	cli := dockertest.Client(t)
 	suffix := randomHex(3)
 	tag := "berth-test/whoami:" + suffix
@@ -119,6 +120,22 @@ restart: {condition: any, delay: 500ms}
 		}
 		return nil
 	})
+	// With the engine's times, merged in time order (ADR 0034): the lines
+	// were written before this call, not stamped as it reads them.
+	asked := time.Now()
+	stamped := strings.Split(strings.TrimRight(b.mustCLI("service", "logs", web, "--timestamps"), "\n"), "\n")
+	var prev time.Time
+	for _, l := range stamped {
+		ts, _, _ := strings.Cut(l, " ")
+		at, err := time.Parse(time.RFC3339Nano, ts)
+		if err != nil || at.Before(begun.Add(-time.Minute)) || !at.Before(asked) || at.Before(prev) {
+			t.Errorf("docker task log line %q: time %v (err %v) not after %v and the test's start, and before %v", l, at, err, prev, asked)
+		}
+		prev = at
+	}
+	if out := b.mustCLI("service", "logs", web, "--since", time.Now().Add(time.Hour).Format(time.RFC3339)); out != "" {
+		t.Errorf("--since an hour ahead printed %q", out)
+	}
 
 	// Stats flow from the engine's stats API through the agent to the API.
 	eventually(t, 20*time.Second, func() error {

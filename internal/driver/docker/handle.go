@@ -278,7 +278,12 @@ func (d *Driver) engineLogs(ctx context.Context, id string, tail int, follow boo
 	if tail >= 0 {
 		t = strconv.Itoa(tail)
 	}
-	rc, err := d.cli.ContainerLogs(ctx, id, container.LogsOptions{ShowStdout: true, ShowStderr: true, Follow: follow, Tail: t})
+	return d.engineLogsWith(ctx, id, container.LogsOptions{ShowStdout: true, ShowStderr: true, Follow: follow, Tail: t})
+}
+
+// engineLogsWith streams a container's demultiplexed output as opts says.
+func (d *Driver) engineLogsWith(ctx context.Context, id string, opts container.LogsOptions) (io.ReadCloser, error) {
+	rc, err := d.cli.ContainerLogs(ctx, id, opts)
 	if errdefs.IsNotFound(err) {
 		return nil, fmt.Errorf("docker: logs of container %s: %w", short(id), driver.ErrGone)
 	}

@@ -34,6 +34,7 @@ type handle struct {
 	stopMu     sync.Mutex
 	released   bool
 	releasedCh chan struct{} // closed when released
+	capDone    chan struct{} // closed when capLogs has made its last pass; nil without a log
 }
 
 // State returns what to save to recover the task.
@@ -184,6 +185,14 @@ func (h *handle) Stop(ctx context.Context, grace time.Duration) error {
 	}
 	h.released = true
 	close(h.releasedCh)
+	if h.capDone != nil {
+		// The last pass stamps and caps what the task wrote last; wait for
+		// it, so no index file appears after Stop returned.
+		select {
+		case <-h.capDone:
+		case <-ctx.Done():
+		}
+	}
 	return nil
 }
 

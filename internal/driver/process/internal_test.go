@@ -33,15 +33,15 @@ func TestRotate(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if ok, err := rotate(lf); ok || err != nil {
+	if ok, _, err := rotate(lf); ok || err != nil {
 		t.Fatalf("rotate of a missing log = %v, %v", ok, err)
 	}
 	write(strings.Repeat("a", 50))
-	if ok, err := rotate(lf); ok || err != nil {
+	if ok, _, err := rotate(lf); ok || err != nil {
 		t.Fatalf("rotate at half the cap = %v, %v; want no rotation", ok, err)
 	}
 	write("b")
-	if ok, err := rotate(lf); !ok || err != nil {
+	if ok, _, err := rotate(lf); !ok || err != nil {
 		t.Fatalf("rotate over half the cap = %v, %v", ok, err)
 	}
 	if got, old := read(lf.path), read(lf.old()); got != "" || old != strings.Repeat("a", 50)+"b" {
@@ -49,7 +49,7 @@ func TestRotate(t *testing.T) {
 	}
 	// Far over the cap: only the newest half is kept.
 	write(strings.Repeat("c", 300) + strings.Repeat("d", 50))
-	if ok, err := rotate(lf); !ok || err != nil {
+	if ok, _, err := rotate(lf); !ok || err != nil {
 		t.Fatalf("rotate = %v, %v", ok, err)
 	}
 	if got, old := read(lf.path), read(lf.old()); got != "" || old != strings.Repeat("d", 50) {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/berth-project/berth/internal/driver"
+	"github.com/berth-project/berth/internal/logstamp"
 )
 
 // logFile is a task's log: path (the task writes it) and path.1 (the
@@ -42,22 +43,41 @@ func (d *Driver) logState(path string) *logState {
 	return st
 }
 
-// capLogs rotates the task's log while the handle holds resources, and once
-// more when it releases them, so what the task wrote last is capped too.
+// capLogs samples the task's log into its time index every StampInterval
+// (ADR 0034) and rotates it every LogCheckInterval while the handle holds
+// resources, and once more when it releases them, so what the task wrote last
+// is stamped and capped too. The task writes straight to the file; this
+// goroutine exists for every task anyway, so stamping costs no goroutine and
+// nothing at start.
 func (h *handle) capLogs() {
-	t := time.NewTicker(h.d.cfg.LogCheckInterval)
+	defer close(h.capDone)
+	t := time.NewTicker(h.d.cfg.StampInterval)
 	defer t.Stop()
+	smp := logstamp.NewSampler(h.logf.path)
+	defer smp.Close()
+	var lastCheck time.Time
 	for last := false; !last; {
 		select {
 		case <-t.C:
 		case <-h.releasedCh:
 			last = true
 		}
+		now := time.Now()
+		if err := smp.Sample(now); err != nil {
+			h.log.Debug("sampling the task's log", "err", err)
+		}
+		if !last && now.Sub(lastCheck) < h.d.cfg.LogCheckInterval {
+			continue
+		}
+		lastCheck = now
 		st := h.d.logState(h.logf.path)
 		st.mu.Lock()
-		rotated, err := rotate(h.logf)
+		rotated, skip, err := rotate(h.logf)
 		if rotated {
 			st.gen++
+			if ierr := smp.Rotated(logstamp.IndexPath(h.logf.old()), skip); ierr != nil {
+				h.log.Warn("rotating the task's log index", "err", ierr)
+			}
 		}
 		st.mu.Unlock()
 		if err != nil {
@@ -70,33 +90,35 @@ func (h *handle) capLogs() {
 // cap. The task's descriptor (O_APPEND) keeps working: its next write goes to
 // the new end. The copy keeps the log's offsets, so a follower at offset N
 // can resume from .1 at N. Only when the log has overshot the whole cap does
-// the copy keep just its last half, to stay within the cap.
-func rotate(lf logFile) (bool, error) {
+// the copy keep just its last half, to stay within the cap; skip is then the
+// number of bytes left out at its start.
+func rotate(lf logFile) (rotated bool, skip int64, err error) {
 	fi, err := os.Stat(lf.path)
 	if errors.Is(err, os.ErrNotExist) {
-		return false, nil
+		return false, 0, nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("process: %w", err)
+		return false, 0, fmt.Errorf("process: %w", err)
 	}
 	half := lf.max / 2
 	if fi.Size() <= half {
-		return false, nil
+		return false, 0, nil
 	}
 	src, err := os.Open(lf.path)
 	if err != nil {
-		return false, fmt.Errorf("process: %w", err)
+		return false, 0, fmt.Errorf("process: %w", err)
 	}
 	defer src.Close()
 	if fi.Size() > lf.max {
-		if _, err := src.Seek(fi.Size()-half, io.SeekStart); err != nil {
-			return false, fmt.Errorf("process: %w", err)
+		skip = fi.Size() - half
+		if _, err := src.Seek(skip, io.SeekStart); err != nil {
+			return false, 0, fmt.Errorf("process: %w", err)
 		}
 	}
 	tmp := lf.old() + ".tmp"
 	dst, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
 	if err != nil {
-		return false, fmt.Errorf("process: %w", err)
+		return false, 0, fmt.Errorf("process: %w", err)
 	}
 	// Copy to EOF, then truncate at once: what the task writes between the
 	// last read and the truncate (one syscall apart) is lost. Closing and
@@ -113,9 +135,9 @@ func rotate(lf logFile) (bool, error) {
 	}
 	if err != nil {
 		_ = os.Remove(tmp)
-		return false, fmt.Errorf("process: rotating %s: %w", lf.path, err)
+		return false, 0, fmt.Errorf("process: rotating %s: %w", lf.path, err)
 	}
-	return true, nil
+	return true, skip, nil
 }
 
 func readOptional(p string) ([]byte, error) {

@@ -72,6 +72,7 @@ const (
 	DefaultLogMaxBytes      = 10 << 20
 	DefaultLogCheckInterval = time.Second
 	DefaultPollInterval     = 150 * time.Millisecond
+	DefaultStampInterval    = 100 * time.Millisecond
 )
 
 // Config configures a Driver. The zero value is usable.
@@ -86,6 +87,9 @@ type Config struct {
 	LogMaxBytes int64
 	// LogCheckInterval is how often log sizes are checked. Default 1s.
 	LogCheckInterval time.Duration
+	// StampInterval is how often a task's log is sampled into its time
+	// index (ADR 0034): the precision of its lines' times. Default 100ms.
+	StampInterval time.Duration
 	// PollInterval is how often a recovered task (not the agent's child) is
 	// checked for exit. Default 150ms.
 	PollInterval time.Duration
@@ -142,6 +146,9 @@ func New(cfg Config) (*Driver, error) {
 	}
 	if cfg.LogCheckInterval <= 0 {
 		cfg.LogCheckInterval = DefaultLogCheckInterval
+	}
+	if cfg.StampInterval <= 0 {
+		cfg.StampInterval = DefaultStampInterval
 	}
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = DefaultPollInterval
@@ -445,6 +452,7 @@ func (d *Driver) newHandle(taskID string, pid int, start uint64, ex extra, cg *c
 		go h.poll()
 	}
 	if h.logf.path != "" {
+		h.capDone = make(chan struct{})
 		go h.capLogs()
 	}
 	return h

@@ -1,0 +1,57 @@
+package docker
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"path/filepath"
+	"strconv"
+
+	"github.com/docker/docker/api/types/container"
+
+	"github.com/berth-project/berth/internal/driver"
+	"github.com/berth-project/berth/internal/logstamp"
+)
+
+// TimedLogs returns the task's lines with the engine's own timestamps (ADR
+// 0034). The engine cuts since and tail itself. Logs saved when the
+// container was removed have no times: they get the saved file's
+// modification time.
+func (d *Driver) TimedLogs(ctx context.Context, taskID string, opts driver.LogOptions) (io.ReadCloser, error) {
+	id := ""
+	d.mu.Lock()
+	if h := d.handles[taskID]; h != nil && !h.isRemoved() {
+		id = h.id
+	}
+	logDir := d.logDirs[taskID]
+	d.mu.Unlock()
+	if id == "" {
+		found, err := d.findTask(ctx, taskID)
+		if err != nil {
+			return nil, err
+		}
+		id = found
+	}
+	if id == "" {
+		if logDir != "" {
+			if lines, found, err := logstamp.Files(filepath.Join(logDir, taskID+".log")); err == nil && found {
+				return io.NopCloser(logstamp.NewReader(logstamp.Filter(lines, opts.Since, opts.Tail), opts.Timestamps)), nil
+			}
+		}
+		return nil, fmt.Errorf("docker: no container of task %s: %w", taskID, driver.ErrGone)
+	}
+	if opts.Tail == 0 && !opts.Follow {
+		return io.NopCloser(bytes.NewReader(nil)), nil
+	}
+	lo := container.LogsOptions{ShowStdout: true, ShowStderr: true, Follow: opts.Follow, Timestamps: opts.Timestamps, Tail: "all"}
+	if opts.Tail >= 0 {
+		lo.Tail = strconv.Itoa(opts.Tail)
+	}
+	if !opts.Since.IsZero() {
+		lo.Since = fmt.Sprintf("%d.%09d", opts.Since.Unix(), opts.Since.Nanosecond())
+	}
+	return d.engineLogsWith(ctx, id, lo)
+}
+
+var _ driver.TimedLogger = (*Driver)(nil)
