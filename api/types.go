@@ -1,6 +1,6 @@
 // Package api holds Berth's public types — service specs, tasks, nodes — and
-// the Go client for the HTTP API. The CLI, the web UI and the tests use it; it
-// must not import anything under internal/.
+// the Go client for the HTTP API. The CLI, the agents and the tests use it;
+// it must not import anything under internal/.
 package api
 
 import (

@@ -15,12 +15,14 @@ import (
 	"time"
 )
 
-// The gateway's HTTP/1.x server loop. It parses requests with net/http's
-// parser (http.ReadRequest) but not its server: no goroutine per request
-// for detecting closed clients, no response-writer machinery. It always
-// re-frames bodies (Content-Length or chunked, as it decides), so framing
-// ambiguities in a client request cannot reach a backend (no request
-// smuggling through the gateway).
+// The gateway's HTTP/1.x server loop. It uses neither net/http's server nor
+// its parser: request heads are read by the gateway's own strict parser
+// (readReqHead in reqhead.go, checked against net/http by FuzzRequestHead)
+// into one reused buffer, and response heads by readRespHead (resphead.go).
+// There is no goroutine per request for detecting closed clients and no
+// response-writer machinery. It always re-frames bodies (Content-Length or
+// chunked, as it decides), so framing ambiguities in a client request cannot
+// reach a backend (no request smuggling through the gateway).
 
 // h2Preface starts every HTTP/2 connection with prior knowledge (h2c).
 const h2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
