@@ -149,3 +149,37 @@ func specFieldTables(doc string) map[string]map[string]bool {
 	}
 	return out
 }
+
+// TestConceptsDocsEveryTaskState checks the task lifecycle table of
+// docs/concepts.md against the states a task can be in: a state added to
+// the code without a row, or a row for a state that no longer exists, fails.
+func TestConceptsDocsEveryTaskState(t *testing.T) {
+	t.Parallel()
+	b, err := os.ReadFile("../docs/concepts.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(b)
+	start := strings.Index(doc, "| State | Set by | Meaning |")
+	if start < 0 {
+		t.Fatal("docs/concepts.md has no task state table (| State | Set by | Meaning |)")
+	}
+	rows := map[string]bool{}
+	for _, line := range strings.Split(doc[start:], "\n")[2:] {
+		m := specFieldRow.FindStringSubmatch(line)
+		if m == nil {
+			break
+		}
+		rows[m[1]] = true
+	}
+	for s := range stateOrder {
+		if !rows[string(s)] {
+			t.Errorf("docs/concepts.md: the task state table has no row for %q", s)
+		}
+	}
+	for r := range rows {
+		if !TaskState(r).Valid() {
+			t.Errorf("docs/concepts.md: the task state table has a row for %q, which is not a task state", r)
+		}
+	}
+}
