@@ -183,3 +183,37 @@ func TestConceptsDocsEveryTaskState(t *testing.T) {
 		}
 	}
 }
+
+// TestSpecDocsExamplesParse reads every YAML example of docs/spec.md as a
+// spec: each must decode with ParseServiceSpec (so an example that uses a
+// renamed or misspelt field fails), and each that names a service must also
+// be valid after Normalize. A block with several documents (`---`) is read
+// as one spec per document, as the text says they are separate files.
+func TestSpecDocsExamplesParse(t *testing.T) {
+	t.Parallel()
+	b, err := os.ReadFile("../docs/spec.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := regexp.MustCompile("(?s)```yaml\n(.*?)```").FindAllStringSubmatch(string(b), -1)
+	if len(blocks) == 0 {
+		t.Fatal("docs/spec.md has no YAML examples")
+	}
+	named := regexp.MustCompile(`(?m)^name:`)
+	for i, m := range blocks {
+		for j, doc := range regexp.MustCompile(`(?m)^---\s*$`).Split(m[1], -1) {
+			spec, err := ParseServiceSpec([]byte(doc))
+			if err != nil {
+				t.Errorf("docs/spec.md YAML example %d, document %d: %v\n%s", i+1, j+1, err, doc)
+				continue
+			}
+			if !named.MatchString(doc) {
+				continue // a fragment: only its field names are checked
+			}
+			spec.Normalize()
+			if err := spec.Validate(); err != nil {
+				t.Errorf("docs/spec.md YAML example %d, document %d is not a valid spec: %v\n%s", i+1, j+1, err, doc)
+			}
+		}
+	}
+}
