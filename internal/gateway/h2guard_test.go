@@ -228,12 +228,11 @@ func h2Frames(b []byte) (fs [][4]any, rest []byte) {
 func FuzzH2Guard(f *testing.F) {
 	var buf bytes.Buffer
 	fr := http2.NewFramer(&buf, nil)
-	enc := hpack.NewEncoder(&buf)
 	fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 100}, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1})
 	f.Add(append([]byte(nil), buf.Bytes()...))
 	buf.Reset()
 	var block bytes.Buffer
-	enc = hpack.NewEncoder(&block)
+	enc := hpack.NewEncoder(&block)
 	for _, kv := range [][2]string{{":method", "GET"}, {":path", "/"}, {"connection", "close"}, {"te", "gzip"}} {
 		enc.WriteField(hpack.HeaderField{Name: kv[0], Value: kv[1]})
 	}
