@@ -1,8 +1,12 @@
 package testutil
 
 import (
+	"go/parser"
+	"go/token"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -32,6 +36,32 @@ func TestSkipIfShort(t *testing.T) {
 		}
 		if !strings.Contains(string(out), tc.want) {
 			t.Errorf("%v: output lacks %q:\n%s", args, tc.want, out)
+		}
+	}
+}
+
+// TestImportsOnlyTheStandardLibrary keeps testutil light: every test may
+// import it, so an etcd or Docker client import here would be linked into
+// every test binary of the tree.
+func TestImportsOnlyTheStandardLibrary(t *testing.T) {
+	files, err := filepath.Glob("*.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fset := token.NewFileSet()
+	for _, name := range files {
+		if strings.HasSuffix(name, "_test.go") {
+			continue
+		}
+		f, err := parser.ParseFile(fset, name, nil, parser.ImportsOnly)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, imp := range f.Imports {
+			path, _ := strconv.Unquote(imp.Path.Value)
+			if first, _, _ := strings.Cut(path, "/"); strings.Contains(first, ".") {
+				t.Errorf("%s imports %s: testutil may import only the standard library", name, path)
+			}
 		}
 	}
 }
