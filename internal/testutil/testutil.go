@@ -27,11 +27,12 @@ func SkipIfShort(tb testing.TB, why string) {
 	}
 }
 
-// RequireRoot skips the test unless it runs as root, which cgroups,
-// network namespaces and the process driver's user switch need.
-func RequireRoot(tb testing.TB) {
+// RequireRoot skips the test unless it runs as root (cgroups, network
+// namespaces, port 53 and switching users need it). why says what needs
+// root, so a skipped run says what it did not check.
+func RequireRoot(tb testing.TB, why string) {
 	tb.Helper()
 	if os.Geteuid() != 0 {
-		tb.Skip("needs root")
+		tb.Skip("needs root: " + why)
 	}
 }
