@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"sort"
@@ -20,7 +21,8 @@ var berthBin string
 func TestMain(m *testing.M) { os.Exit(testMain(m)) }
 
 func testMain(m *testing.M) int {
-	if cluster.Available() != nil {
+	flag.Parse() // testing.Short needs the flags; m.Run parses them again
+	if testing.Short() || cluster.Available() != nil {
 		return m.Run() // every benchmark skips itself with the reason
 	}
 	bin, cleanup, err := cluster.BuildBerth()

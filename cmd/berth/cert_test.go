@@ -21,12 +21,14 @@ import (
 	"github.com/berth-project/berth/api"
 	"github.com/berth-project/berth/internal/apiserver"
 	"github.com/berth-project/berth/internal/store"
+	"github.com/berth-project/berth/internal/testutil"
 )
 
 // realCluster is the real API server on a real (embedded) store, behind a
 // TLS test server, with a data directory that points at it.
 func realCluster(t *testing.T) string {
 	t.Helper()
+	testutil.SkipIfShort(t, "embedded etcd")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	st, err := store.Open(ctx, store.Config{DataDir: t.TempDir()})

@@ -15,6 +15,7 @@ import (
 	"github.com/berth-project/berth/api"
 	"github.com/berth-project/berth/internal/apiserver"
 	"github.com/berth-project/berth/internal/store"
+	"github.com/berth-project/berth/internal/testutil"
 )
 
 // updCluster is the real API server on a real embedded etcd, reached over
@@ -30,6 +31,7 @@ type updCluster struct {
 
 func newUpdCluster(t *testing.T) *updCluster {
 	t.Helper()
+	testutil.SkipIfShort(t, "embedded etcd")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	st, err := store.Open(ctx, store.Config{DataDir: t.TempDir()})

@@ -25,6 +25,7 @@ import (
 	"github.com/berth-project/berth/internal/driver/docker/dockertest"
 	"github.com/berth-project/berth/internal/gateway"
 	"github.com/berth-project/berth/internal/gateway/dns"
+	"github.com/berth-project/berth/internal/testutil"
 )
 
 // newDNSAgent returns an agent (not run) with dc as its DNS config.
@@ -434,9 +435,7 @@ func main() {
 // A container started by the docker driver with the resolver the agent
 // gives it finds a service by name and connects to it.
 func TestDNSDockerTaskResolvesService(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: the agent answers containers on the bridge gateway's port 53")
-	}
+	testutil.RequireRoot(t, "the agent answers containers on the bridge gateway's port 53")
 	cli := dockertest.Client(t)
 	drv, err := docker.New(docker.Config{Client: cli})
 	if err != nil {
@@ -597,9 +596,7 @@ func TestDNSBridgeFromDriver(t *testing.T) {
 // BERTH_DNS. An address that is not IP:53 is a config error; one already
 // in use leaves process tasks with the host's resolver.
 func TestDNSForProcessTasks(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("port 53 needs root (CI runs as root)")
-	}
+	testutil.RequireRoot(t, "the agent listens on port 53 (CI runs as root)")
 	// A loopback address of this test's own, so that parallel tests and
 	// agents do not meet on the default one.
 	ip := fmt.Sprintf("127.%d.%d.%d", 1+rand.IntN(250), rand.IntN(250), 1+rand.IntN(250))

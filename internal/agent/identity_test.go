@@ -17,6 +17,7 @@ import (
 	"github.com/berth-project/berth/internal/apiserver"
 	"github.com/berth-project/berth/internal/pki"
 	"github.com/berth-project/berth/internal/store"
+	"github.com/berth-project/berth/internal/testutil"
 )
 
 const identityTestToken = "berth_identity_test_admin_token_0123"
@@ -31,6 +32,7 @@ type joinCluster struct {
 
 func newJoinCluster(t *testing.T, ca *pki.CA, st *store.Store) *joinCluster {
 	t.Helper()
+	testutil.SkipIfShort(t, "embedded etcd")
 	if st == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()

@@ -14,6 +14,7 @@ import (
 	"github.com/berth-project/berth/internal/driver"
 	"github.com/berth-project/berth/internal/driver/drivertest"
 	"github.com/berth-project/berth/internal/driver/process"
+	"github.com/berth-project/berth/internal/testutil"
 	"golang.org/x/sys/unix"
 )
 
@@ -77,9 +78,7 @@ func TestReachable(t *testing.T) {
 // binary lies in a private directory (as `go run` builds it). A task with
 // run_as_root runs as root.
 func TestProcessTaskRunsAsNobody(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
+	testutil.RequireRoot(t, "the process driver switches to another user")
 	// The data directory as Berth makes it: 0700 under a public parent, the
 	// admin token 0600.
 	parent, err := os.MkdirTemp("", "berth-agent-nobody-")

@@ -24,6 +24,7 @@ import (
 
 	"github.com/berth-project/berth/api"
 	"github.com/berth-project/berth/internal/store"
+	"github.com/berth-project/berth/internal/testutil"
 )
 
 // certNow is the clock of the certificate tests. It is near the real time
@@ -33,6 +34,7 @@ var certNow = time.Now().UTC().Truncate(time.Second)
 // newCertFixture is a fixture whose server's clock reads certNow.
 func newCertFixture(t *testing.T) *fixture {
 	t.Helper()
+	testutil.SkipIfShort(t, "embedded etcd")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	st, err := store.Open(ctx, store.Config{DataDir: t.TempDir()})

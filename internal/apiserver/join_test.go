@@ -20,6 +20,7 @@ import (
 	"github.com/berth-project/berth/api"
 	"github.com/berth-project/berth/internal/pki"
 	"github.com/berth-project/berth/internal/store"
+	"github.com/berth-project/berth/internal/testutil"
 )
 
 // tlsFixture is an API server behind TLS as the manager serves it: the
@@ -52,6 +53,7 @@ func (s *syncBuffer) String() string {
 
 func newTLSFixture(t *testing.T, tweak func(*Config)) *tlsFixture {
 	t.Helper()
+	testutil.SkipIfShort(t, "embedded etcd")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	st, err := store.Open(ctx, store.Config{DataDir: t.TempDir()})

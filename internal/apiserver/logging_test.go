@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/berth-project/berth/internal/store"
+	"github.com/berth-project/berth/internal/testutil"
 )
 
 // recorder is a slog handler that keeps every record, for tests of what is
@@ -216,6 +217,7 @@ func TestWrongTokenLogFlushesPending(t *testing.T) {
 // cancels (as the manager does at shutdown) or the client drops fails
 // without an ERROR line; the same error on a live request is still one.
 func TestCancelledRequestIsNotAnError(t *testing.T) {
+	testutil.SkipIfShort(t, "embedded etcd")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	st, err := store.Open(ctx, store.Config{DataDir: t.TempDir()})

@@ -17,6 +17,7 @@ import (
 	"github.com/berth-project/berth/api"
 	"github.com/berth-project/berth/internal/pki"
 	"github.com/berth-project/berth/internal/store"
+	"github.com/berth-project/berth/internal/testutil"
 )
 
 func freeLoopbackPort(t *testing.T) int {
@@ -43,6 +44,7 @@ func (f *tlsFixture) managers(token string) []api.ClusterManager {
 }
 
 func TestManagerJoinListRemove(t *testing.T) {
+	testutil.SkipIfShort(t, "embedded etcd")
 	t.Parallel()
 	f := newTLSFixture(t, nil)
 	ctx := context.Background()

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/berth-project/berth/internal/testutil"
 )
 
 const hybridMountinfo = `22 28 0:20 / /sys rw,nosuid,nodev,noexec,relatime shared:7 - sysfs sysfs rw
@@ -286,9 +288,7 @@ func testParent(t *testing.T, h *Hierarchy) string {
 
 func realHierarchy(t *testing.T) *Hierarchy {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create cgroups")
-	}
+	testutil.RequireRoot(t, "it creates cgroups")
 	h, err := Discover()
 	if errors.Is(err, ErrUnavailable) {
 		t.Skipf("no cgroups here: %v", err)
@@ -432,9 +432,7 @@ func TestRealOOM(t *testing.T) {
 // groups processes without controllers.
 func TestRealV2Unified(t *testing.T) {
 	t.Parallel()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create cgroups")
-	}
+	testutil.RequireRoot(t, "it creates cgroups")
 	h, err := Discover()
 	if err != nil {
 		t.Skipf("no cgroups: %v", err)

@@ -8,12 +8,14 @@ import (
 
 	"github.com/berth-project/berth/api"
 	"github.com/berth-project/berth/internal/store"
+	"github.com/berth-project/berth/internal/testutil"
 )
 
 // TestLoopMirrorsTheStoreAndWakes checks the loop's contract: a full
 // reconcile first, another after changes (with the changes in the mirror),
 // none for a heartbeat alone, and one at the time a reconcile asked for.
 func TestLoopMirrorsTheStoreAndWakes(t *testing.T) {
+	testutil.SkipIfShort(t, "embedded etcd")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	st, err := store.Open(ctx, store.Config{DataDir: t.TempDir()})

@@ -11,9 +11,11 @@ import (
 
 	"github.com/berth-project/berth/internal/pki"
 	"github.com/berth-project/berth/internal/store"
+	"github.com/berth-project/berth/internal/testutil"
 )
 
 func TestClusterCASeedsThenAdopts(t *testing.T) {
+	testutil.SkipIfShort(t, "embedded etcd")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	st, err := store.Open(ctx, store.Config{DataDir: t.TempDir()})
@@ -55,6 +57,7 @@ func TestClusterCASeedsThenAdopts(t *testing.T) {
 // token in its data directory, as when two managers point at one external
 // etcd) adopts and writes to its own token file.
 func TestClusterAdminTokenSeedsThenAdopts(t *testing.T) {
+	testutil.SkipIfShort(t, "embedded etcd")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	st, err := store.Open(ctx, store.Config{DataDir: t.TempDir()})

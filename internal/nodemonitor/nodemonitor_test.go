@@ -9,6 +9,7 @@ import (
 	"github.com/berth-project/berth/api"
 	"github.com/berth-project/berth/internal/controller"
 	"github.com/berth-project/berth/internal/store"
+	"github.com/berth-project/berth/internal/testutil"
 )
 
 var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -51,6 +52,7 @@ func TestCheck(t *testing.T) {
 }
 
 func TestMonitorMarksSilentNodeDownAndItsTasksLost(t *testing.T) {
+	testutil.SkipIfShort(t, "embedded etcd")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	st, err := store.Open(ctx, store.Config{DataDir: t.TempDir()})

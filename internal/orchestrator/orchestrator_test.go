@@ -9,11 +9,13 @@ import (
 
 	"github.com/berth-project/berth/api"
 	"github.com/berth-project/berth/internal/store"
+	"github.com/berth-project/berth/internal/testutil"
 )
 
 // One service whose tasks do not fit in one etcd request must not stop every
 // other service from converging.
 func TestOneLargeServiceDoesNotStallOthers(t *testing.T) {
+	testutil.SkipIfShort(t, "embedded etcd")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	st, err := store.Open(ctx, store.Config{DataDir: t.TempDir()})
@@ -68,6 +70,7 @@ func TestOneLargeServiceDoesNotStallOthers(t *testing.T) {
 // reason, and the version record. The rollback then completes on the old
 // task, which is never touched.
 func TestAutomaticRollbackTransaction(t *testing.T) {
+	testutil.SkipIfShort(t, "embedded etcd")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	st, err := store.Open(ctx, store.Config{DataDir: t.TempDir()})
@@ -155,6 +158,7 @@ func TestAutomaticRollbackTransaction(t *testing.T) {
 // An update completes when its last new task has served for the monitor
 // window, though nothing in the store changes then: the loop wakes itself.
 func TestUpdateCompletesOnMonitorWakeUp(t *testing.T) {
+	testutil.SkipIfShort(t, "embedded etcd")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	st, err := store.Open(ctx, store.Config{DataDir: t.TempDir()})

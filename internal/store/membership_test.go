@@ -7,12 +7,15 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/berth-project/berth/internal/testutil"
 )
 
 // openMember starts an embedded member named name on loopback that is ready
 // to be joined; initial is empty to bootstrap a new cluster.
 func openMember(t *testing.T, name, initial string, port int) *Store {
 	t.Helper()
+	testutil.SkipIfShort(t, "embedded etcd")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	s, err := Open(ctx, Config{DataDir: t.TempDir(), Peer: &PeerConfig{Name: name, AdvertiseHost: "127.0.0.1", Port: port, InitialCluster: initial}})
@@ -136,6 +139,7 @@ func TestThreeMemberCluster(t *testing.T) {
 }
 
 func TestMembershipOnExternalIsRefused(t *testing.T) {
+	testutil.SkipIfShort(t, "embedded etcd")
 	t.Parallel()
 	s := openTest(t, t.TempDir())
 	ext, err := Open(context.Background(), Config{Endpoints: []string{s.etcd.Clients[0].Addr().String()}})
@@ -154,6 +158,7 @@ func TestMembershipOnExternalIsRefused(t *testing.T) {
 // A data dir made by the single-member default keeps its data when it is
 // started again to be joined: its peer URL moves to the advertised one.
 func TestSingleMemberDataDirBecomesJoinable(t *testing.T) {
+	testutil.SkipIfShort(t, "embedded etcd")
 	t.Parallel()
 	dir := t.TempDir()
 	ctx := context.Background()

@@ -14,6 +14,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/berth-project/berth/internal/pki"
+	"github.com/berth-project/berth/internal/testutil"
 )
 
 // TestEmbeddedEtcdRefusesNodeCertificates checks that a certificate the
@@ -21,6 +22,7 @@ import (
 // member's client port nor its peer port: only the members' own
 // certificate does. The store holds the CA key and the admin token.
 func TestEmbeddedEtcdRefusesNodeCertificates(t *testing.T) {
+	testutil.SkipIfShort(t, "embedded etcd")
 	if pki.MemberCN != MemberCN {
 		t.Fatalf("pki.MemberCN %q and store.MemberCN %q differ", pki.MemberCN, MemberCN)
 	}

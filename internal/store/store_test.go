@@ -15,10 +15,12 @@ import (
 
 	"github.com/berth-project/berth/api"
 	"github.com/berth-project/berth/internal/pki"
+	"github.com/berth-project/berth/internal/testutil"
 )
 
 func openTest(t *testing.T, dir string) *Store {
 	t.Helper()
+	testutil.SkipIfShort(t, "embedded etcd")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	s, err := Open(ctx, Config{DataDir: dir})
@@ -198,6 +200,7 @@ func TestDataSurvivesRestart(t *testing.T) {
 }
 
 func TestExternalEndpointsUseSameCode(t *testing.T) {
+	testutil.SkipIfShort(t, "embedded etcd")
 	t.Parallel()
 	emb := openTest(t, t.TempDir())
 	ctx := context.Background()
@@ -279,6 +282,7 @@ func TestReleaseStaleFreesTheElectionAtOnce(t *testing.T) {
 }
 
 func TestEmbeddedMemberRequiresClientCertificate(t *testing.T) {
+	testutil.SkipIfShort(t, "embedded etcd")
 	t.Parallel()
 	dir := t.TempDir()
 	ca, err := pki.LoadOrCreateCA(filepath.Join(dir, "pki"), "test")

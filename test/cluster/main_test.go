@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"flag"
 	"fmt"
 	"os"
 	"testing"
@@ -12,8 +13,9 @@ var berthBin string
 func TestMain(m *testing.M) { os.Exit(testMain(m)) }
 
 func testMain(m *testing.M) int {
-	if Available() != nil {
-		return m.Run() // every test skips itself with the reason
+	flag.Parse() // testing.Short needs the flags; m.Run parses them again
+	if testing.Short() || Available() != nil {
+		return m.Run() // every test skips itself (RequireAvailable) with the reason
 	}
 	bin, cleanup, err := BuildBerth()
 	if err != nil {

@@ -36,6 +36,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/berth-project/berth/internal/testutil"
 )
 
 // ErrUnavailable is returned by Available when this machine cannot run
@@ -56,9 +58,12 @@ func Available() error {
 	return nil
 }
 
-// RequireAvailable skips t when Available fails, with its reason.
+// RequireAvailable skips t when Available fails, with its reason, and under
+// go test -short: the harness is the network namespace tier, which the
+// short inner loop leaves out.
 func RequireAvailable(t testing.TB) {
 	t.Helper()
+	testutil.SkipIfShort(t, "network namespace")
 	if err := Available(); err != nil {
 		t.Skip(err.Error())
 	}

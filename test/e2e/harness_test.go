@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/berth-project/berth/api"
+	"github.com/berth-project/berth/internal/testutil"
 )
 
 // pollInterval is how often eventually retries.
@@ -47,9 +48,7 @@ func eventually(t testing.TB, timeout time.Duration, fn func() error) time.Durat
 // requireRoot skips t unless it runs as root.
 func requireRoot(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: berth up puts every task in its own cgroups under /sys/fs/cgroup, which only root may create")
-	}
+	testutil.RequireRoot(t, "berth up puts every task in its own cgroups under /sys/fs/cgroup, which only root may create")
 }
 
 // publicTempDir returns a new directory that tasks, which run as nobody

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -17,6 +18,14 @@ func TestMain(m *testing.M) { os.Exit(testMain(m)) }
 // testMain builds the berth binary once into a temporary directory, runs the
 // tests and removes the directory.
 func testMain(m *testing.M) int {
+	// Every test here runs the berth binary: the e2e tier, which -short
+	// leaves out (testing.Short needs the flags parsed; m.Run parses them
+	// again harmlessly).
+	flag.Parse()
+	if testing.Short() {
+		fmt.Println("e2e: -short: skips the e2e tier (builds and runs the berth binary)")
+		return 0
+	}
 	root, err := findRepoRoot()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)

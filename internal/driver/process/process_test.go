@@ -21,6 +21,7 @@ import (
 	"github.com/berth-project/berth/internal/driver/drivertest"
 	"github.com/berth-project/berth/internal/driver/process"
 	"github.com/berth-project/berth/internal/procfs"
+	"github.com/berth-project/berth/internal/testutil"
 	"github.com/berth-project/berth/internal/topology"
 )
 
@@ -85,9 +86,7 @@ func cgroupParent(t *testing.T, h *cgroups.Hierarchy) string {
 }
 
 func needRoot(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("cgroups need root")
-	}
+	testutil.RequireRoot(t, "it creates cgroups")
 }
 
 func cgroupOf(t *testing.T, h *cgroups.Hierarchy, st driver.State) *cgroups.Cgroup {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/berth-project/berth/api"
 	"github.com/berth-project/berth/internal/store"
+	"github.com/berth-project/berth/internal/testutil"
 )
 
 func eventually(t *testing.T, timeout time.Duration, f func() error) {
@@ -27,6 +28,7 @@ func eventually(t *testing.T, timeout time.Duration, f func() error) {
 }
 
 func TestWorkerAssignsAndExplains(t *testing.T) {
+	testutil.SkipIfShort(t, "embedded etcd")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	st, err := store.Open(ctx, store.Config{DataDir: t.TempDir()})
@@ -92,6 +94,7 @@ func TestWorkerAssignsAndExplains(t *testing.T) {
 // stored task, and a task that cannot get its CPUs stays pending with a
 // reason that says so.
 func TestWorkerStoresAllocations(t *testing.T) {
+	testutil.SkipIfShort(t, "embedded etcd")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	st, err := store.Open(ctx, store.Config{DataDir: t.TempDir()})

@@ -21,6 +21,8 @@ import (
 	"github.com/docker/docker/api/types/build"
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/client"
+
+	"github.com/berth-project/berth/internal/testutil"
 )
 
 // InCI reports whether the tests run in CI (CI=true), where a missing engine
@@ -29,9 +31,11 @@ func InCI() bool { return os.Getenv("CI") == "true" }
 
 // Client returns a client of the engine (DOCKER_HOST or the default socket)
 // with its API version negotiated, closed when tb ends. Without an engine
-// it skips tb, or fails it in CI.
+// it skips tb, or fails it in CI. Under go test -short it skips tb before
+// looking: the Docker tier is left out of the short inner loop.
 func Client(tb testing.TB) *client.Client {
 	tb.Helper()
+	testutil.SkipIfShort(tb, "Docker Engine")
 	c, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
 	if err == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
