@@ -59,7 +59,12 @@ const DefaultListenGrace = 60 * time.Second
 // published port while the container's program is not listening.
 func notListening(err error) bool {
 	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
-		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		// net/http's Transport reports a connection closed before the
+		// first byte of an answer with this unexported error even on a
+		// new connection, when it sees the close before the request was
+		// written.
+		err != nil && strings.Contains(err.Error(), "http: server closed idle connection")
 }
 
 func policyOf(h api.HealthCheck) healthPolicy {

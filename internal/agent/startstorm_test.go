@@ -338,3 +338,40 @@ func TestStopFreesStartSlot(t *testing.T) {
 	h.m.Assign(shutdown(slow), next)
 	h.waitStatus(next.ID, api.TaskRunning)
 }
+
+// TestClosedBeforeAnswerIsNotListening: whatever error net/http reports
+// for a connection the server accepts and closes at once (EOF, reset, or
+// its "server closed idle connection" when it sees the close before the
+// request is written), an HTTP check counts it as "not listening yet".
+// The last one made TestHealthClosedBeforeAnswerWhileStarting flaky.
+func TestClosedBeforeAnswerIsNotListening(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	probe := httpProbe("127.0.0.1", l.Addr().(*net.TCPAddr).Port, "/")
+	kinds := map[string]bool{}
+	for range 300 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := probe(ctx)
+		cancel()
+		if err == nil {
+			t.Fatal("a closed connection passed the check")
+		}
+		if !notListening(err) {
+			t.Fatalf("error %q does not count as not listening", err)
+		}
+		kinds[err.Error()[strings.LastIndex(err.Error(), ":")+1:]] = true
+	}
+	t.Logf("error kinds seen: %v", kinds)
+}
