@@ -245,6 +245,20 @@ func TestH1StalePooledConnection(t *testing.T) {
 		io.WriteString(w, "ok")
 	}))
 	be.Config.IdleTimeout = time.Millisecond // closes pooled connections almost at once
+	// Wait for the backend to have closed every connection before the next
+	// request: the test is about a pooled connection that is already
+	// closed. (One the backend closes while the request is on its way is
+	// the keep-alive race no proxy can win for a POST; under load a fixed
+	// sleep sometimes produced it.)
+	var opened, closed atomic.Int64
+	be.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		switch st {
+		case http.StateNew:
+			opened.Add(1)
+		case http.StateClosed, http.StateHijacked:
+			closed.Add(1)
+		}
+	}
 	be.Start()
 	t.Cleanup(be.Close)
 	route1(t, g, hostPort(be))
@@ -259,7 +273,13 @@ func TestH1StalePooledConnection(t *testing.T) {
 		if resp.StatusCode != 200 {
 			t.Fatalf("request %d: status %d", i, resp.StatusCode)
 		}
-		time.Sleep(5 * time.Millisecond) // let the backend drop the idle connection
+		deadline := time.Now().Add(10 * time.Second)
+		for closed.Load() < opened.Load() {
+			if time.Now().After(deadline) {
+				t.Fatalf("request %d: the backend did not close its idle connections (%d opened, %d closed)", i, opened.Load(), closed.Load())
+			}
+			time.Sleep(time.Millisecond)
+		}
 	}
 }
 
