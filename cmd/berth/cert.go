@@ -13,10 +13,6 @@ import (
 	"github.com/berth-project/berth/api"
 )
 
-func init() {
-	extraCommands = append(extraCommands, newCertCmd)
-}
-
 // newCertCmd is the group of commands about the routing mesh's TLS
 // certificates.
 func newCertCmd() *cobra.Command {

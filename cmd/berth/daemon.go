@@ -30,10 +30,6 @@ import (
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
-func init() {
-	extraCommands = append(extraCommands, newUpCmd, newServerCmd, newAgentCmd)
-}
-
 // managerFlags are the flags of commands that run a manager.
 type managerFlags struct {
 	listen    string

@@ -9,10 +9,6 @@ import (
 	"github.com/berth-project/berth/api"
 )
 
-func init() {
-	extraCommands = append(extraCommands, newJoinTokenCmd)
-}
-
 // newJoinTokenCmd prints (or rotates) the token new nodes join with.
 func newJoinTokenCmd() *cobra.Command {
 	var rotate, quiet bool

@@ -12,10 +12,6 @@ import (
 // The manager commands list the cluster's managers and remove one (issue
 // #3, HA managers). Managers are added by starting `berth server --join`.
 
-func init() {
-	extraCommands = append(extraCommands, newManagerCmd)
-}
-
 func newManagerCmd() *cobra.Command {
 	cmd := newGroupCmd("manager", "List the cluster's managers and remove one", "managers")
 	cmd.Long = `List the cluster's managers and remove one. A manager is added by starting

@@ -14,13 +14,6 @@ import (
 	"github.com/berth-project/berth/api"
 )
 
-// extraCommands holds constructors of commands that live in other files of
-// this package (up, server, agent). Those files append to it in init();
-// newRootCmd adds every command they build. A command finds the data
-// directory with dataDirOf(cmd) and its streams with cmd.InOrStdin(),
-// cmd.OutOrStdout() and cmd.ErrOrStderr().
-var extraCommands []func() *cobra.Command
-
 // env is the outside world a command sees. main builds it from the process
 // (osEnv); tests build their own.
 type env struct {
@@ -164,16 +157,25 @@ then the environment (BERTH_ADDR, BERTH_TOKEN, BERTH_CA), then the files
 	pf.StringVar(&e.flags.ca, "ca", "", "PEM file of the cluster CA (env BERTH_CA)")
 	pf.StringVar(&e.flags.dataDir, "data-dir", "", "data directory (env BERTH_DATA_DIR)")
 
+	// Every command is registered here, and only here (no init()
+	// registration), so the tree is read in one place; each constructor
+	// lives in its command group's file. Constructors that take no env find
+	// it with envOf(cmd), the data directory with dataDirOf(cmd) and their
+	// streams with cmd.InOrStdin(), cmd.OutOrStdout() and cmd.ErrOrStderr().
 	root.AddCommand(
 		newDeployCmd(e),
 		newServiceCmd(e),
 		newNodeCmd(e),
 		newVersionCmd(e),
 		newPsCmd(e),
+		newUpCmd(),
+		newServerCmd(),
+		newAgentCmd(),
+		newCertCmd(),
+		newManagerCmd(),
+		newJoinTokenCmd(),
+		newWhoamiCmd(),
 	)
-	for _, mk := range extraCommands {
-		root.AddCommand(mk())
-	}
 	addNameCompletion(e, root)
 	return root
 }

@@ -28,7 +28,3 @@ func newWhoamiCmd() *cobra.Command {
 		},
 	}
 }
-
-func init() {
-	extraCommands = append(extraCommands, newWhoamiCmd)
-}
