@@ -115,6 +115,21 @@ type UpdateStatus struct {
 	Promoted bool `json:"promoted,omitempty"`
 }
 
+// InFlight reports whether s is an update that has not ended: updating,
+// at its canaries, paused or rolling back. A nil s (no update ever) is not
+// in flight. The orchestrator and the API server both ask it, so they agree
+// on when a new update, rollback or restart may start.
+func (s *UpdateStatus) InFlight() bool {
+	if s == nil {
+		return false
+	}
+	switch s.State {
+	case UpdateUpdating, UpdateCanary, UpdatePaused, UpdateRollingBack:
+		return true
+	}
+	return false
+}
+
 // ServiceVersion is one kept version of a service's spec.
 type ServiceVersion struct {
 	// Service is the service's name.

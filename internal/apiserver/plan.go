@@ -41,7 +41,7 @@ func (s *Server) planDeploy(w http.ResponseWriter, r *http.Request, spec api.Ser
 	}
 	plan.Action, plan.ToVersion = "update", old.Version+1
 	plan.Summary = summarize(old.Spec, spec)
-	plan.TemplateChanged = taskTemplate(old.Spec) != taskTemplate(spec)
+	plan.TemplateChanged = old.Spec.TemplateKey() != spec.TemplateKey()
 	tasks, _, err := s.st.Tasks.List(ctx)
 	if err != nil {
 		return err

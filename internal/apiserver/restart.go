@@ -19,7 +19,7 @@ func (s *Server) restartService(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return err
 		}
-		if inFlight(svc.UpdateStatus) {
+		if svc.UpdateStatus.InFlight() {
 			return &api.Error{Code: api.CodeConflict, Status: http.StatusConflict,
 				Message: fmt.Sprintf("service %s has an update in progress (state %s): let it end, or roll it back, before a restart", svc.Spec.Name, svc.UpdateStatus.State)}
 		}

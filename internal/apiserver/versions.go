@@ -60,29 +60,6 @@ type newVersion struct {
 	meshRev int64
 }
 
-// taskTemplate is what decides whether tasks must be replaced: the task
-// spec and the placement, compared as JSON (as the orchestrator's template
-// does, ADR 0009).
-func taskTemplate(s api.ServiceSpec) string {
-	b, _ := json.Marshal(struct {
-		S api.TaskSpec
-		P api.Placement
-	}{s.Task, s.Placement})
-	return string(b)
-}
-
-// inFlight reports whether an update has not ended yet.
-func inFlight(st *api.UpdateStatus) bool {
-	if st == nil {
-		return false
-	}
-	switch st.State {
-	case api.UpdateUpdating, api.UpdateCanary, api.UpdatePaused, api.UpdateRollingBack:
-		return true
-	}
-	return false
-}
-
 // updateTotal is how many tasks an update of svc must replace: the
 // replica count, or for global and per-unit services the tasks now meant to
 // run (the orchestrator corrects it when nodes come and go).
@@ -134,16 +111,16 @@ func (s *Server) commitVersion(ctx context.Context, r *http.Request, v newVersio
 		svc.Spec = v.spec
 		svc.Version++
 		svc.UpdatedAt = now
-		templateChanged := taskTemplate(prev) != taskTemplate(v.spec)
+		templateChanged := prev.TemplateKey() != v.spec.TemplateKey()
 		// A change that replaces no task (a scale, a label) during an
 		// update keeps PreviousSpec: it stays the target of the automatic
 		// rollback of that update.
-		if templateChanged || v.kind == kindRollback || !inFlight(v.old.UpdateStatus) {
+		if templateChanged || v.kind == kindRollback || !v.old.UpdateStatus.InFlight() {
 			svc.PreviousSpec = &prev
 		}
 		state := ""
 		switch {
-		case v.kind == kindRollback && (templateChanged || inFlight(v.old.UpdateStatus)):
+		case v.kind == kindRollback && (templateChanged || v.old.UpdateStatus.InFlight()):
 			state = api.UpdateRollingBack
 		case v.kind == kindDeploy && templateChanged:
 			state = api.UpdateUpdating
@@ -280,7 +257,7 @@ func (s *Server) rollbackService(w http.ResponseWriter, r *http.Request) error {
 		if err := target.Validate(); err != nil {
 			return fmt.Errorf("the spec to roll back to is not valid any more: %w", err)
 		}
-		if specEqual(target, svc.Spec) && !inFlight(svc.UpdateStatus) {
+		if specEqual(target, svc.Spec) && !svc.UpdateStatus.InFlight() {
 			return &api.Error{Code: api.CodeConflict, Status: http.StatusConflict,
 				Message: fmt.Sprintf("service %s already runs that spec (version %d): nothing to roll back", name, svc.Version)}
 		}

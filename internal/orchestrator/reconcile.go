@@ -14,7 +14,6 @@
 package orchestrator
 
 import (
-	"encoding/json"
 	"fmt"
 	"sort"
 	"strconv"
@@ -163,16 +162,6 @@ type reconciler struct {
 	eligibleBy map[string][]string
 }
 
-// template is the part of a spec a task runs: a change to it (not to the
-// replica count or labels) means the service's tasks must be replaced.
-func template(spec api.TaskSpec, p api.Placement) string {
-	b, _ := json.Marshal(struct {
-		S api.TaskSpec
-		P api.Placement
-	}{spec, p})
-	return string(b)
-}
-
 // current reports whether t runs the service's current task template.
 func (r *reconciler) current(svc api.Service, t api.Task) bool {
 	if t.SpecVersion == svc.Version {
@@ -180,10 +169,10 @@ func (r *reconciler) current(svc api.Service, t api.Task) bool {
 	}
 	want, ok := r.templates[svc.ID]
 	if !ok {
-		want = template(svc.Spec.Task, svc.Spec.Placement)
+		want = svc.Spec.TemplateKey()
 		r.templates[svc.ID] = want
 	}
-	return template(t.Spec, t.Placement) == want
+	return t.TemplateKey() == want
 }
 
 // shutdown marks a task to stop. A task that never reached a node is ended
@@ -246,7 +235,7 @@ func (r *reconciler) service(svc api.Service, tasks []api.Task) {
 		// only counted: a service of 100,000 replicas that cannot be
 		// placed costs a reconcile no more than one of MaxPending. (While
 		// an update is in flight every slot takes part, for its counts.)
-		room, bounded := r.opts.MaxPending-r.pending, !inFlight(svc.UpdateStatus)
+		room, bounded := r.opts.MaxPending-r.pending, !svc.UpdateStatus.InFlight()
 		for i := 1; i <= svc.Spec.ReplicaCount(); i++ {
 			k := slotKey{slot: i}
 			if _, ok := slots[k]; !ok && bounded {

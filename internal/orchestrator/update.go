@@ -107,18 +107,6 @@ type rollout struct {
 	policy api.UpdatePolicy
 }
 
-// inFlight reports whether st is an update that has not ended.
-func inFlight(st *api.UpdateStatus) bool {
-	if st == nil {
-		return false
-	}
-	switch st.State {
-	case api.UpdateUpdating, api.UpdateCanary, api.UpdatePaused, api.UpdateRollingBack:
-		return true
-	}
-	return false
-}
-
 // policyOf returns p with its defaults filled in (a stored spec is
 // normalized, but the engine does not rely on it).
 func policyOf(p *api.UpdatePolicy, rollback bool) api.UpdatePolicy {
@@ -151,7 +139,7 @@ func policyOf(p *api.UpdatePolicy, rollback bool) api.UpdatePolicy {
 
 func newRollout(svc api.Service) *rollout {
 	ro := &rollout{}
-	if inFlight(svc.UpdateStatus) {
+	if svc.UpdateStatus.InFlight() {
 		st := *svc.UpdateStatus
 		ro.status, ro.state = &st, st.State
 	}
