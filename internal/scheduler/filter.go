@@ -21,38 +21,15 @@ const (
 	codeConstraint
 )
 
-// constraint is a parsed constraint ready to evaluate.
-type constraint struct {
-	api.Constraint
-	label string // label name for node.labels.<name>, else ""
-}
-
-func (c *constraint) holds(n *api.Node) bool {
-	var v string
-	ok := true
-	switch c.Key {
-	case "node.id":
-		v = n.ID
-	case "node.hostname":
-		v = n.Hostname
-	case "node.role":
-		v = n.Role
-	default:
-		v, ok = n.Labels[c.label]
-	}
-	if c.Equal {
-		return ok && v == c.Value
-	}
-	return !ok || v != c.Value
-}
-
 // filter is the static part of eligibility — status, availability, driver
 // and constraints — which no placement changes. It is evaluated once per
 // distinct (driver, constraints) and shared by every group that has them.
 type filter struct {
 	driver string
-	cons   []constraint
-	built  bool
+	// cons are evaluated with api.Constraint.Matches, the one definition
+	// of what a constraint means (the orchestrator's rebalance uses it too).
+	cons  []api.Constraint
+	built bool
 	// code[n] says why node n is ineligible (codeOK if it is eligible).
 	code []uint16
 	// eligible are the nodes with codeOK, in ID order.
@@ -60,11 +37,7 @@ type filter struct {
 }
 
 func newFilter(driver string, cons []api.Constraint) *filter {
-	f := &filter{driver: driver, cons: make([]constraint, len(cons))}
-	for i, c := range cons {
-		f.cons[i] = constraint{Constraint: c, label: strings.TrimPrefix(c.Key, "node.labels.")}
-	}
-	return f
+	return &filter{driver: driver, cons: cons}
 }
 
 // check returns the first reason n is statically ineligible, or codeOK.
@@ -92,7 +65,7 @@ func (f *filter) check(n *api.Node) uint16 {
 		return codeNoDriver
 	}
 	for i := range f.cons {
-		if !f.cons[i].holds(n) {
+		if !f.cons[i].Matches(n) {
 			return codeConstraint + uint16(i)
 		}
 	}
