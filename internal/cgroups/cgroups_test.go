@@ -65,10 +65,18 @@ func TestParseMountInfo(t *testing.T) {
 			want: []Mount{{`/mnt/my cg\x`, "/", V2, nil}},
 		},
 		{
+			name: "escape at the end of the mountpoint",
+			in:   `50 23 0:40 /a\040b /mnt/cg\040 rw - cgroup cgroup rw,memory` + "\n",
+			want: []Mount{{"/mnt/cg ", "/a b", V1, []string{"memory"}}},
+		},
+		{
 			name: "no cgroups",
-			in:   "22 28 0:20 / /sys rw - sysfs sysfs rw\n\n",
+			in:   "22 28 0:20 / /sys rw - sysfs sysfs rw\n",
 			want: nil,
 		},
+		// The kernel never writes a blank line; moby/sys/mountinfo refuses
+		// one, as it refuses any line it cannot parse (ADR 0037).
+		{name: "blank line", in: "22 28 0:20 / /sys rw - sysfs sysfs rw\n\n", wantErr: true},
 		{name: "no separator", in: "22 28 0:20 / /sys rw sysfs sysfs rw\n", wantErr: true},
 		{name: "short", in: "22 28 - cgroup2 x rw\n", wantErr: true},
 	}

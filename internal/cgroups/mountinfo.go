@@ -1,11 +1,11 @@
 package cgroups
 
 import (
-	"bufio"
 	"fmt"
 	"io"
-	"strconv"
 	"strings"
+
+	"github.com/moby/sys/mountinfo"
 )
 
 // Mount is one cgroup filesystem from /proc/self/mountinfo.
@@ -32,41 +32,21 @@ var v1Controllers = map[string]bool{
 }
 
 // ParseMountInfo returns the cgroup and cgroup2 mounts listed in a
-// mountinfo file (proc(5)), in file order.
+// mountinfo file (proc(5)), in file order. The parsing (fields, the " - "
+// separator, octal escapes) is github.com/moby/sys/mountinfo's, the parser
+// runc and containerd use; this keeps only what choosing a hierarchy needs
+// (ADR 0037).
 func ParseMountInfo(r io.Reader) ([]Mount, error) {
+	infos, err := mountinfo.GetMountsFromReader(r, mountinfo.FSTypeFilter("cgroup", "cgroup2"))
+	if err != nil {
+		return nil, fmt.Errorf("cgroups: reading mountinfo: %w", err)
+	}
 	var mounts []Mount
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64*1024), 1024*1024)
-	line := 0
-	for sc.Scan() {
-		line++
-		text := sc.Text()
-		if strings.TrimSpace(text) == "" {
-			continue
-		}
-		// 36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw,errors=continue
-		pre, post, ok := strings.Cut(text, " - ")
-		if !ok {
-			return nil, fmt.Errorf("cgroups: mountinfo line %d: no separator", line)
-		}
-		pf := strings.Fields(pre)
-		sf := strings.Fields(post)
-		if len(pf) < 6 || len(sf) < 1 {
-			return nil, fmt.Errorf("cgroups: mountinfo line %d: too few fields", line)
-		}
-		var m Mount
-		switch sf[0] {
-		case "cgroup":
+	for _, in := range infos {
+		m := Mount{Mountpoint: in.Mountpoint, Root: in.Root, Version: V2}
+		if in.FSType == "cgroup" {
 			m.Version = V1
-		case "cgroup2":
-			m.Version = V2
-		default:
-			continue
-		}
-		m.Root = unescape(pf[3])
-		m.Mountpoint = unescape(pf[4])
-		if m.Version == V1 && len(sf) >= 3 {
-			for _, opt := range strings.Split(sf[2], ",") {
+			for _, opt := range strings.Split(in.VFSOptions, ",") {
 				if v1Controllers[opt] {
 					m.Controllers = append(m.Controllers, opt)
 				}
@@ -74,28 +54,5 @@ func ParseMountInfo(r io.Reader) ([]Mount, error) {
 		}
 		mounts = append(mounts, m)
 	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("cgroups: reading mountinfo: %w", err)
-	}
 	return mounts, nil
-}
-
-// unescape undoes the octal escapes (\040 for a space, \011, \012, \134)
-// that the kernel uses in mountinfo paths.
-func unescape(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
