@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -221,12 +222,40 @@ type failureSource struct {
 	firstSinceLogged time.Time
 }
 
+// maxLoggedPath is how much of a refused request's path is kept and logged.
+const maxLoggedPath = 256
+
+// clip cuts s to at most n bytes, marking the cut.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+// sourceKey is the failure-log key of a client address: the address
+// itself for IPv4, its /64 for IPv6.
+func sourceKey(host string) string {
+	a, err := netip.ParseAddr(host)
+	if err != nil || a.Unmap().Is4() {
+		return clip(host, 64)
+	}
+	p, err := a.WithZone("").Prefix(64)
+	if err != nil {
+		return clip(host, 64)
+	}
+	return p.String()
+}
+
 func newFailureLog(log *slog.Logger, msg string, every time.Duration, max int, now func() time.Time) *failureLog {
 	return &failureLog{log: log, msg: msg, every: every, max: max, now: now, sources: map[string]*failureSource{}}
 }
 
 // record notes a failure from source at now.
 func (l *failureLog) record(now time.Time, source, method, path string) {
+	// Unauthenticated input: bound what is kept and logged per source, and
+	// count an IPv6 client's /64 as one source (one host has all of it).
+	source, method, path = sourceKey(source), clip(method, 16), clip(path, maxLoggedPath)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	// Sweep the table at most a few times an interval, not per request:

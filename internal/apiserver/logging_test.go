@@ -258,3 +258,39 @@ func TestCancelledRequestIsNotAnError(t *testing.T) {
 		t.Errorf("a cancellation of a live request: %d ERROR lines, want 1", len(e))
 	}
 }
+
+// TestWrongTokenLogBoundsWhatItKeeps: a refused request's path is kept and
+// logged clipped, and an IPv6 client's /64 is one source (a host owns all
+// of it): unauthenticated input cannot grow the table's memory or the log.
+func TestWrongTokenLogBoundsWhatItKeeps(t *testing.T) {
+	rec := &recorder{}
+	now := time.Date(2026, 12, 8, 0, 0, 0, 0, time.UTC)
+	l := newFailureLog(slog.New(rec), "rejected", time.Minute, 4, func() time.Time { return now })
+	long := "/" + strings.Repeat("a", 64<<10)
+	for i := 0; i < 1000; i++ {
+		l.record(now, fmt.Sprintf("2001:db8::%x", i+1), strings.Repeat("M", 100), long)
+	}
+	l.mu.Lock()
+	n := len(l.sources)
+	var kept int
+	for _, s := range l.sources {
+		kept += len(s.path) + len(s.method)
+	}
+	l.mu.Unlock()
+	if n != 1 {
+		t.Errorf("%d sources for one /64, want 1", n)
+	}
+	if kept > 2*(maxLoggedPath+32) {
+		t.Errorf("%d bytes of method and path kept for one source", kept)
+	}
+	w := rec.at(slog.LevelWarn)
+	if len(w) != 1 {
+		t.Fatalf("%d WARN lines, want 1", len(w))
+	}
+	if p := w[0].attrs["path"]; len(p) > maxLoggedPath+len("…") {
+		t.Errorf("logged path of %d bytes", len(p))
+	}
+	if w[0].attrs["remote"] != "2001:db8::/64" {
+		t.Errorf("remote %v, want the /64", w[0].attrs["remote"])
+	}
+}
