@@ -68,9 +68,17 @@ func Take(dir string, r Role) (*Lock, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("datadir: %w", err)
 	}
+	if err := checkOwner(dir); err != nil {
+		return nil, err
+	}
 	path := fileName(dir, r)
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|syscall.O_CLOEXEC, 0o600)
+	// O_NOFOLLOW: the lock file is written (the pid), so a symlink planted
+	// in its place must not redirect the write.
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|syscall.O_CLOEXEC|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
+		if errors.Is(err, syscall.ELOOP) {
+			return nil, fmt.Errorf("datadir: %s is a symbolic link; remove it", path)
+		}
 		return nil, fmt.Errorf("datadir: %w", err)
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
@@ -86,6 +94,31 @@ func Take(dir string, r Role) (*Lock, error) {
 		_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
 	}
 	return &Lock{f: f}, nil
+}
+
+// ErrUnsafe is returned by Take for a data directory that another user
+// could change: it holds the cluster's keys and tokens.
+var ErrUnsafe = errors.New("datadir: unsafe data directory")
+
+// checkOwner refuses a data directory owned by another user or writable by
+// group or others (a directory made by Take is 0700; one made beforehand by
+// hand may not be). A symlinked directory is judged by its target.
+func checkOwner(dir string) error {
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("datadir: %w", err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("%w: %s is not a directory", ErrUnsafe, dir)
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if ok && int(st.Uid) != os.Geteuid() {
+		return fmt.Errorf("%w: %s belongs to uid %d, not to this user (uid %d)", ErrUnsafe, dir, st.Uid, os.Geteuid())
+	}
+	if fi.Mode().Perm()&0o022 != 0 {
+		return fmt.Errorf("%w: %s is writable by group or others (mode %04o): chmod 0700 %s", ErrUnsafe, dir, fi.Mode().Perm(), dir)
+	}
+	return nil
 }
 
 // holder reads the pid the holder of the lock file at path wrote.

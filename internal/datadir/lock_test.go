@@ -79,3 +79,34 @@ func TestLockDiesWithHolder(t *testing.T) {
 	}
 	l2.Release()
 }
+
+// TestUnsafeDataDirectory: a data directory others may write to, or a
+// lock file that is a symbolic link, is refused before anything is written
+// (the lock file gets the pid: a planted link would redirect that write).
+func TestUnsafeDataDirectory(t *testing.T) {
+	open := filepath.Join(t.TempDir(), "open")
+	if err := os.Mkdir(open, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(open, 0o777); err != nil { // past the umask
+		t.Fatal(err)
+	}
+	if _, err := datadir.Take(open, datadir.Manager); !errors.Is(err, datadir.ErrUnsafe) || !strings.Contains(err.Error(), "chmod 0700") {
+		t.Errorf("a world-writable data directory: %v, want ErrUnsafe naming the fix", err)
+	}
+
+	dir := t.TempDir()
+	victim := filepath.Join(t.TempDir(), "victim")
+	if err := os.WriteFile(victim, []byte("keep me\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(victim, filepath.Join(dir, "agent.lock")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := datadir.Take(dir, datadir.Agent); err == nil || !strings.Contains(err.Error(), "symbolic link") {
+		t.Errorf("a lock file that is a symlink: %v, want a refusal", err)
+	}
+	if b, _ := os.ReadFile(victim); string(b) != "keep me\n" {
+		t.Errorf("the symlink's target was written: %q", b)
+	}
+}
