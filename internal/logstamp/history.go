@@ -27,6 +27,10 @@ type HistoryOptions struct {
 	// WholeOnly leaves out a last line of the last file that has no newline
 	// yet, for a follower that passes it on once it is whole.
 	WholeOnly bool
+	// Last, when set, wraps the reads WriteTo makes of the last file, which
+	// its writer may rotate meanwhile (OpenHistory reads it directly). Close
+	// closes what it returns if that is an io.Closer.
+	Last func(f *os.File) io.ReaderAt
 }
 
 // History is a timed read of a log's files, opened and positioned but not
@@ -43,6 +47,7 @@ type History struct {
 // segment is one file of the log: the bytes [start, size) of f are read.
 type segment struct {
 	f        *os.File
+	r        io.ReaderAt // what WriteTo reads f with
 	size     int64
 	start    int64
 	es       []Entry
@@ -71,7 +76,10 @@ func OpenHistory(paths []string, opts HistoryOptions) (h *History, found bool, e
 			return h, false, fmt.Errorf("logstamp: %w", err)
 		}
 		found = true
-		s := segment{f: f}
+		s := segment{f: f, r: f}
+		if i == len(paths)-1 && opts.Last != nil {
+			s.r = opts.Last(f)
+		}
 		h.segs = append(h.segs, s)
 		sp := &h.segs[len(h.segs)-1]
 		fi, err := f.Stat()
@@ -195,7 +203,7 @@ func (h *History) WriteTo(w io.Writer) (int64, error) {
 	var stamp []byte
 	for i := range h.segs {
 		s := &h.segs[i]
-		br.Reset(io.NewSectionReader(s.f, s.start, s.size-s.start))
+		br.Reset(io.NewSectionReader(s.r, s.start, s.size-s.start))
 		pos := s.start
 		for pos < s.size {
 			line, err := br.ReadSlice('\n')
@@ -208,7 +216,7 @@ func (h *History) WriteTo(w io.Writer) (int64, error) {
 				// A line longer than the buffer: find its end without
 				// holding it, for its time, then pass it on in pieces.
 				long = true
-				if end, err = nextNewline(s.f, pos+int64(len(line)), s.size, scan); err != nil {
+				if end, err = nextNewline(s.r, s.f.Name(), pos+int64(len(line)), s.size, scan); err != nil {
 					return cw.n, err
 				}
 			case err == io.EOF:
@@ -273,9 +281,13 @@ func (h *History) Reader() io.ReadCloser {
 	return pr
 }
 
-// Close closes the files.
+// Close closes the files, and what Last wrapped one in if it is an
+// io.Closer.
 func (h *History) Close() error {
 	for _, s := range h.segs {
+		if c, ok := s.r.(io.Closer); ok && s.r != io.ReaderAt(s.f) {
+			_ = c.Close()
+		}
 		_ = s.f.Close()
 	}
 	h.segs = nil
@@ -315,7 +327,7 @@ func (b *backScanner) prev(before, floor int64) (int64, error) {
 	for hi > floor {
 		if !(b.lo < hi && hi <= b.hi) {
 			lo := max(floor, hi-int64(len(b.buf)))
-			if err := readFull(b.f, b.buf[:hi-lo], lo); err != nil {
+			if err := readFull(b.f, b.f.Name(), b.buf[:hi-lo], lo); err != nil {
 				return -1, err
 			}
 			b.lo, b.hi = lo, hi
@@ -341,10 +353,10 @@ func prevNewline(f *os.File, before, floor int64, buf []byte) (int64, error) {
 
 // nextNewline returns the offset just past the first newline at or after
 // from in f, or limit when there is none before it.
-func nextNewline(f *os.File, from, limit int64, buf []byte) (int64, error) {
+func nextNewline(f io.ReaderAt, name string, from, limit int64, buf []byte) (int64, error) {
 	for from < limit {
 		n := min(int64(len(buf)), limit-from)
-		if err := readFull(f, buf[:n], from); err != nil {
+		if err := readFull(f, name, buf[:n], from); err != nil {
 			return 0, err
 		}
 		if i := bytes.IndexByte(buf[:n], '\n'); i >= 0 {
@@ -357,7 +369,7 @@ func nextNewline(f *os.File, from, limit int64, buf []byte) (int64, error) {
 
 // readFull reads len(p) bytes at off; a file cut shorter meanwhile (a
 // rotation) is an error.
-func readFull(f *os.File, p []byte, off int64) error {
+func readFull(f io.ReaderAt, name string, p []byte, off int64) error {
 	n, err := f.ReadAt(p, off)
 	if n == len(p) {
 		return nil
@@ -365,5 +377,5 @@ func readFull(f *os.File, p []byte, off int64) error {
 	if err == nil || err == io.EOF {
 		err = io.ErrUnexpectedEOF
 	}
-	return fmt.Errorf("logstamp: reading %s: %w", f.Name(), err)
+	return fmt.Errorf("logstamp: reading %s: %w", name, err)
 }

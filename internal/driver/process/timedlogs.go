@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"time"
 
 	"github.com/berth-project/berth/internal/driver"
@@ -31,11 +32,14 @@ func openTimedLogs(ctx context.Context, path string, st *logState, opts driver.L
 	// The history is found and opened under the lock, so a rotation cannot
 	// move the bytes between finding a start and opening the files; it is
 	// streamed after, a chunk at a time, so its memory does not grow with the
-	// log (ADR 0034). .1 is replaced by a rename, so the open one stays whole.
+	// log (ADR 0034). The open .1 stays whole (rotation replaces it by a
+	// rename); reads of the log go through rr, which follows a rotation.
 	st.mu.RLock()
 	gen := st.gen
+	rr := &rotatingReader{lf: lf, st: st, gen: gen}
 	h, _, err := logstamp.OpenHistory([]string{lf.old(), path}, logstamp.HistoryOptions{
 		Since: opts.Since, Tail: opts.Tail, Stamp: opts.Timestamps, WholeOnly: opts.Follow,
+		Last: func(f *os.File) io.ReaderAt { rr.f = f; return rr },
 	})
 	st.mu.RUnlock()
 	if err != nil {
@@ -123,6 +127,49 @@ func (fr *followReader) runTimed(ctx context.Context, pw *io.PipeWriter, lf logF
 			}
 		}
 	}
+}
+
+// rotatingReader reads the task's log for a history streamed after the lock
+// is let go: each read is made under the lock, and once a rotation has moved
+// the log (gen moved), from the new .1, which holds its bytes at the same
+// offsets. A log that overshot its cap was copied without its start; reads
+// there come up short and end the history with an error.
+type rotatingReader struct {
+	lf    logFile
+	st    *logState
+	gen   uint64
+	f     *os.File // the log as opened; not closed here
+	moved *os.File // the .1 it was rotated to
+}
+
+func (r *rotatingReader) ReadAt(p []byte, off int64) (int, error) {
+	r.st.mu.RLock()
+	defer r.st.mu.RUnlock()
+	if r.st.gen == r.gen {
+		return r.f.ReadAt(p, off)
+	}
+	if r.moved == nil {
+		if r.st.gen != r.gen+1 {
+			return 0, fmt.Errorf("process: %s rotated twice while read", r.lf.path)
+		}
+		f, err := os.Open(r.lf.old())
+		if err != nil {
+			return 0, fmt.Errorf("process: %w", err)
+		}
+		r.moved = f
+	}
+	return r.moved.ReadAt(p, off)
+}
+
+// Close closes the .1 it opened, if any; History.Close calls it.
+func (r *rotatingReader) Close() error {
+	r.st.mu.RLock()
+	defer r.st.mu.RUnlock()
+	if r.moved != nil {
+		_ = r.moved.Close()
+		r.moved = nil
+	}
+	return nil
 }
 
 var _ driver.TimedLogger = (*Driver)(nil)

@@ -2,6 +2,7 @@ package process
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -96,5 +97,48 @@ func TestTimedLogsMemoryDoesNotGrowWithTheLog(t *testing.T) {
 				t.Fatalf("one read of a %d-byte log allocated %d bytes, want under %d", size, got, bound)
 			}
 		})
+	}
+}
+
+// TestTimedLogsStreamedAcrossARotation: the history is streamed after the
+// lock is let go, so a rotation can truncate the log mid-read; the rest must
+// come from .1, where the rotation put the same bytes at the same offsets.
+func TestTimedLogsStreamedAcrossARotation(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "t.log")
+	var want strings.Builder
+	for i := 0; i < 40000; i++ {
+		fmt.Fprintf(&want, "line %06d\n", i)
+	}
+	if err := os.WriteFile(path, []byte(want.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	st := &logState{}
+	rc, err := openTimedLogs(context.Background(), path, st, driver.LogOptions{Tail: -1}, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	head := make([]byte, 100)
+	if _, err := io.ReadFull(rc, head); err != nil {
+		t.Fatal(err)
+	}
+	st.mu.Lock()
+	rotated, _, err := rotate(logFile{path: path, max: int64(want.Len())})
+	st.gen++
+	st.mu.Unlock()
+	if err != nil || !rotated {
+		t.Fatalf("rotate: %v %v", rotated, err)
+	}
+	// Something new in the log at the old offsets must not show.
+	if err := os.WriteFile(path, []byte(strings.Repeat("new\n", want.Len()/4)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rest, err := io.ReadAll(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := string(head) + string(rest); got != want.String() {
+		t.Fatalf("read %d bytes across the rotation, want the %d before it", len(got), want.Len())
 	}
 }
