@@ -347,14 +347,17 @@ func flagParam(v string) (bool, error) {
 // readTimedLogFiles is readLogFiles with the times of the files' indexes
 // (ADR 0034); lines they do not cover get their file's modification time.
 func readTimedLogFiles(dir, id string, opts driver.LogOptions) (io.ReadCloser, error) {
-	lines, found, err := logstamp.Files(filepath.Join(dir, id+".log"))
+	// Streamed, not read whole: the task controls the log's size and line
+	// count, and the read must not grow with them.
+	p := filepath.Join(dir, id+".log")
+	h, found, err := logstamp.OpenHistory([]string{p + ".1", p}, logstamp.HistoryOptions{Since: opts.Since, Tail: opts.Tail, Stamp: opts.Timestamps})
 	if err != nil {
 		return nil, fmt.Errorf("agent: read logs: %w", err)
 	}
 	if !found {
 		return nil, fmt.Errorf("agent: no log files of task %s: %w", id, os.ErrNotExist)
 	}
-	return io.NopCloser(logstamp.NewReader(logstamp.Filter(lines, opts.Since, opts.Tail), opts.Timestamps)), nil
+	return h.Reader(), nil
 }
 
 // stampOnRead stamps the lines of rc with the time they are read, for a

@@ -304,6 +304,8 @@ func Split(line []byte) (t time.Time, text []byte, ok bool) {
 // Files reads a log written as <path>.1 (rotated part) then <path>, with their
 // indexes, and stamps every line; the modification time of each file stamps
 // what its index does not cover. found is false when neither file exists.
+// It holds the whole log and a record per line: serving a log, whose size and
+// lines the task chooses, goes through OpenHistory instead.
 func Files(path string) (lines []Line, found bool, err error) {
 	for _, p := range []string{path + ".1", path} {
 		b, fi, err := readWithInfo(p)

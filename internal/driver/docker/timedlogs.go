@@ -35,8 +35,10 @@ func (d *Driver) TimedLogs(ctx context.Context, taskID string, opts driver.LogOp
 	}
 	if id == "" {
 		if logDir != "" {
-			if lines, found, err := logstamp.Files(filepath.Join(logDir, taskID+".log")); err == nil && found {
-				return io.NopCloser(logstamp.NewReader(logstamp.Filter(lines, opts.Since, opts.Tail), opts.Timestamps)), nil
+			p := filepath.Join(logDir, taskID+".log")
+			h, found, err := logstamp.OpenHistory([]string{p + ".1", p}, logstamp.HistoryOptions{Since: opts.Since, Tail: opts.Tail, Stamp: opts.Timestamps})
+			if err == nil && found {
+				return h.Reader(), nil
 			}
 		}
 		return nil, fmt.Errorf("docker: no container of task %s: %w", taskID, driver.ErrGone)

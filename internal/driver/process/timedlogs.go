@@ -29,57 +29,41 @@ func (d *Driver) TimedLogs(ctx context.Context, taskID string, opts driver.LogOp
 
 func openTimedLogs(ctx context.Context, path string, st *logState, opts driver.LogOptions, poll time.Duration) (io.ReadCloser, error) {
 	lf := logFile{path: path}
+	// The history is found and opened under the lock, so a rotation cannot
+	// move the bytes between finding a start and opening the files; it is
+	// streamed after, a chunk at a time, so its memory does not grow with the
+	// log (ADR 0034). The open .1 stays whole (rotation replaces it by a
+	// rename); reads of the log go through rr, which follows a rotation.
 	st.mu.RLock()
 	gen := st.gen
-	var lines []logstamp.Line
-	var off int64
-	var err error
-	for _, p := range []string{lf.old(), path} {
-		var b []byte
-		var es []logstamp.Entry
-		b, err = readOptional(p)
-		if err == nil {
-			es, err = logstamp.Load(logstamp.IndexPath(p))
-		}
-		if err != nil {
-			break
-		}
-		mt := time.Now()
-		if fi, serr := os.Stat(p); serr == nil {
-			mt = fi.ModTime()
-		}
-		ls := logstamp.Stamp(b, 0, es, mt)
-		off = int64(len(b))
-		if p == path && opts.Follow && len(b) > 0 && b[len(b)-1] != '\n' {
-			// The follower passes this line on once it is whole.
-			off -= int64(len(ls[len(ls)-1].Text))
-			ls = ls[:len(ls)-1]
-		}
-		lines = append(lines, ls...)
-	}
+	rr := &rotatingReader{lf: lf, st: st, gen: gen}
+	h, _, err := logstamp.OpenHistory([]string{lf.old(), path}, logstamp.HistoryOptions{
+		Since: opts.Since, Tail: opts.Tail, Stamp: opts.Timestamps, WholeOnly: opts.Follow,
+		Last: func(f *os.File) io.ReaderAt { rr.f = f; return rr },
+	})
 	st.mu.RUnlock()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("process: %w", err)
 	}
-	lines = logstamp.Filter(lines, opts.Since, opts.Tail)
 	if !opts.Follow {
-		return io.NopCloser(logstamp.NewReader(lines, opts.Timestamps)), nil
+		return h.Reader(), nil
 	}
-	hist := logstamp.Format(lines, opts.Timestamps)
 	pr, pw := io.Pipe()
 	fr := &followReader{PipeReader: pr, quit: make(chan struct{})}
-	go fr.runTimed(ctx, pw, lf, st, gen, hist, off, poll, opts)
+	go fr.runTimed(ctx, pw, lf, st, gen, h, poll, opts)
 	return fr, nil
 }
 
 // runTimed is run for stamped lines: it passes on whole lines only, each
 // stamped from the index when the index covers it yet, else with the time it
 // was read (at most a poll interval late).
-func (fr *followReader) runTimed(ctx context.Context, pw *io.PipeWriter, lf logFile, st *logState, gen uint64, hist []byte, off int64, poll time.Duration, opts driver.LogOptions) {
-	if len(hist) > 0 {
-		if _, err := pw.Write(hist); err != nil {
-			return
-		}
+func (fr *followReader) runTimed(ctx context.Context, pw *io.PipeWriter, lf logFile, st *logState, gen uint64, hist *logstamp.History, poll time.Duration, opts driver.LogOptions) {
+	off := hist.End
+	_, err := hist.WriteTo(pw)
+	hist.Close()
+	if err != nil {
+		pw.CloseWithError(err)
+		return
 	}
 	t := time.NewTicker(poll)
 	defer t.Stop()
@@ -143,6 +127,49 @@ func (fr *followReader) runTimed(ctx context.Context, pw *io.PipeWriter, lf logF
 			}
 		}
 	}
+}
+
+// rotatingReader reads the task's log for a history streamed after the lock
+// is let go: each read is made under the lock, and once a rotation has moved
+// the log (gen moved), from the new .1, which holds its bytes at the same
+// offsets. A log that overshot its cap was copied without its start; reads
+// there come up short and end the history with an error.
+type rotatingReader struct {
+	lf    logFile
+	st    *logState
+	gen   uint64
+	f     *os.File // the log as opened; not closed here
+	moved *os.File // the .1 it was rotated to
+}
+
+func (r *rotatingReader) ReadAt(p []byte, off int64) (int, error) {
+	r.st.mu.RLock()
+	defer r.st.mu.RUnlock()
+	if r.st.gen == r.gen {
+		return r.f.ReadAt(p, off)
+	}
+	if r.moved == nil {
+		if r.st.gen != r.gen+1 {
+			return 0, fmt.Errorf("process: %s rotated twice while read", r.lf.path)
+		}
+		f, err := os.Open(r.lf.old())
+		if err != nil {
+			return 0, fmt.Errorf("process: %w", err)
+		}
+		r.moved = f
+	}
+	return r.moved.ReadAt(p, off)
+}
+
+// Close closes the .1 it opened, if any; History.Close calls it.
+func (r *rotatingReader) Close() error {
+	r.st.mu.RLock()
+	defer r.st.mu.RUnlock()
+	if r.moved != nil {
+		_ = r.moved.Close()
+		r.moved = nil
+	}
+	return nil
 }
 
 var _ driver.TimedLogger = (*Driver)(nil)
