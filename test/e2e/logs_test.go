@@ -57,6 +57,12 @@ task:
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		out = b.mustCLI("service", "logs", "ticker", "--timestamps")
+		// Until a task has started, its agent has no log of it and the
+		// merged output carries a "(logs unavailable: …)" line for it.
+		if strings.Contains(out, "(logs unavailable: ") && time.Now().Before(deadline) {
+			time.Sleep(500 * time.Millisecond)
+			continue
+		}
 		if lines = parse(out); len(lines) >= 12 {
 			break
 		}
