@@ -9,18 +9,15 @@ import (
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net/http"
 	"regexp"
 	"sort"
@@ -28,7 +25,7 @@ import (
 	"time"
 
 	"github.com/berth-project/berth/api"
-	"github.com/berth-project/berth/internal/gateway"
+	"github.com/berth-project/berth/internal/pki"
 	"github.com/berth-project/berth/internal/store"
 )
 
@@ -294,7 +291,7 @@ func (s *Server) deleteCertificate(w http.ResponseWriter, r *http.Request) error
 // Managers racing to create it agree on one (store.GatewayCA).
 func (s *Server) gatewayCA(ctx context.Context) (store.GatewayCARecord, error) {
 	return s.st.GatewayCA(ctx, func() (store.GatewayCARecord, error) {
-		ca, err := gateway.NewCA(gatewayCAName)
+		ca, err := pki.NewGatewayCA(gatewayCAName)
 		if err != nil {
 			return store.GatewayCARecord{}, err
 		}
@@ -399,43 +396,19 @@ func parseCSR(data []byte) (*x509.CertificateRequest, []string, error) {
 	return csr, names, nil
 }
 
-// signLeaf issues a server certificate for names and csr's key, valid for
-// gateway.LeafLifetime, and returns it followed by the CA certificate.
+// signLeaf issues a server certificate for names and csr's key with the
+// stored gateway CA (pki.GatewayCA.SignCSR), and returns it followed by the
+// CA certificate.
 func signLeaf(rec store.GatewayCARecord, csr *x509.CertificateRequest, names []string, now time.Time) ([]byte, error) {
-	pair, err := tls.X509KeyPair([]byte(rec.CertPEM), []byte(rec.KeyPEM))
+	ca, err := pki.LoadGatewayCA([]byte(rec.CertPEM), []byte(rec.KeyPEM))
 	if err != nil {
 		return nil, fmt.Errorf("apiserver: the stored gateway CA does not load: %w", err)
 	}
-	caCert, err := x509.ParseCertificate(pair.Certificate[0])
-	if err != nil {
-		return nil, fmt.Errorf("apiserver: the stored gateway CA: %w", err)
-	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
-	if err != nil {
-		return nil, fmt.Errorf("apiserver: serial number: %w", err)
-	}
-	usage := x509.KeyUsageDigitalSignature
-	if _, isRSA := csr.PublicKey.(*rsa.PublicKey); isRSA {
-		usage |= x509.KeyUsageKeyEncipherment
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: names[0]},
-		DNSNames:     names,
-		NotBefore:    now.Add(-5 * time.Minute),
-		NotAfter:     now.Add(gateway.LeafLifetime),
-		KeyUsage:     usage,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	if tmpl.NotAfter.After(caCert.NotAfter) {
-		tmpl.NotAfter = caCert.NotAfter
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, csr.PublicKey, pair.PrivateKey)
+	chain, err := ca.SignCSR(csr, names, now)
 	if err != nil {
 		return nil, fmt.Errorf("apiserver: sign a gateway certificate: %w", err)
 	}
-	out := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	return append(out, rec.CertPEM...), nil
+	return chain, nil
 }
 
 // streamGatewayCertificates streams every uploaded certificate, keys

@@ -28,7 +28,7 @@ import (
 )
 
 // certNow is the clock of the certificate tests. It is near the real time
-// because the gateway CA (gateway.NewCA) is dated by the real clock.
+// because the gateway CA (pki.NewGatewayCA) is dated by the real clock.
 var certNow = time.Now().UTC().Truncate(time.Second)
 
 // newCertFixture is a fixture whose server's clock reads certNow.

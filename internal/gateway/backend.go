@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/berth-project/berth/internal/gateway/http1"
 )
 
 // The HTTP client side of the gateway. It is not net/http's Transport: that
@@ -49,10 +51,10 @@ type bconn struct {
 	raw    syscall.RawConn
 	br     *bufio.Reader
 	bw     *bufio.Writer
-	stop   func() bool // unhooks the backend's kill context
-	idleAt time.Time   // when it went back to the pool
-	dline  bool        // a deadline is set
-	head   respHead    // the response being read; its buffers are reused
+	stop   func() bool        // unhooks the backend's kill context
+	idleAt time.Time          // when it went back to the pool
+	dline  bool               // a deadline is set
+	head   http1.ResponseHead // the response being read; its buffers are reused
 	closed atomic.Bool
 	peek   func(fd uintptr) bool
 	peekOK bool
@@ -228,7 +230,7 @@ type outReq struct {
 	method   string
 	uri      []byte // request target, origin form
 	host     []byte
-	head     *reqHead
+	head     *http1.RequestHead
 	header   http.Header
 	clientIP []byte
 	tls      bool
@@ -347,7 +349,7 @@ func (o *outReq) replayable() bool {
 // the body).
 // Connection failures move the request to another backend; a pooled
 // connection found closed is replaced for requests that can be replayed.
-func (g *Gateway) roundTrip(ex *exchange, o *outReq) (*respHead, *bconn, error) {
+func (g *Gateway) roundTrip(ex *exchange, o *outReq) (*http1.ResponseHead, *bconn, error) {
 	for attempt := 1; ; attempt++ {
 		// A replayable request found a closed pooled connection on its
 		// first attempt: probe the next ones.
@@ -402,7 +404,7 @@ func (g *Gateway) repick(ex *exchange) *backendState {
 
 // exchange writes o and reads the response head (skipping 1xx other than
 // 101).
-func (c *bconn) exchange(o *outReq) (*respHead, error) {
+func (c *bconn) exchange(o *outReq) (*http1.ResponseHead, error) {
 	w := c.bw
 	writeRequestHead(w, o)
 	if o.body != nil {
@@ -439,7 +441,7 @@ func (c *bconn) exchange(o *outReq) (*respHead, error) {
 		}
 		return nil, fmt.Errorf("%w: %w", errStale, err)
 	}
-	if err := readRespHead(c.br, o.method, &c.head); err != nil {
+	if err := http1.ReadResponseHead(c.br, o.method, &c.head); err != nil {
 		return nil, err
 	}
 	return &c.head, nil
@@ -492,11 +494,11 @@ func writeRequestHead(w *bufio.Writer, o *outReq) {
 	w.Write(o.host)
 	w.WriteString("\r\n")
 	if h := o.head; h != nil {
-		for _, l := range h.lines {
-			if !l.skip {
-				w.Write(h.name(l))
+		for _, l := range h.Lines {
+			if !l.Skip {
+				w.Write(h.Name(l))
 				w.WriteString(": ")
-				w.Write(h.value(l))
+				w.Write(h.Value(l))
 				w.WriteString("\r\n")
 			}
 		}

@@ -13,7 +13,7 @@
 // a removed backend, and InFlight counts every request that still will.
 //
 // HTTP/1.x is served by the package's own loop (h1.go) with its own strict
-// head parsers (reqhead.go, resphead.go, fuzzed against net/http's) and a
+// head parsers (package http1, fuzzed against net/http's) and a
 // synchronous keep-alive client (backend.go); bodies are always re-framed,
 // so framing tricks cannot pass through. HTTP/2 (h2 by ALPN, h2c by prior
 // knowledge) is served by net/http behind a frame guard (h2guard.go, which

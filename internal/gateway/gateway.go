@@ -53,9 +53,10 @@ type Options struct {
 	// HTTPSAddr is host:port of the HTTPS entrypoint; empty means none.
 	HTTPSAddr string
 	// IssueCert supplies a certificate for a host that a route names but no
-	// uploaded Cert covers (see CA.Issue). Results are cached until a day
-	// before they expire. Nil means such hosts get the first uploaded
-	// certificate, if any, else the gateway's default one (DefaultCertName).
+	// uploaded Cert covers (see pki.GatewayCA.Issue). Results are cached
+	// until a day before they expire. Nil means such hosts get the first
+	// uploaded certificate, if any, else the gateway's default one
+	// (DefaultCertName).
 	IssueCert func(name string) (*tls.Certificate, error)
 
 	// DrainTimeout is how long requests and connections to a removed or

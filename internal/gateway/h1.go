@@ -13,12 +13,14 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/berth-project/berth/internal/gateway/http1"
 )
 
 // The gateway's HTTP/1.x server loop. It uses neither net/http's server nor
 // its parser: request heads are read by the gateway's own strict parser
-// (readReqHead in reqhead.go, checked against net/http by FuzzRequestHead)
-// into one reused buffer, and response heads by readRespHead (resphead.go).
+// (http1.ReadRequestHead, checked against net/http by FuzzRequestHead)
+// into one reused buffer, and response heads by http1.ReadResponseHead.
 // There is no goroutine per request for detecting closed clients and no
 // response-writer machinery. It always re-frames bodies (Content-Length or
 // chunked, as it decides), so framing ambiguities in a client request cannot
@@ -99,7 +101,7 @@ type h1conn struct {
 	clientIP []byte
 
 	// Per-request state, reused: requests on a connection come one by one.
-	req     reqHead
+	req     http1.RequestHead
 	ex      exchange
 	o       outReq
 	body    bodyReader
@@ -123,17 +125,17 @@ func (h *h1conn) serve() {
 				h.c.SetReadDeadline(time.Now().Add(g.opts.ReadHeaderTimeout))
 			}
 		}
-		err := readReqHead(h.br, g.opts.MaxHeaderBytes, &h.req)
+		err := http1.ReadRequestHead(h.br, g.opts.MaxHeaderBytes, &h.req)
 		if err != nil {
-			var re *reqError
+			var re *http1.RequestError
 			if errors.As(err, &re) {
-				h.fail(re.status, strconv.Itoa(re.status)+" "+http.StatusText(re.status)+": "+re.msg+"\n")
+				h.fail(re.Status, strconv.Itoa(re.Status)+" "+http.StatusText(re.Status)+": "+re.Msg+"\n")
 			}
 			return // I/O errors, timeouts: nothing to answer
 		}
 		// A body is read under its own deadlines (bodyReader); the head's
 		// stays until then. A tunnel has none once it is set up.
-		if h.req.upgrade[1] > 0 && !h.req.hasBody() {
+		if h.req.Upgrade[1] > 0 && !h.req.HasBody() {
 			h.c.SetReadDeadline(time.Time{})
 		}
 		if !h.handle() {
@@ -166,18 +168,18 @@ func (h *h1conn) handle() (keep bool) {
 		start = time.Now()
 	}
 	h.o.body = nil
-	if r.hasBody() {
-		length := r.contentLength
-		if r.chunked {
+	if r.HasBody() {
+		length := r.ContentLength
+		if r.Chunked {
 			length = -1
 		}
-		h.body.init(r.body, length, h.c.SetReadDeadline, g.opts.BodyTimeout, g.opts.BodyMinRate)
+		h.body.init(r.Body, length, h.c.SetReadDeadline, g.opts.BodyTimeout, g.opts.BodyMinRate)
 	}
-	host := hostOnlyBytes(r.span(r.host), &h.hostBuf)
-	rt, redirect, b := g.dispatchBytes(host, r.path, h.ep.tls)
-	id := requestIDBytes(r.span(r.requestID))
-	head := string(r.span(r.method)) == http.MethodHead
-	closing := r.close
+	host := hostOnlyBytes(r.Span(r.Host), &h.hostBuf)
+	rt, redirect, b := g.dispatchBytes(host, r.Path, h.ep.tls)
+	id := requestIDBytes(r.Span(r.RequestID))
+	head := string(r.Span(r.Method)) == http.MethodHead
+	closing := r.Close
 	status, n, backend := 0, int64(0), ""
 	switch {
 	case rt == nil:
@@ -185,7 +187,7 @@ func (h *h1conn) handle() (keep bool) {
 		n = h.writeLocal(head, status, id, msgNotFound, closing)
 	case redirect:
 		status = http.StatusPermanentRedirect
-		target := "https://" + joinHostPort(string(host), g.httpsPort) + string(r.originTarget())
+		target := "https://" + joinHostPort(string(host), g.httpsPort) + string(r.OriginTarget())
 		n = h.writeRedirect(id, target, closing)
 	case b == nil:
 		status = http.StatusServiceUnavailable
@@ -206,10 +208,10 @@ func (h *h1conn) handle() (keep bool) {
 	}
 	if g.access != nil {
 		proto := "HTTP/1.1"
-		if r.minor == 0 {
+		if r.Minor == 0 {
 			proto = "HTTP/1.0"
 		}
-		g.logAccess(h.client, proto, r.methodString(), string(r.span(r.host)), string(r.path), id, rt, backend, status, n, start)
+		g.logAccess(h.client, proto, r.MethodString(), string(r.Span(r.Host)), string(r.Path), id, rt, backend, status, n, start)
 	}
 	return !closing
 }
@@ -218,7 +220,7 @@ func (h *h1conn) handle() (keep bool) {
 // a small rest of it (under the body's deadlines: a slow client is not
 // waited for).
 func (h *h1conn) bodyDone() bool {
-	if !h.req.hasBody() || h.body.eof {
+	if !h.req.HasBody() || h.body.eof {
 		return true
 	}
 	if h.body.failed.Load() {
@@ -235,11 +237,11 @@ func (h *h1conn) proxy(ex *exchange) (int, int64, bool) {
 	g := h.g
 	r := &h.req
 	o := &h.o
-	*o = outReq{method: r.methodString(), uri: h.requestURI(ex.route), host: r.span(r.host), head: r,
-		clientIP: h.clientIP, tls: h.ep.tls, id: ex.id, upgrade: r.span(r.upgrade)}
-	if r.hasBody() {
+	*o = outReq{method: r.MethodString(), uri: h.requestURI(ex.route), host: r.Span(r.Host), head: r,
+		clientIP: h.clientIP, tls: h.ep.tls, id: ex.id, upgrade: r.Span(r.Upgrade)}
+	if r.HasBody() {
 		o.body = &h.body
-		if r.expect100 {
+		if r.Expect100 {
 			// The client waits for this before it sends the body. Sent
 			// here, not when the body is first read: that may happen on
 			// the body writer's goroutine, while this one answers.
@@ -264,11 +266,11 @@ func (h *h1conn) proxy(ex *exchange) (int, int64, bool) {
 		g.log.Debug("proxy error", "request_id", ex.id, "service", ex.route.service, "backend", ex.backend.ID, "err", err)
 		status, msg := errorStatus(err)
 		keep := o.writer == nil
-		n := h.writeLocal(head, status, ex.id, msg, !keep || r.close)
+		n := h.writeLocal(head, status, ex.id, msg, !keep || r.Close)
 		h.finishWriter(o)
 		return status, n, keep
 	}
-	if resp.status == http.StatusSwitchingProtocols {
+	if resp.Status == http.StatusSwitchingProtocols {
 		if len(o.upgrade) == 0 {
 			g.release(c, false)
 			n := h.writeLocal(head, http.StatusBadGateway, ex.id, "502 bad gateway: unexpected upgrade from the backend\n", true)
@@ -280,17 +282,17 @@ func (h *h1conn) proxy(ex *exchange) (int, int64, bool) {
 
 	hsts := h.ep.tls && ex.route.hsts
 	chunked := false
-	closing := r.close
-	http11 := r.minor == 1
+	closing := r.Close
+	http11 := r.Minor == 1
 	w := h.bw
 	writeStatusLine(w, resp)
-	for _, l := range resp.lines {
-		if l.skip || hsts && asciiEqualFold(resp.name(l), "Strict-Transport-Security") {
+	for _, l := range resp.Lines {
+		if l.Skip || hsts && http1.ASCIIEqualFold(resp.Name(l), "Strict-Transport-Security") {
 			continue
 		}
-		w.Write(resp.name(l))
+		w.Write(resp.Name(l))
 		w.WriteString(": ")
-		w.Write(resp.value(l))
+		w.Write(resp.Value(l))
 		w.WriteString("\r\n")
 	}
 	w.WriteString("X-Request-Id: ")
@@ -300,15 +302,15 @@ func (h *h1conn) proxy(ex *exchange) (int, int64, bool) {
 		w.WriteString("Strict-Transport-Security: " + hstsValue + "\r\n")
 	}
 	switch {
-	case resp.noBody:
-		if resp.contentLength >= 0 && bodyAllowedLength(resp.status) {
+	case resp.NoBody:
+		if resp.ContentLength >= 0 && bodyAllowedLength(resp.Status) {
 			w.WriteString("Content-Length: ")
-			w.WriteString(strconv.FormatInt(resp.contentLength, 10))
+			w.WriteString(strconv.FormatInt(resp.ContentLength, 10))
 			w.WriteString("\r\n")
 		}
-	case resp.contentLength >= 0:
+	case resp.ContentLength >= 0:
 		w.WriteString("Content-Length: ")
-		w.WriteString(strconv.FormatInt(resp.contentLength, 10))
+		w.WriteString(strconv.FormatInt(resp.ContentLength, 10))
 		w.WriteString("\r\n")
 	case http11:
 		chunked = true
@@ -324,21 +326,21 @@ func (h *h1conn) proxy(ex *exchange) (int, int64, bool) {
 	w.WriteString("\r\n")
 
 	var n int64
-	eof := resp.noBody
-	if !resp.noBody {
+	eof := resp.NoBody
+	if !resp.NoBody {
 		var cerr error
-		n, eof, cerr = copyBody(w, resp.body, c.br, func() { w.Flush() }, chunked)
+		n, eof, cerr = copyBody(w, resp.Body, c.br, func() { w.Flush() }, chunked)
 		if cerr != nil {
 			closing = true // the response is cut short: so is the connection
 		}
 	}
 	writerOK := o.writerDone()
-	g.release(c, eof && !resp.close && writerOK)
+	g.release(c, eof && !resp.Close && writerOK)
 	if o.writer != nil {
 		closing = true
 		h.finishWriter(o)
 	}
-	return resp.status, n, !closing
+	return resp.Status, n, !closing
 }
 
 // finishWriter waits for a body writer that is still running, after
@@ -355,20 +357,20 @@ func (h *h1conn) finishWriter(o *outReq) {
 
 // tunnel sends the 101 answer to the client, then copies bytes both ways
 // until either side ends. The backend connection is not reused.
-func (h *h1conn) tunnel(resp *respHead, c *bconn, ex *exchange) {
+func (h *h1conn) tunnel(resp *http1.ResponseHead, c *bconn, ex *exchange) {
 	w := h.bw
 	writeStatusLine(w, resp)
-	for _, l := range resp.lines {
-		if l.skip {
+	for _, l := range resp.Lines {
+		if l.Skip {
 			continue
 		}
-		w.Write(resp.name(l))
+		w.Write(resp.Name(l))
 		w.WriteString(": ")
-		w.Write(resp.value(l))
+		w.Write(resp.Value(l))
 		w.WriteString("\r\n")
 	}
 	w.WriteString("Connection: Upgrade\r\nUpgrade: ")
-	w.Write(resp.span(resp.upgrade))
+	w.Write(resp.Span(resp.Upgrade))
 	w.WriteString("\r\nX-Request-Id: ")
 	w.WriteString(ex.id)
 	w.WriteString("\r\n\r\n")
@@ -419,7 +421,7 @@ func (h *h1conn) writeLocal(head bool, status int, id, msg string, closing bool)
 	}
 	if closing {
 		w.WriteString("Connection: close\r\n")
-	} else if h.req.minor == 0 {
+	} else if h.req.Minor == 0 {
 		w.WriteString("Connection: keep-alive\r\n")
 	}
 	w.WriteString("\r\n")
@@ -439,7 +441,7 @@ func (h *h1conn) writeRedirect(id, target string, closing bool) int64 {
 	w.WriteString("\r\n")
 	if closing {
 		w.WriteString("Connection: close\r\n")
-	} else if h.req.minor == 0 {
+	} else if h.req.Minor == 0 {
 		w.WriteString("Connection: keep-alive\r\n")
 	}
 	w.WriteString("\r\n")
@@ -449,7 +451,7 @@ func (h *h1conn) writeRedirect(id, target string, closing bool) int64 {
 // requestURI is the request target sent to the backend: the client's, in
 // origin form, without the route's prefix if it strips it.
 func (h *h1conn) requestURI(rt *route) []byte {
-	t := h.req.originTarget()
+	t := h.req.OriginTarget()
 	if !rt.strip || rt.prefix == "/" {
 		return t
 	}
@@ -462,7 +464,7 @@ func (h *h1conn) requestURI(rt *route) []byte {
 		rest = trimSegment(string(rawPath), rt.prefix)
 	} else {
 		// The prefix was escaped in the raw path: rebuild from the decoded one.
-		u := url.URL{Path: trimSegment(string(h.req.path), rt.prefix)}
+		u := url.URL{Path: trimSegment(string(h.req.Path), rt.prefix)}
 		rest = u.EscapedPath()
 	}
 	h.uriBuf = append(append(h.uriBuf[:0], rest...), query...)
@@ -471,14 +473,14 @@ func (h *h1conn) requestURI(rt *route) []byte {
 
 // writeStatusLine writes "HTTP/1.1 <status> <reason>" (the gateway speaks
 // HTTP/1.1 to every HTTP/1.x client, as net/http does).
-func writeStatusLine(w *bufio.Writer, resp *respHead) {
+func writeStatusLine(w *bufio.Writer, resp *http1.ResponseHead) {
 	w.WriteString("HTTP/1.1 ")
-	w.WriteString(strconv.Itoa(resp.status))
+	w.WriteString(strconv.Itoa(resp.Status))
 	w.WriteByte(' ')
-	if reason := resp.span(resp.reason); len(reason) > 0 {
+	if reason := resp.Span(resp.Reason); len(reason) > 0 {
 		w.Write(reason)
 	} else {
-		w.WriteString(http.StatusText(resp.status))
+		w.WriteString(http.StatusText(resp.Status))
 	}
 	w.WriteString("\r\n")
 }

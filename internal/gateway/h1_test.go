@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/berth-project/berth/internal/pki"
 )
 
 // rawClient dials the gateway's HTTP entrypoint for hand-written requests.
@@ -309,7 +311,7 @@ func TestH1BodyOfLocalAnswerIsSkipped(t *testing.T) {
 // first request's head after a TLS handshake.
 func TestHTTPSSlowHeadersAfterHandshake(t *testing.T) {
 	t.Parallel()
-	ca, _ := NewCA("ca")
+	ca, _ := pki.NewGatewayCA("ca")
 	const timeout = 400 * time.Millisecond
 	g := newGateway(t, func(o *Options) {
 		o.ReadHeaderTimeout = timeout

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/berth-project/berth/internal/pki"
 )
 
 // TestH2Spec runs h2spec (github.com/summerwind/h2spec, the HTTP/2
@@ -30,7 +32,7 @@ func TestH2Spec(t *testing.T) {
 			t.Skip("h2spec is not installed (go install github.com/summerwind/h2spec/cmd/h2spec@latest)")
 		}
 	}
-	ca, _ := NewCA("ca")
+	ca, _ := pki.NewGatewayCA("ca")
 	g := newGateway(t, func(o *Options) { o.IssueCert = func(n string) (*tls.Certificate, error) { return ca.Issue(n) } })
 	a := httpBackend(t, "a")
 	mustUpdate(t, g, Config{Routes: []Route{{Service: "a", Path: "/", Backends: []Backend{{ID: "a", Addr: hostPort(a)}}}}})

@@ -304,34 +304,34 @@ func (g *Gateway) proxyH2(w http.ResponseWriter, r *http.Request, ex *exchange, 
 		status, msg := errorStatus(err)
 		return status, plainError(w, ex.id, status, msg)
 	}
-	if resp.status == http.StatusSwitchingProtocols {
+	if resp.Status == http.StatusSwitchingProtocols {
 		g.release(c, false) // HTTP/2 has no upgrades
 		return http.StatusBadGateway, plainError(w, ex.id, http.StatusBadGateway, "502 bad gateway: unexpected upgrade from the backend\n")
 	}
 	h := w.Header()
-	for _, l := range resp.lines {
-		if !l.skip {
-			k := http.CanonicalHeaderKey(string(resp.name(l)))
-			h[k] = append(h[k], string(resp.value(l)))
+	for _, l := range resp.Lines {
+		if !l.Skip {
+			k := http.CanonicalHeaderKey(string(resp.Name(l)))
+			h[k] = append(h[k], string(resp.Value(l)))
 		}
 	}
 	h["X-Request-Id"] = []string{ex.id}
 	if isTLS && ex.route.hsts {
 		h["Strict-Transport-Security"] = []string{hstsValue}
 	}
-	if resp.contentLength >= 0 && (!resp.noBody || bodyAllowedLength(resp.status)) {
-		h["Content-Length"] = []string{strconv.FormatInt(resp.contentLength, 10)}
+	if resp.ContentLength >= 0 && (!resp.NoBody || bodyAllowedLength(resp.Status)) {
+		h["Content-Length"] = []string{strconv.FormatInt(resp.ContentLength, 10)}
 	}
-	w.WriteHeader(resp.status)
+	w.WriteHeader(resp.Status)
 	var n int64
-	eof := resp.noBody
-	if !resp.noBody {
+	eof := resp.NoBody
+	if !resp.NoBody {
 		flush := func() { rc.Flush() }
 		dw := &deadlineWriter{w: w, set: rc.SetWriteDeadline, d: g.opts.WriteTimeout}
-		n, eof, err = copyBody(dw, resp.body, c.br, flush, false)
+		n, eof, err = copyBody(dw, resp.Body, c.br, flush, false)
 	}
-	g.release(c, eof && err == nil && !resp.close && o.writerDone())
-	return resp.status, n
+	g.release(c, eof && err == nil && !resp.Close && o.writerDone())
+	return resp.Status, n
 }
 
 // bodyAllowedLength reports whether a response without a body may still
@@ -386,11 +386,6 @@ var (
 	crlf      = []byte("\r\n")
 	lastChunk = []byte("0\r\n\r\n")
 )
-
-// bodyAllowed reports whether a response with status may have a body.
-func bodyAllowed(status int) bool {
-	return !(status >= 100 && status < 200 || status == http.StatusNoContent || status == http.StatusNotModified)
-}
 
 // requestURI is the request target sent to the backend.
 func requestURI(r *http.Request, rt *route) string {

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/berth-project/berth/internal/pki"
 )
 
 // cipherSuites are the TLS 1.2 suites of Mozilla's "intermediate" profile
@@ -33,7 +35,7 @@ const DefaultCertName = "berth-gateway-default.invalid"
 
 // newDefaultCert makes the default certificate, signed by a throwaway CA.
 func newDefaultCert() (*tls.Certificate, error) {
-	ca, err := NewCA("Berth gateway default certificate")
+	ca, err := pki.NewGatewayCA("Berth gateway default certificate")
 	if err != nil {
 		return nil, err
 	}

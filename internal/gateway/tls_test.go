@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/berth-project/berth/internal/pki"
 )
 
 // tlsClient trusts only pool and asks for serverName.
@@ -31,7 +33,7 @@ func tlsClient(pool *x509.CertPool, serverName string) *http.Client {
 // entrypoint redirects.
 func TestTLSGatewayCAAndHTTP2(t *testing.T) {
 	t.Parallel()
-	ca, err := NewCA("test gateway CA")
+	ca, err := pki.NewGatewayCA("test gateway CA")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,8 +93,8 @@ func TestTLSGatewayCAAndHTTP2(t *testing.T) {
 // fall back to the gateway CA.
 func TestTLSUploadedCertBySNI(t *testing.T) {
 	t.Parallel()
-	gwCA, _ := NewCA("gateway CA")
-	userCA, _ := NewCA("user's own CA")
+	gwCA, _ := pki.NewGatewayCA("gateway CA")
+	userCA, _ := pki.NewGatewayCA("user's own CA")
 	now := time.Now()
 	certPEM, keyPEM, err := userCA.IssuePEM(now.Add(-time.Hour), now.Add(24*time.Hour), "shop.example.test")
 	if err != nil {
@@ -142,7 +144,7 @@ func TestTLSUploadedCertBySNI(t *testing.T) {
 // certificate are rejected with clear errors, and the old certificate stays.
 func TestTLSBadCertsRejected(t *testing.T) {
 	t.Parallel()
-	ca, _ := NewCA("ca")
+	ca, _ := pki.NewGatewayCA("ca")
 	now := time.Now()
 	good, goodKey, _ := ca.IssuePEM(now.Add(-time.Hour), now.Add(time.Hour), "shop.example.test")
 	other, otherKey, _ := ca.IssuePEM(now.Add(-time.Hour), now.Add(time.Hour), "shop.example.test")
@@ -182,7 +184,7 @@ func TestTLSBadCertsRejected(t *testing.T) {
 // open connection keeps working.
 func TestTLSHotReload(t *testing.T) {
 	t.Parallel()
-	ca, _ := NewCA("ca")
+	ca, _ := pki.NewGatewayCA("ca")
 	now := time.Now()
 	c1, k1, _ := ca.IssuePEM(now.Add(-time.Hour), now.Add(time.Hour), "shop.example.test")
 	c2, k2, _ := ca.IssuePEM(now.Add(-time.Hour), now.Add(2*time.Hour), "shop.example.test")
@@ -227,38 +229,11 @@ func TestTLSHotReload(t *testing.T) {
 	}
 }
 
-func TestCALoadRoundTrip(t *testing.T) {
-	ca, err := NewCA("ca")
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyPEM, err := ca.KeyPEM()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca2, err := LoadCA(ca.CertPEM(), keyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, err := ca2.Issue("x.test", "127.0.0.1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := leaf.Leaf.Verify(x509.VerifyOptions{Roots: ca.Pool(), DNSName: "x.test"}); err != nil {
-		t.Fatalf("a certificate from the reloaded CA does not verify: %v", err)
-	}
-	now := time.Now()
-	leafPEM, leafKey, _ := ca.IssuePEM(now, now.Add(time.Hour), "y.test")
-	if _, err := LoadCA(leafPEM, leafKey); err == nil || !strings.Contains(err.Error(), "not a CA") {
-		t.Fatalf("LoadCA of a leaf certificate: %v", err)
-	}
-}
-
 // TestHTTP2ConnectionOutlivesHeaderTimeout: an HTTP/2 connection (TLS and
 // h2c) handed to net/http keeps working past ReadHeaderTimeout.
 func TestHTTP2ConnectionOutlivesHeaderTimeout(t *testing.T) {
 	t.Parallel()
-	ca, _ := NewCA("ca")
+	ca, _ := pki.NewGatewayCA("ca")
 	g := newGateway(t, func(o *Options) {
 		o.ReadHeaderTimeout = 200 * time.Millisecond
 		o.IssueCert = func(n string) (*tls.Certificate, error) { return ca.Issue(n) }

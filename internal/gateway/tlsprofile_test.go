@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/berth-project/berth/internal/pki"
 )
 
 // TestTLSIntermediateCipherSuites: the HTTPS entrypoint offers Mozilla's
@@ -17,7 +19,7 @@ import (
 // refuses the CBC ones.
 func TestTLSIntermediateCipherSuites(t *testing.T) {
 	t.Parallel()
-	ca, _ := NewCA("ca")
+	ca, _ := pki.NewGatewayCA("ca")
 	g := newGateway(t, func(o *Options) { o.IssueCert = func(n string) (*tls.Certificate, error) { return ca.Issue(n) } })
 	mustUpdate(t, g, Config{Routes: []Route{{Service: "a", Host: "a.test", Backends: []Backend{{ID: "a", Addr: "127.0.0.1:1"}}}}})
 	dial := func(suite uint16) error {
@@ -52,7 +54,7 @@ func TestTLSIntermediateCipherSuites(t *testing.T) {
 // gets the gateway's answer — not an internal_error alert.
 func TestTLSDefaultCertificate(t *testing.T) {
 	t.Parallel()
-	ca, _ := NewCA("ca")
+	ca, _ := pki.NewGatewayCA("ca")
 	g := newGateway(t, func(o *Options) { o.IssueCert = func(n string) (*tls.Certificate, error) { return ca.Issue(n) } })
 	mustUpdate(t, g, Config{Routes: []Route{{Service: "a", Host: "a.test", Backends: []Backend{{ID: "a", Addr: "127.0.0.1:1"}}}}})
 	for _, name := range []string{"", "unknown.test"} {
@@ -108,7 +110,7 @@ func (c *frozenCache) Put(_ string, cs *tls.ClientSessionState) {
 
 // resumes connects with cache, makes a request (so that TLS 1.3 tickets
 // arrive) and reports whether the session was resumed.
-func resumes(t *testing.T, addr string, ca *CA, version uint16, cache tls.ClientSessionCache) bool {
+func resumes(t *testing.T, addr string, ca *pki.GatewayCA, version uint16, cache tls.ClientSessionCache) bool {
 	t.Helper()
 	conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: ca.Pool(), ServerName: "a.test", MinVersion: version,
 		MaxVersion: version, ClientSessionCache: cache, NextProtos: []string{"http/1.1"}})
@@ -133,7 +135,7 @@ func TestTLSSessionTicketKeyRotation(t *testing.T) {
 	t.Parallel()
 	for _, v := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
 		t.Run(strings.ReplaceAll(tls.VersionName(v), " ", ""), func(t *testing.T) {
-			ca, _ := NewCA("ca")
+			ca, _ := pki.NewGatewayCA("ca")
 			g := newGateway(t, func(o *Options) { o.IssueCert = func(n string) (*tls.Certificate, error) { return ca.Issue(n) } })
 			mustUpdate(t, g, Config{Routes: []Route{{Service: "a", Host: "a.test", Backends: []Backend{{ID: "a", Addr: "127.0.0.1:1"}}}}})
 			addr := g.HTTPSAddr().String()
@@ -159,7 +161,7 @@ func TestTLSSessionTicketKeyRotation(t *testing.T) {
 		})
 	}
 	t.Run("timer", func(t *testing.T) {
-		ca, _ := NewCA("ca")
+		ca, _ := pki.NewGatewayCA("ca")
 		g := newGateway(t, func(o *Options) {
 			o.IssueCert = func(n string) (*tls.Certificate, error) { return ca.Issue(n) }
 			o.TicketKeyRotation = 200 * time.Millisecond

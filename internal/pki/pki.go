@@ -1,7 +1,9 @@
 // Package pki is Berth's certificate authority: it creates and keeps the
 // cluster CA, issues the API server's certificate and node certificates
 // (from CSRs: the node's key never leaves the node), verifies node
-// certificates, and makes the admin token and the join tokens. It does not
+// certificates, and makes the admin token and the join tokens. It also holds
+// the gateway CA (GatewayCA), a separate CA with its own key that signs
+// route certificates for the gateway. It does not
 // serve anything and knows nothing of the store.
 package pki
 
@@ -239,7 +241,10 @@ func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
 }
 
 func serial() *big.Int {
-	n, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	if err != nil {
+		panic(fmt.Sprintf("pki: crypto/rand failed: %v", err)) // crypto/rand does not fail on Linux
+	}
 	return n
 }
 

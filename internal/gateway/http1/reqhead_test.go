@@ -1,4 +1,4 @@
-package gateway
+package http1
 
 import (
 	"bufio"
@@ -37,14 +37,14 @@ var reqSeeds = []string{
 // FuzzRequestHead checks the gateway's request parser against net/http's:
 // it must never accept a request net/http rejects, and when both accept
 // one they must read it the same way (method, target, host, framing, body,
-// headers). Run longer with: go test -fuzz FuzzRequestHead ./internal/gateway
+// headers). Run longer with: go test -fuzz FuzzRequestHead ./internal/gateway/http1
 func FuzzRequestHead(f *testing.F) {
 	for _, s := range reqSeeds {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		var h reqHead
-		err := readReqHead(bufio.NewReaderSize(bytes.NewReader(data), 64), 1<<16, &h)
+		var h RequestHead
+		err := ReadRequestHead(bufio.NewReaderSize(bytes.NewReader(data), 64), 1<<16, &h)
 		if err != nil {
 			return // stricter than net/http is allowed
 		}
@@ -60,29 +60,29 @@ func FuzzRequestHead(f *testing.F) {
 				t.Fatalf("%s: ours %q, net/http %q, for %q", what, ours, theirs, data)
 			}
 		}
-		check("method", string(h.span(h.method)), req.Method)
-		check("target", string(h.span(h.target)), req.RequestURI)
-		check("host", string(h.span(h.host)), req.Host)
-		check("path", string(h.path), req.URL.Path)
+		check("method", string(h.Span(h.Method)), req.Method)
+		check("target", string(h.Span(h.target)), req.RequestURI)
+		check("host", string(h.Span(h.Host)), req.Host)
+		check("path", string(h.Path), req.URL.Path)
 		// Framed both ways: we close after the answer (RFC 9112, section
 		// 6.1), net/http does not.
-		clte := h.close && !req.Close && h.chunked && bytes.Contains(bytes.ToLower(data), []byte("content-length:"))
-		if h.minor != req.ProtoMinor || h.close != req.Close && !clte {
-			t.Fatalf("minor %d/%d close %v/%v for %q", h.minor, req.ProtoMinor, h.close, req.Close, data)
+		clte := h.Close && !req.Close && h.Chunked && bytes.Contains(bytes.ToLower(data), []byte("content-length:"))
+		if h.Minor != req.ProtoMinor || h.Close != req.Close && !clte {
+			t.Fatalf("minor %d/%d close %v/%v for %q", h.Minor, req.ProtoMinor, h.Close, req.Close, data)
 		}
-		if h.chunked != (len(req.TransferEncoding) > 0) {
-			t.Fatalf("chunked %v, net/http %v, for %q", h.chunked, req.TransferEncoding, data)
+		if h.Chunked != (len(req.TransferEncoding) > 0) {
+			t.Fatalf("chunked %v, net/http %v, for %q", h.Chunked, req.TransferEncoding, data)
 		}
-		if !h.chunked && max(h.contentLength, 0) != req.ContentLength {
-			t.Fatalf("length %d, net/http %d, for %q", h.contentLength, req.ContentLength, data)
+		if !h.Chunked && max(h.ContentLength, 0) != req.ContentLength {
+			t.Fatalf("length %d, net/http %d, for %q", h.ContentLength, req.ContentLength, data)
 		}
 		// Forwarded headers: the same values, in the same order, for every
 		// name we pass on.
 		ours := map[string][]string{}
-		for _, l := range h.lines {
-			if !l.skip {
-				k := http.CanonicalHeaderKey(string(h.name(l)))
-				ours[k] = append(ours[k], string(h.value(l)))
+		for _, l := range h.Lines {
+			if !l.Skip {
+				k := http.CanonicalHeaderKey(string(h.Name(l)))
+				ours[k] = append(ours[k], string(h.Value(l)))
 			}
 		}
 		for k, vs := range ours {
@@ -91,8 +91,8 @@ func FuzzRequestHead(f *testing.F) {
 		// The bodies.
 		var ob, tb []byte
 		var oerr, terr error
-		if h.body != nil {
-			ob, oerr = io.ReadAll(h.body)
+		if h.Body != nil {
+			ob, oerr = io.ReadAll(h.Body)
 		}
 		tb, terr = io.ReadAll(req.Body)
 		if (oerr == nil) != (terr == nil) || (oerr == nil && !bytes.Equal(ob, tb)) {
@@ -163,12 +163,12 @@ func TestReadReqHead(t *testing.T) {
 		{"GET / HTTP/1.1\r\nHost: a\r\nX-Long: " + strings.Repeat("a", 10000) + "\r\n\r\n", 0}, // longer than the buffer
 	}
 	for _, c := range cases {
-		var h reqHead
-		err := readReqHead(bufio.NewReaderSize(strings.NewReader(c.in), 4096), 64<<10, &h)
+		var h RequestHead
+		err := ReadRequestHead(bufio.NewReaderSize(strings.NewReader(c.in), 4096), 64<<10, &h)
 		status := 0
-		var re *reqError
+		var re *RequestError
 		if errors.As(err, &re) {
-			status = re.status
+			status = re.Status
 		} else if err != nil {
 			t.Errorf("%.60q: I/O error %v", c.in, err)
 			continue
@@ -208,8 +208,8 @@ func TestReadRespHead(t *testing.T) {
 		{"HTTP/1.1 200 OK\r\nX: a\rb\r\n\r\n", "GET", false, 0, false, false, false, 0},
 	}
 	for _, c := range cases {
-		var h respHead
-		err := readRespHead(bufio.NewReader(strings.NewReader(c.in)), c.method, &h)
+		var h ResponseHead
+		err := ReadResponseHead(bufio.NewReader(strings.NewReader(c.in)), c.method, &h)
 		if (err == nil) != c.ok {
 			t.Errorf("%q: err %v, want ok=%v", c.in, err, c.ok)
 			continue
@@ -217,21 +217,21 @@ func TestReadRespHead(t *testing.T) {
 		if err != nil {
 			continue
 		}
-		if h.status != c.status || h.contentLength != c.length || h.chunked != c.chunked || h.close != c.close || h.noBody != c.noBody {
-			t.Errorf("%q: status %d length %d chunked %v close %v noBody %v", c.in, h.status, h.contentLength, h.chunked, h.close, h.noBody)
+		if h.Status != c.status || h.ContentLength != c.length || h.chunked != c.chunked || h.Close != c.close || h.NoBody != c.noBody {
+			t.Errorf("%q: status %d length %d chunked %v close %v noBody %v", c.in, h.Status, h.ContentLength, h.chunked, h.Close, h.NoBody)
 		}
 	}
 	// Hop-by-hop headers, and those a Connection header names, are not
 	// passed on.
-	var h respHead
+	var h ResponseHead
 	in := "HTTP/1.1 200 OK\r\nConnection: X-Internal\r\nX-Internal: 1\r\nKeep-Alive: timeout=5\r\nX-Request-Id: theirs\r\nX-App: yes\r\nContent-Length: 0\r\n\r\n"
-	if err := readRespHead(bufio.NewReader(strings.NewReader(in)), "GET", &h); err != nil {
+	if err := ReadResponseHead(bufio.NewReader(strings.NewReader(in)), "GET", &h); err != nil {
 		t.Fatal(err)
 	}
 	var passed []string
-	for _, l := range h.lines {
-		if !l.skip {
-			passed = append(passed, string(h.name(l)))
+	for _, l := range h.Lines {
+		if !l.Skip {
+			passed = append(passed, string(h.Name(l)))
 		}
 	}
 	if strings.Join(passed, ",") != "X-App" {
@@ -259,8 +259,8 @@ func FuzzResponseHead(f *testing.F) {
 		if head {
 			method = "HEAD"
 		}
-		var h respHead
-		if err := readRespHead(bufio.NewReaderSize(bytes.NewReader(data), 64), method, &h); err != nil {
+		var h ResponseHead
+		if err := ReadResponseHead(bufio.NewReaderSize(bytes.NewReader(data), 64), method, &h); err != nil {
 			return
 		}
 		br := bufio.NewReader(bytes.NewReader(data))
@@ -275,16 +275,16 @@ func FuzzResponseHead(f *testing.F) {
 		if err != nil {
 			t.Fatalf("the gateway accepts what net/http rejects (%v): %q", err, data)
 		}
-		if h.status != resp.StatusCode || h.close != resp.Close {
-			t.Fatalf("status %d/%d close %v/%v for %q", h.status, resp.StatusCode, h.close, resp.Close, data)
+		if h.Status != resp.StatusCode || h.Close != resp.Close {
+			t.Fatalf("status %d/%d close %v/%v for %q", h.Status, resp.StatusCode, h.Close, resp.Close, data)
 		}
-		if h.chunked != (len(resp.TransferEncoding) > 0) && !h.noBody {
+		if h.chunked != (len(resp.TransferEncoding) > 0) && !h.NoBody {
 			t.Fatalf("chunked %v, net/http %v, for %q", h.chunked, resp.TransferEncoding, data)
 		}
 		var ob []byte
 		var oerr error
-		if !h.noBody {
-			ob, oerr = io.ReadAll(h.body)
+		if !h.NoBody {
+			ob, oerr = io.ReadAll(h.Body)
 		}
 		tb, terr := io.ReadAll(resp.Body)
 		if (oerr == nil) != (terr == nil) || (oerr == nil && !bytes.Equal(ob, tb)) {

@@ -1,4 +1,4 @@
-package gateway
+package http1
 
 import (
 	"bufio"
@@ -28,57 +28,62 @@ var (
 	errBadTrailer  = errors.New("gateway: malformed chunked trailer")
 )
 
-// hdrLine is one header line: name and value as spans of respHead.buf.
-type hdrLine struct {
+// HeaderLine is one header line: name and value as spans of ResponseHead.buf.
+type HeaderLine struct {
 	name, value [2]int
-	skip        bool // hop-by-hop or framing: not passed on
+	Skip        bool // hop-by-hop or framing: not passed on
 }
 
-// respHead is a parsed response head and its body reader.
-type respHead struct {
+// ResponseHead is a parsed response head and its body reader.
+type ResponseHead struct {
 	buf   []byte
-	lines []hdrLine
+	Lines []HeaderLine
 
 	major, minor int
-	status       int
-	reason       [2]int
+	Status       int
+	Reason       [2]int
 
-	contentLength int64 // -1: not given
+	ContentLength int64 // -1: not given
 	chunked       bool
-	close         bool // the backend closes the connection after the body
-	noBody        bool
-	upgrade       [2]int // the Upgrade header's value, for a 101
+	Close         bool // the backend closes the connection after the body
+	NoBody        bool
+	Upgrade       [2]int // the Upgrade header's value, for a 101
 
-	body    io.Reader // nil when noBody
+	Body    io.Reader // nil when noBody
 	limited exactReader
 }
 
-func (h *respHead) name(l hdrLine) []byte  { return h.buf[l.name[0]:l.name[1]] }
-func (h *respHead) value(l hdrLine) []byte { return h.buf[l.value[0]:l.value[1]] }
-func (h *respHead) span(s [2]int) []byte   { return h.buf[s[0]:s[1]] }
+// Name returns the name of header line l.
+func (h *ResponseHead) Name(l HeaderLine) []byte { return h.buf[l.name[0]:l.name[1]] }
+
+// Value returns the value of header line l.
+func (h *ResponseHead) Value(l HeaderLine) []byte { return h.buf[l.value[0]:l.value[1]] }
+
+// Span returns the bytes of a span of the head (Reason, Upgrade).
+func (h *ResponseHead) Span(s [2]int) []byte { return h.buf[s[0]:s[1]] }
 
 // reset readies h for another response, keeping its buffers.
-func (h *respHead) reset() {
-	buf, lines := h.buf[:0], h.lines[:0]
-	*h = respHead{buf: buf, lines: lines, contentLength: -1}
+func (h *ResponseHead) reset() {
+	buf, lines := h.buf[:0], h.Lines[:0]
+	*h = ResponseHead{buf: buf, Lines: lines, ContentLength: -1}
 }
 
-// readRespHead reads a response head from br (skipping 1xx other than
+// ReadResponseHead reads a response head from br (skipping 1xx other than
 // 101) for a request with method. h is reset first.
-func readRespHead(br *bufio.Reader, method string, h *respHead) error {
+func ReadResponseHead(br *bufio.Reader, method string, h *ResponseHead) error {
 	for {
 		h.reset()
 		if err := h.read(br, method); err != nil {
 			return err
 		}
-		if h.status >= 200 || h.status == http.StatusSwitchingProtocols {
+		if h.Status >= 200 || h.Status == http.StatusSwitchingProtocols {
 			return nil
 		}
 		// 100 Continue, 103 Early Hints: the final answer follows.
 	}
 }
 
-func (h *respHead) read(br *bufio.Reader, method string) error {
+func (h *ResponseHead) read(br *bufio.Reader, method string) error {
 	line, err := readLine(br)
 	if err != nil {
 		return err
@@ -99,9 +104,9 @@ func (h *respHead) read(br *bufio.Reader, method string) error {
 	if code < 100 {
 		return fmt.Errorf("%w: status %d", errBadResponse, code)
 	}
-	h.status = code
+	h.Status = code
 	if len(line) > 13 {
-		h.reason = h.add(line[13:])
+		h.Reason = h.add(line[13:])
 	}
 
 	var connClose, connKeepAlive bool
@@ -116,7 +121,7 @@ func (h *respHead) read(br *bufio.Reader, method string) error {
 		if len(line) == 0 {
 			break
 		}
-		if len(h.lines) >= maxRespHeaderLines || len(h.buf) > maxRespHeadBytes {
+		if len(h.Lines) >= maxRespHeaderLines || len(h.buf) > maxRespHeadBytes {
 			return fmt.Errorf("%w: response head too large", errBadResponse)
 		}
 		if line[0] == ' ' || line[0] == '\t' {
@@ -137,82 +142,82 @@ func (h *respHead) read(br *bufio.Reader, method string) error {
 				return fmt.Errorf("%w: control character in header %q", errBadResponse, truncateBytes(name))
 			}
 		}
-		l := hdrLine{name: h.add(name), value: h.add(value)}
+		l := HeaderLine{name: h.add(name), value: h.add(value)}
 		switch {
-		case asciiEqualFold(name, "Content-Length"):
-			l.skip = true
+		case ASCIIEqualFold(name, "Content-Length"):
+			l.Skip = true
 			n, err := strconv.ParseInt(string(value), 10, 64)
-			if err != nil || n < 0 || (h.contentLength >= 0 && n != h.contentLength) {
+			if err != nil || n < 0 || (h.ContentLength >= 0 && n != h.ContentLength) {
 				return fmt.Errorf("%w: Content-Length %q", errBadResponse, truncateBytes(value))
 			}
-			h.contentLength = n
-		case asciiEqualFold(name, "Transfer-Encoding"):
-			l.skip = true
+			h.ContentLength = n
+		case ASCIIEqualFold(name, "Transfer-Encoding"):
+			l.Skip = true
 			if haveTE {
 				return fmt.Errorf("%w: more than one Transfer-Encoding", errBadResponse)
 			}
 			haveTE, te = true, value
-		case asciiEqualFold(name, "Connection"):
-			l.skip = true
+		case ASCIIEqualFold(name, "Connection"):
+			l.Skip = true
 			for _, tok := range bytes.Split(value, []byte(",")) {
 				tok = bytes.Trim(tok, " \t")
 				switch {
-				case asciiEqualFold(tok, "close"):
+				case ASCIIEqualFold(tok, "close"):
 					connClose = true
-				case asciiEqualFold(tok, "keep-alive"):
+				case ASCIIEqualFold(tok, "keep-alive"):
 					connKeepAlive = true
 				case len(tok) > 0:
 					connListed = append(connListed, tok)
 				}
 			}
-		case asciiEqualFold(name, "Upgrade"):
-			l.skip = true
-			h.upgrade = l.value
+		case ASCIIEqualFold(name, "Upgrade"):
+			l.Skip = true
+			h.Upgrade = l.value
 		default:
-			l.skip = skipResponseName(name)
+			l.Skip = skipResponseName(name)
 		}
-		h.lines = append(h.lines, l)
+		h.Lines = append(h.Lines, l)
 	}
-	for i := range h.lines {
+	for i := range h.Lines {
 		for _, tok := range connListed {
-			if asciiEqualFold(h.name(h.lines[i]), string(tok)) {
-				h.lines[i].skip = true
+			if ASCIIEqualFold(h.Name(h.Lines[i]), string(tok)) {
+				h.Lines[i].Skip = true
 			}
 		}
 	}
 
 	// Framing (RFC 9112, section 6.3).
 	if h.minor == 0 {
-		h.close = !connKeepAlive
+		h.Close = !connKeepAlive
 		haveTE = false // HTTP/1.0 has no transfer codings (as net/http)
 	} else {
-		h.close = connClose
+		h.Close = connClose
 	}
-	if haveTE && !asciiEqualFold(te, "chunked") {
+	if haveTE && !ASCIIEqualFold(te, "chunked") {
 		return fmt.Errorf("%w: Transfer-Encoding %q", errBadResponse, truncateBytes(te))
 	}
 	switch {
-	case method == http.MethodHead || !bodyAllowed(h.status):
-		h.noBody = true
+	case method == http.MethodHead || !bodyAllowed(h.Status):
+		h.NoBody = true
 	case haveTE:
 		h.chunked = true
-		h.contentLength = -1 // chunked wins over a length
-		h.body = &trailerEater{r: httputil.NewChunkedReader(br), br: br}
-	case h.contentLength >= 0:
-		h.limited = exactReader{r: br, n: h.contentLength}
-		h.body = &h.limited
+		h.ContentLength = -1 // chunked wins over a length
+		h.Body = &trailerEater{r: httputil.NewChunkedReader(br), br: br}
+	case h.ContentLength >= 0:
+		h.limited = exactReader{r: br, n: h.ContentLength}
+		h.Body = &h.limited
 	default:
-		h.close = true // the body ends when the backend closes
-		h.body = br
+		h.Close = true // the body ends when the backend closes
+		h.Body = br
 	}
-	if h.contentLength == 0 && !h.chunked {
-		h.body = eofReader{}
+	if h.ContentLength == 0 && !h.chunked {
+		h.Body = eofReader{}
 	}
 	return nil
 }
 
 // add copies b into h.buf and returns its span.
-func (h *respHead) add(b []byte) [2]int {
+func (h *ResponseHead) add(b []byte) [2]int {
 	start := len(h.buf)
 	h.buf = append(h.buf, b...)
 	return [2]int{start, len(h.buf)}
@@ -222,7 +227,7 @@ func (h *respHead) add(b []byte) [2]int {
 func skipResponseName(name []byte) bool {
 	for _, k := range [...]string{"Keep-Alive", "Proxy-Connection", "Proxy-Authenticate", "Proxy-Authorization",
 		"Te", "Trailer", "X-Request-Id"} {
-		if asciiEqualFold(name, k) {
+		if ASCIIEqualFold(name, k) {
 			return true
 		}
 	}
@@ -308,7 +313,8 @@ var tokenBytes = func() (t [256]bool) {
 
 func isTokenByte(c byte) bool { return tokenBytes[c] }
 
-func asciiEqualFold(b []byte, s string) bool {
+// ASCIIEqualFold reports whether b equals s, ignoring ASCII case.
+func ASCIIEqualFold(b []byte, s string) bool {
 	if len(b) != len(s) {
 		return false
 	}
@@ -332,4 +338,9 @@ func truncateBytes(b []byte) string {
 		return string(b[:64]) + "…"
 	}
 	return string(b)
+}
+
+// bodyAllowed reports whether a response with status may have a body.
+func bodyAllowed(status int) bool {
+	return !(status >= 100 && status < 200 || status == http.StatusNoContent || status == http.StatusNotModified)
 }

@@ -1,4 +1,7 @@
-package gateway
+// Package http1 parses HTTP/1.x request and response heads for the
+// gateway: strictly, into one reused buffer, without building an
+// http.Request or http.Response. It knows nothing of routes or backends.
+package http1
 
 import (
 	"bufio"
@@ -17,40 +20,40 @@ import (
 // what they both accept — and the gateway re-frames every body it
 // forwards, so no framing ambiguity can reach a backend.
 
-// reqError is a request the gateway answers with an error status and then
+// RequestError is a request the gateway answers with an error status and then
 // closes the connection.
-type reqError struct {
-	status int
-	msg    string
+type RequestError struct {
+	Status int
+	Msg    string
 }
 
-func (e *reqError) Error() string {
-	return fmt.Sprintf("gateway: bad request (%d): %s", e.status, e.msg)
+func (e *RequestError) Error() string {
+	return fmt.Sprintf("gateway: bad request (%d): %s", e.Status, e.Msg)
 }
 
 func badRequest(format string, args ...any) error {
-	return &reqError{status: 400, msg: fmt.Sprintf(format, args...)}
+	return &RequestError{Status: 400, Msg: fmt.Sprintf(format, args...)}
 }
 
-// reqHead is a parsed request head and its body reader.
-type reqHead struct {
+// RequestHead is a parsed request head and its body reader.
+type RequestHead struct {
 	buf   []byte
-	lines []hdrLine
+	Lines []HeaderLine
 
-	method, target, host [2]int // spans of buf
-	path                 []byte // decoded path, for routing (aliases buf or pathBuf)
+	Method, target, Host [2]int // spans of buf
+	Path                 []byte // decoded path, for routing (aliases buf or pathBuf)
 	pathBuf              []byte
 	lineBuf              []byte // a head line longer than the reader's buffer
-	minor                int    // HTTP/1.minor
+	Minor                int    // HTTP/1.minor
 
-	contentLength int64 // -1: no Content-Length
-	chunked       bool
-	close         bool // the client wants the connection closed after the answer
-	expect100     bool
-	upgrade       [2]int // the Upgrade header, when Connection asks for an upgrade
-	requestID     [2]int
+	ContentLength int64 // -1: no Content-Length
+	Chunked       bool
+	Close         bool // the client wants the connection closed after the answer
+	Expect100     bool
+	Upgrade       [2]int // the Upgrade header, when Connection asks for an upgrade
+	RequestID     [2]int
 
-	body    io.Reader // nil without a body
+	Body    io.Reader // nil without a body
 	limited exactReader
 }
 
@@ -78,20 +81,26 @@ func (e *exactReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func (h *reqHead) span(s [2]int) []byte   { return h.buf[s[0]:s[1]] }
-func (h *reqHead) name(l hdrLine) []byte  { return h.buf[l.name[0]:l.name[1]] }
-func (h *reqHead) value(l hdrLine) []byte { return h.buf[l.value[0]:l.value[1]] }
+// Span returns the bytes of a span of the head (Method, Target, Host,
+// RequestID, Upgrade).
+func (h *RequestHead) Span(s [2]int) []byte { return h.buf[s[0]:s[1]] }
 
-func (h *reqHead) add(b []byte) [2]int {
+// Name returns the name of header line l.
+func (h *RequestHead) Name(l HeaderLine) []byte { return h.buf[l.name[0]:l.name[1]] }
+
+// Value returns the value of header line l.
+func (h *RequestHead) Value(l HeaderLine) []byte { return h.buf[l.value[0]:l.value[1]] }
+
+func (h *RequestHead) add(b []byte) [2]int {
 	start := len(h.buf)
 	h.buf = append(h.buf, b...)
 	return [2]int{start, len(h.buf)}
 }
 
-// originTarget returns the request target in origin form (path and
+// OriginTarget returns the request target in origin form (path and
 // query), or "*".
-func (h *reqHead) originTarget() []byte {
-	t := h.span(h.target)
+func (h *RequestHead) OriginTarget() []byte {
+	t := h.Span(h.target)
 	if t[0] == '/' || t[0] == '*' {
 		return t
 	}
@@ -99,12 +108,12 @@ func (h *reqHead) originTarget() []byte {
 	return rest[bytes.IndexByte(rest, '/'):]
 }
 
-// hasBody reports whether the request has a body to read.
-func (h *reqHead) hasBody() bool { return h.body != nil }
+// HasBody reports whether the request has a body to read.
+func (h *RequestHead) HasBody() bool { return h.Body != nil }
 
-// methodString returns the method without allocating for the common ones.
-func (h *reqHead) methodString() string {
-	m := h.span(h.method)
+// MethodString returns the method without allocating for the common ones.
+func (h *RequestHead) MethodString() string {
+	m := h.Span(h.Method)
 	for _, k := range [...]string{"GET", "POST", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS"} {
 		if string(m) == k {
 			return k
@@ -113,11 +122,11 @@ func (h *reqHead) methodString() string {
 	return string(m)
 }
 
-// readReqHead reads a request head from br; maxBytes bounds it. A
-// *reqError says what to answer; other errors are I/O errors.
-func readReqHead(br *bufio.Reader, maxBytes int, h *reqHead) error {
-	buf, lines, pathBuf, lineBuf := h.buf[:0], h.lines[:0], h.pathBuf[:0], h.lineBuf[:0]
-	*h = reqHead{buf: buf, lines: lines, pathBuf: pathBuf, lineBuf: lineBuf, contentLength: -1}
+// ReadRequestHead reads a request head from br; maxBytes bounds it. A
+// *RequestError says what to answer; other errors are I/O errors.
+func ReadRequestHead(br *bufio.Reader, maxBytes int, h *RequestHead) error {
+	buf, lines, pathBuf, lineBuf := h.buf[:0], h.Lines[:0], h.pathBuf[:0], h.lineBuf[:0]
+	*h = RequestHead{buf: buf, Lines: lines, pathBuf: pathBuf, lineBuf: lineBuf, ContentLength: -1}
 	budget := maxBytes
 
 	line, err := readHeadLine(br, &budget, &h.lineBuf)
@@ -138,13 +147,13 @@ func readReqHead(br *bufio.Reader, maxBytes int, h *reqHead) error {
 	}
 	switch string(version) {
 	case "HTTP/1.1":
-		h.minor = 1
+		h.Minor = 1
 	case "HTTP/1.0":
-		h.minor = 0
+		h.Minor = 0
 	default:
 		if len(version) == 8 && bytes.HasPrefix(version, []byte("HTTP/")) && version[6] == '.' &&
 			version[5] >= '0' && version[5] <= '9' && version[7] >= '0' && version[7] <= '9' {
-			return &reqError{status: 505, msg: "HTTP version not supported"}
+			return &RequestError{Status: 505, Msg: "HTTP version not supported"}
 		}
 		return badRequest("malformed HTTP version")
 	}
@@ -154,15 +163,15 @@ func readReqHead(br *bufio.Reader, maxBytes int, h *reqHead) error {
 		}
 	}
 	isConnect := string(method) == "CONNECT"
-	h.method = h.add(method)
+	h.Method = h.add(method)
 	h.target = h.add(target)
-	target = h.span(h.target) // the line's bytes are gone at the next read
+	target = h.Span(h.target) // the line's bytes are gone at the next read
 
 	var urlHost [2]int
 	haveURLHost := false
 	switch {
 	case target[0] == '/':
-	case string(target) == "*" && string(h.span(h.method)) == "OPTIONS":
+	case string(target) == "*" && string(h.Span(h.Method)) == "OPTIONS":
 	case hasPrefixFold(target, "http://") || hasPrefixFold(target, "https://"):
 		// Absolute form: the host in it wins over the Host header.
 		start := bytes.IndexByte(target, ':') + 3
@@ -174,7 +183,7 @@ func readReqHead(br *bufio.Reader, maxBytes int, h *reqHead) error {
 		haveURLHost = true
 		urlHost = [2]int{h.target[0] + start, h.target[0] + start + end}
 	case isConnect:
-		return &reqError{status: 405, msg: "the gateway is not a forward proxy"}
+		return &RequestError{Status: 405, Msg: "the gateway is not a forward proxy"}
 	default:
 		return badRequest("invalid request target")
 	}
@@ -214,97 +223,97 @@ func readReqHead(br *bufio.Reader, maxBytes int, h *reqHead) error {
 		if !validFieldValue(value) {
 			return badRequest("invalid header value")
 		}
-		l := hdrLine{name: h.add(name), value: h.add(value)}
+		l := HeaderLine{name: h.add(name), value: h.add(value)}
 		switch {
-		case asciiEqualFold(name, "Host"):
-			l.skip = true
+		case ASCIIEqualFold(name, "Host"):
+			l.Skip = true
 			if haveHost {
 				return badRequest("more than one Host header")
 			}
-			haveHost, h.host = true, l.value
-		case asciiEqualFold(name, "Content-Length"):
-			l.skip = true
-			if haveCL && !bytes.Equal(h.span(cl), value) {
+			haveHost, h.Host = true, l.value
+		case ASCIIEqualFold(name, "Content-Length"):
+			l.Skip = true
+			if haveCL && !bytes.Equal(h.Span(cl), value) {
 				return badRequest("conflicting Content-Length headers")
 			}
 			haveCL, cl = true, l.value
-		case asciiEqualFold(name, "Transfer-Encoding"):
-			l.skip = true
+		case ASCIIEqualFold(name, "Transfer-Encoding"):
+			l.Skip = true
 			if haveTE {
-				return &reqError{status: 501, msg: "unsupported Transfer-Encoding"}
+				return &RequestError{Status: 501, Msg: "unsupported Transfer-Encoding"}
 			}
 			haveTE, te = true, l.value
-		case asciiEqualFold(name, "Connection"):
-			l.skip = true
+		case ASCIIEqualFold(name, "Connection"):
+			l.Skip = true
 			for v := value; len(v) > 0; {
 				var tok []byte
 				tok, v = cutCommaBytes(v)
 				switch {
-				case asciiEqualFold(tok, "close"):
+				case ASCIIEqualFold(tok, "close"):
 					connClose = true
-				case asciiEqualFold(tok, "keep-alive"):
+				case ASCIIEqualFold(tok, "keep-alive"):
 					connKeepAlive = true
-				case asciiEqualFold(tok, "upgrade"):
+				case ASCIIEqualFold(tok, "upgrade"):
 					connUpgrade = true
 				case len(tok) > 0:
 					s := h.add(tok)
 					connListed = append(connListed, s)
 				}
 			}
-		case asciiEqualFold(name, "Expect"):
-			l.skip = true
+		case ASCIIEqualFold(name, "Expect"):
+			l.Skip = true
 			haveExpect, expect = true, l.value
-		case asciiEqualFold(name, "Upgrade"):
-			l.skip = true
+		case ASCIIEqualFold(name, "Upgrade"):
+			l.Skip = true
 			haveUpgrade, upgrade = true, l.value
-		case asciiEqualFold(name, "X-Request-Id"):
-			l.skip = true
-			h.requestID = l.value
+		case ASCIIEqualFold(name, "X-Request-Id"):
+			l.Skip = true
+			h.RequestID = l.value
 		default:
-			l.skip = skipRequestName(name)
+			l.Skip = skipRequestName(name)
 		}
-		h.lines = append(h.lines, l)
+		h.Lines = append(h.Lines, l)
 	}
-	for i := range h.lines {
+	for i := range h.Lines {
 		for _, s := range connListed {
-			if asciiEqualFold(h.name(h.lines[i]), string(h.span(s))) {
-				h.lines[i].skip = true
+			if ASCIIEqualFold(h.Name(h.Lines[i]), string(h.Span(s))) {
+				h.Lines[i].Skip = true
 			}
 		}
 	}
 
-	if !haveHost && h.minor == 1 {
+	if !haveHost && h.Minor == 1 {
 		return badRequest("missing Host header") // even with an absolute target, as net/http
 	}
 	if haveURLHost {
-		h.host = urlHost
+		h.Host = urlHost
 	}
-	if !validHost(h.span(h.host)) || !validHost(h.span(urlHost)) {
+	if !validHost(h.Span(h.Host)) || !validHost(h.Span(urlHost)) {
 		return badRequest("invalid Host header")
 	}
 	if isConnect {
-		return &reqError{status: 405, msg: "the gateway is not a forward proxy"}
+		return &RequestError{Status: 405, Msg: "the gateway is not a forward proxy"}
 	}
 	if haveExpect {
-		if !asciiEqualFold(h.span(expect), "100-continue") {
-			return &reqError{status: 417, msg: "expectation failed"}
+		if !ASCIIEqualFold(h.Span(expect), "100-continue") {
+			return &RequestError{Status: 417, Msg: "expectation failed"}
 		}
-		h.expect100 = h.minor == 1
+		h.Expect100 = h.Minor == 1
 	}
 	if connUpgrade && haveUpgrade {
-		h.upgrade = upgrade
+		h.Upgrade = upgrade
 	}
-	if h.minor == 0 {
-		h.close = !connKeepAlive
+	if h.Minor == 0 {
+		h.Close = !connKeepAlive
 	} else {
-		h.close = connClose
+		h.Close = connClose
 	}
 
 	// Framing (RFC 9112, section 6.3). A Content-Length must be valid even
 	// beside chunked, where it is ignored (as net/http).
 	n := int64(-1)
 	if haveCL {
-		v := h.span(cl)
+		v := h.Span(cl)
 		if len(v) == 0 || len(v) > 18 {
 			return badRequest("invalid Content-Length")
 		}
@@ -318,36 +327,36 @@ func readReqHead(br *bufio.Reader, maxBytes int, h *reqHead) error {
 	}
 	switch {
 	case haveTE:
-		if h.minor == 0 {
+		if h.Minor == 0 {
 			return badRequest("Transfer-Encoding in an HTTP/1.0 request")
 		}
-		if !asciiEqualFold(h.span(te), "chunked") {
-			return &reqError{status: 501, msg: "unsupported Transfer-Encoding"}
+		if !ASCIIEqualFold(h.Span(te), "chunked") {
+			return &RequestError{Status: 501, Msg: "unsupported Transfer-Encoding"}
 		}
-		h.chunked = true // and any Content-Length is ignored (and not forwarded)
+		h.Chunked = true // and any Content-Length is ignored (and not forwarded)
 		if haveCL {
 			// A message framed two ways may have been read differently by
 			// an intermediary before us: answer it, and trust nothing
 			// after it on this connection (RFC 9112, section 6.1).
-			h.close = true
+			h.Close = true
 		}
-		h.body = &trailerEater{r: httputil.NewChunkedReader(br), br: br}
+		h.Body = &trailerEater{r: httputil.NewChunkedReader(br), br: br}
 	case haveCL:
-		h.contentLength = n
+		h.ContentLength = n
 		if n > 0 {
 			h.limited = exactReader{r: br, n: n}
-			h.body = &h.limited
+			h.Body = &h.limited
 		}
 	}
 	return nil
 }
 
 // setPath decodes the path of the request target for routing.
-func (h *reqHead) setPath() error {
-	t := h.span(h.target)
+func (h *RequestHead) setPath() error {
+	t := h.Span(h.target)
 	if t[0] != '/' {
 		if t[0] == '*' {
-			h.path = t
+			h.Path = t
 			return nil
 		}
 		// Absolute form: the path starts after the authority.
@@ -361,7 +370,7 @@ func (h *reqHead) setPath() error {
 		t = t[:i]
 	}
 	if bytes.IndexByte(t, '%') < 0 {
-		h.path = t
+		h.Path = t
 		return nil
 	}
 	out := h.pathBuf[:0]
@@ -377,7 +386,7 @@ func (h *reqHead) setPath() error {
 		i += 2
 	}
 	h.pathBuf = out
-	h.path = out
+	h.Path = out
 	return nil
 }
 
@@ -428,7 +437,7 @@ func unhex(c byte) byte {
 }
 
 func hasPrefixFold(b []byte, prefix string) bool {
-	return len(b) >= len(prefix) && asciiEqualFold(b[:len(prefix)], prefix)
+	return len(b) >= len(prefix) && ASCIIEqualFold(b[:len(prefix)], prefix)
 }
 
 // readHeadLine reads one line of a head, without CRLF, charging it to
@@ -439,7 +448,7 @@ func readHeadLine(br *bufio.Reader, budget *int, scratch *[]byte) ([]byte, error
 		long := append((*scratch)[:0], line...)
 		for errors.Is(err, bufio.ErrBufferFull) {
 			if len(long) > *budget {
-				return nil, &reqError{status: 431, msg: "request header fields too large"}
+				return nil, &RequestError{Status: 431, Msg: "request header fields too large"}
 			}
 			line, err = br.ReadSlice('\n')
 			long = append(long, line...)
@@ -449,7 +458,7 @@ func readHeadLine(br *bufio.Reader, budget *int, scratch *[]byte) ([]byte, error
 	}
 	*budget -= len(line)
 	if *budget < 0 {
-		return nil, &reqError{status: 431, msg: "request header fields too large"}
+		return nil, &RequestError{Status: 431, Msg: "request header fields too large"}
 	}
 	if err != nil {
 		return nil, err
@@ -465,11 +474,11 @@ func readHeadLine(br *bufio.Reader, budget *int, scratch *[]byte) ([]byte, error
 }
 
 // skipRequestName reports the client headers not forwarded as they are
-// (besides those readReqHead handles itself).
+// (besides those ReadRequestHead handles itself).
 func skipRequestName(name []byte) bool {
 	for _, k := range [...]string{"Keep-Alive", "Proxy-Connection", "Proxy-Authenticate", "Proxy-Authorization",
 		"Te", "Trailer", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "Forwarded"} {
-		if asciiEqualFold(name, k) {
+		if ASCIIEqualFold(name, k) {
 			return true
 		}
 	}
