@@ -440,7 +440,9 @@ func signLeaf(rec store.GatewayCARecord, csr *x509.CertificateRequest, names []s
 
 // streamGatewayCertificates streams every uploaded certificate, keys
 // included, as NDJSON to agents: in full at once, then again after every
-// change (debounced like the endpoints stream), until the client goes away.
+// change (debounced like the endpoints stream: the first change after a
+// quiet spell at once, later ones within AssignmentDebounce batched), until
+// the client goes away.
 func (s *Server) streamGatewayCertificates(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	stream, err := startNDJSON(w)
@@ -470,7 +472,9 @@ func (s *Server) streamGatewayCertificates(w http.ResponseWriter, r *http.Reques
 		}
 		wctx, cancel := context.WithCancel(ctx)
 		watch := s.st.Certificates.Watch(wctx, rev)
-		var debounce <-chan time.Time
+		// The first change after a quiet spell goes out at once; changes
+		// within AssignmentDebounce of a send are batched into the next.
+		d := s.debouncer()
 	follow:
 		for {
 			select {
@@ -492,15 +496,13 @@ func (s *Server) streamGatewayCertificates(w http.ResponseWriter, r *http.Reques
 					delete(certs, ev.Key)
 				}
 				rev = max(rev, ev.Revision)
-				if debounce == nil {
-					debounce = time.After(s.cfg.AssignmentDebounce)
-				}
-			case <-debounce:
-				debounce = nil
+				d.Changed()
+			case <-d.C():
 				if err := send(); err != nil {
 					cancel()
 					return nil
 				}
+				d.Fired()
 			}
 		}
 		cancel() // list again

@@ -8,7 +8,6 @@ import (
 	"net/url"
 	"sort"
 	"strconv"
-	"time"
 
 	"github.com/berth-project/berth/api"
 	"github.com/berth-project/berth/internal/store"
@@ -284,15 +283,8 @@ func (s *Server) streamEndpoints(w http.ResponseWriter, r *http.Request) error {
 		svcW := s.st.Services.Watch(wctx, revs[0])
 		taskW := s.st.Tasks.Watch(wctx, revs[1])
 		nodeW := s.st.Nodes.Watch(wctx, revs[2])
-		var debounce <-chan time.Time
-		dirty := false
-		lastSend := time.Time{}
-		changed := func() {
-			if !dirty {
-				dirty = true
-				debounce = time.After(max(s.cfg.AssignmentDebounce-time.Since(lastSend), 0))
-			}
-		}
+		d := s.debouncer()
+		changed := d.Changed
 	follow:
 		for {
 			select {
@@ -335,13 +327,12 @@ func (s *Server) streamEndpoints(w http.ResponseWriter, r *http.Request) error {
 					delete(m.nodes, ev.Key)
 				}
 				changed()
-			case <-debounce:
-				dirty, debounce = false, nil
+			case <-d.C():
 				if err := send(); err != nil {
 					cancel()
 					return nil
 				}
-				lastSend = time.Now()
+				d.Fired()
 			}
 		}
 		cancel() // list again

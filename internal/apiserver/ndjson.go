@@ -5,6 +5,8 @@ import (
 	"errors"
 	"net/http"
 	"time"
+
+	"github.com/berth-project/berth/internal/controller"
 )
 
 // ndjsonKeepalive is how often an idle stream sends an empty line, so that
@@ -49,4 +51,11 @@ func (n *ndjson) ping() error {
 	}
 	n.f.Flush()
 	return nil
+}
+
+// debouncer batches a stream's changes the way controller.Loop batches
+// reconciles: the first change after a quiet spell goes out at once, later
+// ones within AssignmentDebounce of a send are batched into the next.
+func (s *Server) debouncer() controller.Debouncer {
+	return controller.Debouncer{Window: s.cfg.AssignmentDebounce}
 }

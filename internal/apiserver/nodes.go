@@ -11,7 +11,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/berth-project/berth/api"
 	"github.com/berth-project/berth/internal/ids"
@@ -466,9 +465,7 @@ func (s *Server) assignments(w http.ResponseWriter, r *http.Request) error {
 		watch := s.st.Tasks.Watch(ctx, rev)
 		// The first change after a quiet spell goes out at once; changes
 		// within AssignmentDebounce of a send are batched into the next.
-		var debounce <-chan time.Time
-		dirty := false
-		lastSend := time.Time{}
+		d := s.debouncer()
 	follow:
 		for {
 			select {
@@ -491,16 +488,12 @@ func (s *Server) assignments(w http.ResponseWriter, r *http.Request) error {
 				} else {
 					continue
 				}
-				if !dirty {
-					dirty = true
-					debounce = time.After(max(s.cfg.AssignmentDebounce-time.Since(lastSend), 0))
-				}
-			case <-debounce:
-				dirty, debounce = false, nil
+				d.Changed()
+			case <-d.C():
 				if err := send(rev); err != nil {
 					return nil
 				}
-				lastSend = time.Now()
+				d.Fired()
 			}
 		}
 	}
