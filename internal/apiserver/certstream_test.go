@@ -18,29 +18,7 @@ func TestGatewayCertificatesStreamSendsFirstChangeAtOnce(t *testing.T) {
 		c.Now = func() time.Time { return certNow }
 		c.AssignmentDebounce = window
 	})
-	c, err := api.NewClient(api.ClientConfig{Addr: f.srv.URL, Token: testToken})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	ch, err := c.WatchGatewayCertificates(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	next := func() api.GatewayCertificates {
-		t.Helper()
-		select {
-		case m, ok := <-ch:
-			if !ok {
-				t.Fatal("stream closed")
-			}
-			return m
-		case <-ctx.Done():
-			t.Fatal("no message")
-		}
-		return api.GatewayCertificates{}
-	}
+	_, next := watchCertificates(t, f)
 	if m := next(); len(m.Certificates) != 0 {
 		t.Fatalf("first message: %+v", m)
 	}
@@ -60,5 +38,34 @@ func TestGatewayCertificatesStreamSendsFirstChangeAtOnce(t *testing.T) {
 	t.Logf("first change reached the stream in %v (window %v)", took, window)
 	if took > window/2 {
 		t.Fatalf("first change after a quiet spell took %v, want well under the %v window", took, window)
+	}
+}
+
+// watchCertificates opens the agents' certificate stream on f; next returns
+// its next message, failing the test if none comes within 30 s.
+func watchCertificates(t *testing.T, f *fixture) (*api.Client, func() api.GatewayCertificates) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	c, err := api.NewClient(api.ClientConfig{Addr: f.srv.URL, Token: testToken})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, err := c.WatchGatewayCertificates(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, func() api.GatewayCertificates {
+		t.Helper()
+		select {
+		case m, ok := <-ch:
+			if !ok {
+				t.Fatal("stream closed")
+			}
+			return m
+		case <-ctx.Done():
+			t.Fatal("no message")
+		}
+		return api.GatewayCertificates{}
 	}
 }
