@@ -413,69 +413,30 @@ func signLeaf(rec store.GatewayCARecord, csr *x509.CertificateRequest, names []s
 
 // streamGatewayCertificates streams every uploaded certificate, keys
 // included, as NDJSON to agents: in full at once, then again after every
-// change (debounced like the endpoints stream), until the client goes away.
+// change (debounced like the endpoints stream: the first change after a
+// quiet spell at once, later ones within AssignmentDebounce batched), until
+// the client goes away.
 func (s *Server) streamGatewayCertificates(w http.ResponseWriter, r *http.Request) error {
-	ctx := r.Context()
-	stream, err := startNDJSON(w)
-	if err != nil {
-		return err
-	}
-	defer stream.Keepalive.Stop()
-	for {
+	return s.follow(w, r, func(ctx context.Context, changes chan<- change) (func() any, error) {
 		recs, rev, err := s.st.Certificates.List(ctx)
 		if err != nil {
-			return nil // the stream is open; the agent reconnects
+			return nil, err
 		}
 		certs := map[string]store.CertRecord{}
 		for _, rec := range recs {
 			certs[rec.Name] = rec
 		}
-		send := func() error {
+		forward(ctx, changes, s.st.Certificates.Watch(ctx, rev), func(ev store.Event[store.CertRecord]) bool {
+			rev = max(rev, ev.Revision)
+			return mirror(certs, ev)
+		})
+		return func() any {
 			msg := api.GatewayCertificates{Revision: rev, Certificates: []api.GatewayCertificate{}}
 			for _, c := range certs {
 				msg.Certificates = append(msg.Certificates, api.GatewayCertificate{Name: c.Name, CertPEM: c.CertPEM, KeyPEM: c.KeyPEM})
 			}
 			sort.Slice(msg.Certificates, func(i, j int) bool { return msg.Certificates[i].Name < msg.Certificates[j].Name })
-			return stream.send(msg)
-		}
-		if err := send(); err != nil {
-			return nil
-		}
-		wctx, cancel := context.WithCancel(ctx)
-		watch := s.st.Certificates.Watch(wctx, rev)
-		var debounce <-chan time.Time
-	follow:
-		for {
-			select {
-			case <-ctx.Done():
-				cancel()
-				return nil
-			case <-stream.Keepalive.C:
-				if err := stream.ping(); err != nil {
-					cancel()
-					return nil
-				}
-			case ev, ok := <-watch:
-				if !ok || ev.Err != nil {
-					break follow
-				}
-				if ev.Type == store.Put {
-					certs[ev.Key] = ev.Object
-				} else {
-					delete(certs, ev.Key)
-				}
-				rev = max(rev, ev.Revision)
-				if debounce == nil {
-					debounce = time.After(s.cfg.AssignmentDebounce)
-				}
-			case <-debounce:
-				debounce = nil
-				if err := send(); err != nil {
-					cancel()
-					return nil
-				}
-			}
-		}
-		cancel() // list again
-	}
+			return msg
+		}, nil
+	})
 }

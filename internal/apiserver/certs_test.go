@@ -370,29 +370,8 @@ func TestGatewayCACreatedOnce(t *testing.T) {
 // Agents get every certificate with its key, again after every change.
 func TestGatewayCertificatesStream(t *testing.T) {
 	f := newCertFixture(t)
-	c, err := api.NewClient(api.ClientConfig{Addr: f.srv.URL, Token: testToken})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	ch, err := c.WatchGatewayCertificates(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	next := func() api.GatewayCertificates {
-		t.Helper()
-		select {
-		case m, ok := <-ch:
-			if !ok {
-				t.Fatal("stream closed")
-			}
-			return m
-		case <-ctx.Done():
-			t.Fatal("no message")
-		}
-		return api.GatewayCertificates{}
-	}
+	c, next := watchCertificates(t, f)
+	ctx := t.Context()
 	if m := next(); len(m.Certificates) != 0 {
 		t.Fatalf("first message: %+v", m)
 	}

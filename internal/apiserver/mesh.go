@@ -8,7 +8,6 @@ import (
 	"net/url"
 	"sort"
 	"strconv"
-	"time"
 
 	"github.com/berth-project/berth/api"
 	"github.com/berth-project/berth/internal/store"
@@ -238,16 +237,10 @@ func (s *Server) listMesh(ctx context.Context) (*meshState, [3]int64, error) {
 // spell at once, later ones within AssignmentDebounce batched), until the
 // client goes away.
 func (s *Server) streamEndpoints(w http.ResponseWriter, r *http.Request) error {
-	ctx := r.Context()
-	stream, err := startNDJSON(w)
-	if err != nil {
-		return err
-	}
-	defer stream.Keepalive.Stop()
-	for {
+	return s.follow(w, r, func(ctx context.Context, changes chan<- change) (func() any, error) {
 		m, revs, err := s.listMesh(ctx)
 		if err != nil {
-			return nil // the stream is open; the agent reconnects
+			return nil, err
 		}
 		// A message's Revision is the revision of the task writes it
 		// includes: every task write at or before it is in the message. It
@@ -261,9 +254,20 @@ func (s *Server) streamEndpoints(w http.ResponseWriter, r *http.Request) error {
 		// revision-only message), so that acknowledgements pass the revision
 		// of any task write, such as a task's desired shutdown.
 		rev := revs[1]
+		forward(ctx, changes, s.st.Services.Watch(ctx, revs[0]), func(ev store.Event[api.Service]) bool { return mirror(m.services, ev) })
+		forward(ctx, changes, s.st.Tasks.Watch(ctx, revs[1]), func(ev store.Event[api.Task]) bool {
+			if ev.Type == store.Put && !ev.Object.Status.State.Terminal() {
+				m.tasks[ev.Key] = ev.Object
+			} else {
+				delete(m.tasks, ev.Key)
+			}
+			rev = max(rev, ev.Revision)
+			return true
+		})
+		forward(ctx, changes, s.st.Nodes.Watch(ctx, revs[2]), func(ev store.Event[api.Node]) bool { return mirror(m.nodes, ev) })
 		var last []byte
 		var sentRev int64
-		send := func() error {
+		return func() any {
 			msg := m.endpoints(0)
 			b, _ := json.Marshal(msg.Services)
 			if last != nil && string(b) == string(last) {
@@ -275,75 +279,7 @@ func (s *Server) streamEndpoints(w http.ResponseWriter, r *http.Request) error {
 			last = b
 			sentRev = rev
 			msg.Revision = rev
-			return stream.send(msg)
-		}
-		if err := send(); err != nil {
-			return nil
-		}
-		wctx, cancel := context.WithCancel(ctx)
-		svcW := s.st.Services.Watch(wctx, revs[0])
-		taskW := s.st.Tasks.Watch(wctx, revs[1])
-		nodeW := s.st.Nodes.Watch(wctx, revs[2])
-		var debounce <-chan time.Time
-		dirty := false
-		lastSend := time.Time{}
-		changed := func() {
-			if !dirty {
-				dirty = true
-				debounce = time.After(max(s.cfg.AssignmentDebounce-time.Since(lastSend), 0))
-			}
-		}
-	follow:
-		for {
-			select {
-			case <-ctx.Done():
-				cancel()
-				return nil
-			case <-stream.Keepalive.C:
-				if err := stream.ping(); err != nil {
-					cancel()
-					return nil
-				}
-			case ev, ok := <-svcW:
-				if !ok || ev.Err != nil {
-					break follow
-				}
-				if ev.Type == store.Put {
-					m.services[ev.Key] = ev.Object
-				} else {
-					delete(m.services, ev.Key)
-				}
-				changed()
-			case ev, ok := <-taskW:
-				if !ok || ev.Err != nil {
-					break follow
-				}
-				if ev.Type == store.Put && !ev.Object.Status.State.Terminal() {
-					m.tasks[ev.Key] = ev.Object
-				} else {
-					delete(m.tasks, ev.Key)
-				}
-				rev = max(rev, ev.Revision)
-				changed()
-			case ev, ok := <-nodeW:
-				if !ok || ev.Err != nil {
-					break follow
-				}
-				if ev.Type == store.Put {
-					m.nodes[ev.Key] = ev.Object
-				} else {
-					delete(m.nodes, ev.Key)
-				}
-				changed()
-			case <-debounce:
-				dirty, debounce = false, nil
-				if err := send(); err != nil {
-					cancel()
-					return nil
-				}
-				lastSend = time.Now()
-			}
-		}
-		cancel() // list again
-	}
+			return msg
+		}, nil
+	})
 }

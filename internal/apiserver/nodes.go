@@ -11,7 +11,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/berth-project/berth/api"
 	"github.com/berth-project/berth/internal/ids"
@@ -435,16 +434,10 @@ func (s *Server) assignments(w http.ResponseWriter, r *http.Request) error {
 	} else if err != nil {
 		return err
 	}
-	stream, err := startNDJSON(w)
-	if err != nil {
-		return err
-	}
-	defer stream.Keepalive.Stop()
-	for {
-		// List, send the full set, then follow changes from that revision.
+	return s.follow(w, r, func(ctx context.Context, changes chan<- change) (func() any, error) {
 		all, rev, err := s.st.Tasks.List(ctx)
 		if err != nil {
-			return nil // the stream is open; the agent reconnects
+			return nil, err
 		}
 		set := map[string]api.Task{}
 		for _, t := range all {
@@ -452,58 +445,27 @@ func (s *Server) assignments(w http.ResponseWriter, r *http.Request) error {
 				set[t.ID] = t
 			}
 		}
-		send := func(rev int64) error {
+		forward(ctx, changes, s.st.Tasks.Watch(ctx, rev), func(ev store.Event[api.Task]) bool {
+			rev = ev.Revision
+			_, had := set[ev.Key]
+			if ev.Type == store.Put && nodeTasks(nodeID, &ev.Object) {
+				set[ev.Key] = ev.Object
+			} else if had {
+				delete(set, ev.Key)
+			} else {
+				return false
+			}
+			return true
+		})
+		return func() any {
 			msg := api.Assignments{Revision: rev, Tasks: make([]api.Task, 0, len(set))}
 			for _, t := range set {
 				msg.Tasks = append(msg.Tasks, t)
 			}
 			sort.Slice(msg.Tasks, func(i, j int) bool { return msg.Tasks[i].ID < msg.Tasks[j].ID })
-			return stream.send(msg)
-		}
-		if err := send(rev); err != nil {
-			return nil
-		}
-		watch := s.st.Tasks.Watch(ctx, rev)
-		// The first change after a quiet spell goes out at once; changes
-		// within AssignmentDebounce of a send are batched into the next.
-		var debounce <-chan time.Time
-		dirty := false
-		lastSend := time.Time{}
-	follow:
-		for {
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-stream.Keepalive.C:
-				if err := stream.ping(); err != nil {
-					return nil
-				}
-			case ev, ok := <-watch:
-				if !ok || ev.Err != nil {
-					break follow // list again
-				}
-				rev = ev.Revision
-				_, had := set[ev.Key]
-				if ev.Type == store.Put && nodeTasks(nodeID, &ev.Object) {
-					set[ev.Key] = ev.Object
-				} else if had {
-					delete(set, ev.Key)
-				} else {
-					continue
-				}
-				if !dirty {
-					dirty = true
-					debounce = time.After(max(s.cfg.AssignmentDebounce-time.Since(lastSend), 0))
-				}
-			case <-debounce:
-				dirty, debounce = false, nil
-				if err := send(rev); err != nil {
-					return nil
-				}
-				lastSend = time.Now()
-			}
-		}
-	}
+			return msg
+		}, nil
+	})
 }
 
 func (s *Server) nodeStatus(w http.ResponseWriter, r *http.Request) error {

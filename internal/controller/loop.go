@@ -139,15 +139,9 @@ func (l *Loop) runOnce(ctx context.Context) error {
 	}
 	// The first change after a quiet spell is handled at once; changes that
 	// follow within Debounce of a reconcile are batched into the next one.
-	dirty := false
-	var debounce <-chan time.Time
-	last := time.Now()
-	mark := func() {
-		if !dirty {
-			dirty = true
-			debounce = time.After(max(l.Debounce-time.Since(last), 0))
-		}
-	}
+	d := Debouncer{Window: l.Debounce}
+	d.Fired()
+	mark := d.Changed
 	for {
 		select {
 		case <-ctx.Done():
@@ -191,12 +185,11 @@ func (l *Loop) runOnce(ctx context.Context) error {
 			if !had || !sameButHeartbeat(old, ev.Object) {
 				mark()
 			}
-		case <-debounce:
-			dirty, debounce = false, nil
+		case <-d.C():
 			if err := reconcile(); err != nil {
 				return err
 			}
-			last = time.Now()
+			d.Fired()
 		case <-timerC:
 			if err := reconcile(); err != nil {
 				return err
