@@ -671,3 +671,32 @@ func TestStats(t *testing.T) {
 		t.Errorf("Stats after Stop: %v, want ErrGone", err)
 	}
 }
+
+// TestKilledUnderMemoryLimitIsNotOOM: a container under a memory limit
+// killed with SIGKILL by someone else ends with 137 like an OOM kill does;
+// the driver asks the engine's event stream whether an "oom" event came
+// (the engine's OOMKilled flag can miss one whose exit it handled first:
+// TestConformance/OOMKilled covers the real OOM kill) and must not report
+// an OOM kill that was not one, nor wait past the bound for the event.
+func TestKilledUnderMemoryLimitIsNotOOM(t *testing.T) {
+	cli := dockertest.Client(t)
+	tag := testImage(t, cli)
+	d := newDriver(t, cli, docker.Config{})
+	sp := startSpec(t, tag, "print", "up", "forever")
+	sp.MemoryBytes = 64 << 20
+	h := start(t, d, sp)
+	id := h.State().ContainerID
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	killed := time.Now()
+	if err := cli.ContainerKill(ctx, id, "SIGKILL"); err != nil {
+		t.Fatal(err)
+	}
+	ex := waitExit(t, h)
+	if ex.Code != 137 || ex.OOMKilled {
+		t.Errorf("Wait = %+v, want code 137 and no OOM kill", ex)
+	}
+	if d := time.Since(killed); d > 15*time.Second {
+		t.Errorf("the exit took %s to be reported", d)
+	}
+}

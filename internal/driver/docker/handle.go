@@ -17,6 +17,8 @@ import (
 
 	errdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/events"
+	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/pkg/stdcopy"
 
 	"github.com/berth-project/berth/internal/driver"
@@ -34,6 +36,7 @@ type handle struct {
 
 	stopMu  sync.Mutex
 	removed atomic.Bool
+	killed  atomic.Bool // Stop sent SIGKILL: a 137 is Berth's doing
 }
 
 // newHandle makes the handle of container id, registers it and starts
@@ -93,6 +96,9 @@ func (h *handle) waitExit() driver.Exit {
 			ex := driver.Exit{Code: -1}
 			if c.State != nil {
 				ex.Code, ex.OOMKilled = c.State.ExitCode, c.State.OOMKilled
+				if !ex.OOMKilled && ex.Code == 137 && !h.killed.Load() && c.HostConfig != nil && c.HostConfig.Memory > 0 {
+					ex.OOMKilled = h.oomEvent(ctx, c.State.StartedAt)
+				}
 			}
 			return ex
 		case errdefs.IsNotFound(err):
@@ -113,6 +119,36 @@ func (h *handle) waitExit() driver.Exit {
 		case <-ctx.Done():
 		}
 		backoff = min(2*backoff, 2*time.Second)
+	}
+}
+
+// oomEventWait bounds how long a container killed by SIGKILL (exit code
+// 137) under a memory limit is checked for the engine's "oom" event.
+const oomEventWait = 2 * time.Second
+
+// oomEvent reports whether the engine emitted an "oom" event for the
+// container since it started. The engine records the OOM kill in the
+// container's state when its OOM event is handled, and the exit may be
+// handled first (Engine 20.10 under load): inspect then says OOMKilled
+// false for a container the OOM killer ended. The event stream keeps it.
+func (h *handle) oomEvent(ctx context.Context, startedAt string) bool {
+	since := "0"
+	if t, err := time.Parse(time.RFC3339Nano, startedAt); err == nil {
+		since = strconv.FormatInt(t.Add(-time.Second).Unix(), 10)
+	}
+	ctx, cancel := context.WithTimeout(ctx, oomEventWait)
+	defer cancel()
+	msgs, errs := h.d.cli.Events(ctx, events.ListOptions{Since: since, Filters: filters.NewArgs(
+		filters.Arg("type", string(events.ContainerEventType)),
+		filters.Arg("container", h.id),
+		filters.Arg("event", string(events.ActionOOM)))})
+	select {
+	case <-msgs:
+		return true
+	case <-errs:
+		return false
+	case <-ctx.Done():
+		return false
 	}
 }
 
@@ -150,6 +186,7 @@ func (h *handle) Stop(ctx context.Context, grace time.Duration) error {
 			t.Stop()
 		}
 		if !h.ended() {
+			h.killed.Store(true)
 			if err := h.kill(ctx, "SIGKILL"); err != nil {
 				return err
 			}
