@@ -37,24 +37,9 @@ type GatewayCA struct {
 
 // NewGatewayCA creates a gateway CA named name with a new P-256 key.
 func NewGatewayCA(name string) (*GatewayCA, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	key, der, err := newCA(name, "Berth gateway")
 	if err != nil {
-		return nil, fmt.Errorf("%w: key: %w", ErrGatewayCA, err)
-	}
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial(),
-		Subject:               pkix.Name{CommonName: name, Organization: []string{"Berth gateway"}},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(CALifetime),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		MaxPathLenZero:        true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return nil, fmt.Errorf("%w: create: %w", ErrGatewayCA, err)
+		return nil, fmt.Errorf("%w: %w", ErrGatewayCA, err)
 	}
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {

@@ -67,22 +67,7 @@ func LoadOrCreateCA(dir, name string) (*CA, error) {
 	if !errors.Is(err1, os.ErrNotExist) && err1 != nil {
 		return nil, fmt.Errorf("pki: %w", err1)
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, fmt.Errorf("pki: %w", err)
-	}
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial(),
-		Subject:               pkix.Name{CommonName: name, Organization: []string{"Berth"}},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(CALifetime),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		MaxPathLenZero:        true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	key, der, err := newCA(name, "Berth")
 	if err != nil {
 		return nil, fmt.Errorf("pki: %w", err)
 	}
@@ -295,4 +280,30 @@ func NewTokenMatcher(tok string) *TokenMatcher {
 func (m *TokenMatcher) Match(presented string) bool {
 	s := sha256.Sum256([]byte(presented))
 	return subtle.ConstantTimeCompare(s[:], m.sum[:]) == 1
+}
+
+// newCA makes a self-signed CA certificate (DER) for name in organization
+// org, with a new P-256 key, valid from an hour ago for CALifetime. The
+// cluster CA and the gateway CA are both made here.
+func newCA(name, org string) (*ecdsa.PrivateKey, []byte, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, fmt.Errorf("key: %w", err)
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial(),
+		Subject:               pkix.Name{CommonName: name, Organization: []string{org}},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(CALifetime),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		MaxPathLenZero:        true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("create: %w", err)
+	}
+	return key, der, nil
 }

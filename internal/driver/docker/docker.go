@@ -530,23 +530,30 @@ func (d *Driver) RemoveStrays(ctx context.Context, nodeID string, keep map[strin
 	return removed, errors.Join(errs...)
 }
 
-// Logs streams a task's output from the engine; once the container is gone,
-// from the copy saved when it was removed. It returns ErrGone when there is
-// neither.
-func (d *Driver) Logs(ctx context.Context, taskID string, tail int, follow bool) (io.ReadCloser, error) {
-	id := ""
+// logSource finds where a task's logs are: its container's id ("" once the
+// container is gone) and the directory its logs were saved in.
+func (d *Driver) logSource(ctx context.Context, taskID string) (id, logDir string, err error) {
 	d.mu.Lock()
 	if h := d.handles[taskID]; h != nil && !h.isRemoved() {
 		id = h.id
 	}
-	logDir := d.logDirs[taskID]
+	logDir = d.logDirs[taskID]
 	d.mu.Unlock()
 	if id == "" {
-		found, err := d.findTask(ctx, taskID)
-		if err != nil {
-			return nil, err
+		if id, err = d.findTask(ctx, taskID); err != nil {
+			return "", "", err
 		}
-		id = found
+	}
+	return id, logDir, nil
+}
+
+// Logs streams a task's output from the engine; once the container is gone,
+// from the copy saved when it was removed. It returns ErrGone when there is
+// neither.
+func (d *Driver) Logs(ctx context.Context, taskID string, tail int, follow bool) (io.ReadCloser, error) {
+	id, logDir, err := d.logSource(ctx, taskID)
+	if err != nil {
+		return nil, err
 	}
 	if id == "" {
 		if logDir != "" {

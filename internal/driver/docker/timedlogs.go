@@ -19,19 +19,9 @@ import (
 // container was removed have no times: they get the saved file's
 // modification time.
 func (d *Driver) TimedLogs(ctx context.Context, taskID string, opts driver.LogOptions) (io.ReadCloser, error) {
-	id := ""
-	d.mu.Lock()
-	if h := d.handles[taskID]; h != nil && !h.isRemoved() {
-		id = h.id
-	}
-	logDir := d.logDirs[taskID]
-	d.mu.Unlock()
-	if id == "" {
-		found, err := d.findTask(ctx, taskID)
-		if err != nil {
-			return nil, err
-		}
-		id = found
+	id, logDir, err := d.logSource(ctx, taskID)
+	if err != nil {
+		return nil, err
 	}
 	if id == "" {
 		if logDir != "" {
